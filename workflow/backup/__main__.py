@@ -1,0 +1,5 @@
+import sys
+
+from .jobs import main
+
+sys.exit(main())

@@ -1,0 +1,199 @@
+"""Command line: ``python scripts/backup_system.py [backup|run] [options]``.
+
+A thin layer over the Snakemake workflow: it validates the config, starts
+``snakemake`` with a fresh run id, shows one line per finished job, and prints the
+summary table from the run's marker files. ``--dry-run`` asks rsync and rclone
+what they would send, and writes nothing anywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from . import logs, plan, records, sources, summary, transports
+from .config import ConfigError, load_config
+
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+EPILOG = """\
+commands:
+  backup    back up every enabled destination now (the default)
+  run       backup (pre) -> analysis pipeline (pipeline.command) -> backup (post)
+
+exit status:
+  0  every enabled destination succeeded
+  1  a destination (or the pipeline) failed; the summary names it and why
+  2  usage or config error; nothing was transferred
+  3  finished with warnings (for example a listed source file is missing)
+
+Relative paths inside the config are relative to the project folder
+({project}). Progress goes to the terminal, details to backup.log
+(backups.log_file).
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="backup_system.py",
+        description="Back up the lab's CSVs and figure folders to SMB, Box and secured storage.",
+        epilog=EPILOG.format(project=PROJECT_DIR),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("command", nargs="?", choices=["backup", "run"], default="backup", help="default: backup")
+    parser.add_argument(
+        "--config",
+        action="append",
+        metavar="FILE",
+        help="config file (default config/config.yaml); repeat to layer files, later ones win",
+    )
+    parser.add_argument(
+        "--dry-run",
+        "-n",
+        action="store_true",
+        help="list, per destination, the files that would be sent; write nothing",
+    )
+    only = parser.add_mutually_exclusive_group()
+    for dest in plan.DESTINATIONS:
+        only.add_argument(
+            f"--{dest}-only", dest="only", action="store_const", const=dest, help=f"only the {dest} destination"
+        )
+    parser.add_argument("--cores", type=int, default=2, help="parallel jobs (default 2)")
+    return parser
+
+
+def dry_run(cfg: dict, transfers: list[plan.Transfer]) -> int:
+    """Ask each tool what it would send; print it; touch nothing."""
+    quiet = logs.setup(None, "dry-run")
+    status = summary.EXIT_OK
+    print("Dry run: nothing is written at any destination.\n")
+    if not cfg["backups"]["enabled"]:
+        print("backups are disabled (backups.enabled: false): nothing would be backed up")
+        return status
+    for transfer in transfers:
+        print(f"{transfer.destination} {transfer.dataset} -> {transfer.target} ({transfer.tool}, {transfer.mode})")
+        listing = sources.list_source(transfer.source)
+        for pattern in listing.missing:
+            print(f"  warning: source not found: {os.path.join(transfer.source.root, pattern)}")
+            status = max(status, summary.EXIT_WARNINGS)
+        try:
+            if transfer.mode == "archive":
+                raise transports.TransferError("compressed mode is not available yet; set use_compression: false")
+            result = transports.for_transfer(transfer).send(transfer, listing, quiet, dry_run=True)
+        except transports.TransferError as exc:
+            print(f"  FAILED: {exc}\n")
+            status = summary.EXIT_FAILED
+            continue
+        print(
+            f"  would send {result.files_sent} of {len(listing.files)} files "
+            f"({summary.human_bytes(result.bytes_sent)}):"
+        )
+        for name in result.sent:
+            print(f"    {name}")
+        print()
+    return status
+
+
+def _run_snakemake(
+    config_files: list[str], target: str, run_id: str, only: str | None, cores: int
+) -> tuple[int, list[str]]:
+    """Run the workflow; stream job lines to the terminal, everything to a log file."""
+    cmd = [
+        sys.executable, "-m", "snakemake",
+        "--snakefile", str(PROJECT_DIR / "Snakefile"),
+        "--directory", str(PROJECT_DIR),
+        "--cores", str(cores),
+        "--keep-going",
+        "--resources", "network=2",
+        "--configfile", *config_files,
+        "--config", f"run_id={run_id}", *([f"only={only}"] if only else []),
+        "--", target,
+    ]  # fmt: skip
+    env = {
+        **os.environ,
+        "BACKUP_CLI": "1",
+        "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]),
+    }
+    log_path = records.run_dir(run_id, PROJECT_DIR) / "snakemake.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    lines: list[str] = []
+    with open(log_path, "w", encoding="utf-8") as log_fh:
+        proc = subprocess.Popen(
+            cmd, cwd=PROJECT_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace"
+        )
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            log_fh.write(line)
+            lines.append(line.rstrip("\n"))
+            if line.startswith("backup: "):
+                print("  " + line[len("backup: ") :], end="", flush=True)
+        returncode = proc.wait()
+    return returncode, lines
+
+
+def _stage_rows(run_id: str, stage: str, expected: list[plan.Transfer]) -> list[dict]:
+    """Records of a stage; a planned transfer without a record failed without saying why."""
+    found = {(r["destination"], r["dataset"]): r for r in records.stage_records(run_id, stage, PROJECT_DIR)}
+    rows = []
+    for t in expected:
+        rows.append(
+            found.get(
+                (t.destination, t.dataset),
+                {"destination": t.destination, "dataset": t.dataset, "mode": t.mode, "status": "failed",
+                 "error": f"the job did not finish; see .backup/runs/{run_id}/snakemake.log"},
+            )
+        )  # fmt: skip
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    config_files = [os.path.abspath(p) for p in (args.config or [str(PROJECT_DIR / "config" / "config.yaml")])]
+    try:
+        cfg = load_config(config_files)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return summary.EXIT_USAGE
+    transfers = plan.plan(cfg, str(PROJECT_DIR), [args.only] if args.only else None)
+    if args.dry_run:
+        return dry_run(cfg, transfers)
+
+    run_id = records.new_run_id()
+    log_file = cfg["backups"]["log_file"]
+    log = logs.setup(plan.absolute(log_file, str(PROJECT_DIR)), run_id, "cli")
+    target = "run" if args.command == "run" else "backup_all"
+    log.info("started: %s (config %s)", args.command, ", ".join(config_files))
+    print(f"Run {run_id}: {args.command}, config {', '.join(config_files)}")
+    if not cfg["backups"]["enabled"]:
+        print("backups are disabled (backups.enabled: false): no backup step will transfer anything")
+    returncode, lines = _run_snakemake(config_files, target, run_id, args.only, args.cores)
+
+    exit_code = summary.EXIT_OK
+    stages = ["pre", "post"] if args.command == "run" else ["manual"]
+    all_rows = []
+    for stage in stages:
+        if stage == "post" and not (records.run_dir(run_id, PROJECT_DIR) / "pipeline.json").exists():
+            error = records.read_json(records.run_dir(run_id, PROJECT_DIR) / "pipeline-error.json")
+            reason = error["error"] if error else f"see .backup/runs/{run_id}/snakemake.log"
+            print(f"\nPipeline FAILED: {reason}\nPost-pipeline backup: not run.")
+            exit_code = summary.EXIT_FAILED
+            continue
+        if stage == "post":
+            print("\nPipeline: ok")
+        rows = _stage_rows(run_id, stage, transfers)
+        all_rows += rows
+        if rows:
+            print("\n" + summary.table(rows, f"Backup summary ({stage}):" if stage != "manual" else "Backup summary:"))
+    rows_status = summary.exit_status(all_rows)
+    if rows_status == summary.EXIT_FAILED or exit_code == summary.EXIT_FAILED:
+        exit_code = summary.EXIT_FAILED
+    elif returncode != 0:
+        exit_code = summary.EXIT_FAILED
+        print("\nThe workflow failed; its last lines:\n" + "\n".join(lines[-15:]))
+    else:
+        exit_code = rows_status
+    log.info("finished with exit status %d", exit_code)
+    print(f"\nLog: {log_file}   Run records: .backup/runs/{run_id}/   Exit status: {exit_code}")
+    return exit_code

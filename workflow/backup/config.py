@@ -1,0 +1,148 @@
+"""Load the YAML config, fill defaults and validate it against the one schema.
+
+The CLI, the Snakefile and every job load the config through ``load_config`` so
+that they all see the same validated, defaulted settings.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
+DEFAULT_CONFIG = "config/config.yaml"
+
+
+class ConfigError(Exception):
+    """A config that cannot be used; the message is one line naming file and key."""
+
+
+def _load_schema() -> dict:
+    with open(SCHEMA_PATH, encoding="utf-8") as fh:
+        return yaml.safe_load(fh)
+
+
+def _fill_defaults(instance: Any, schema: dict) -> None:
+    """Insert schema defaults for missing keys, depth first (like snakemake.utils.validate)."""
+    if not isinstance(instance, dict) or schema.get("type") != "object":
+        return
+    for key, sub in schema.get("properties", {}).items():
+        if key not in instance and "default" in sub:
+            instance[key] = copy.deepcopy(sub["default"])
+        if key in instance:
+            _fill_defaults(instance[key], sub)
+    extra = schema.get("additionalProperties")
+    if isinstance(extra, dict):
+        for key, value in instance.items():
+            if key not in schema.get("properties", {}):
+                _fill_defaults(value, extra)
+
+
+def _key_path(error: jsonschema.ValidationError) -> str:
+    parts = [str(p) for p in error.absolute_path]
+    if error.validator == "required":
+        missing = error.message.split("'")[1] if "'" in error.message else ""
+        parts.append(missing)
+    elif error.validator == "additionalProperties":
+        # "Additional properties are not allowed ('x' was unexpected)"
+        extra = error.message.split("(")[-1].split("'")
+        if len(extra) > 1:
+            parts.append(extra[1])
+    return ".".join(p for p in parts if p) or "(top level)"
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    if error.validator == "additionalProperties":
+        return "unknown key (check the spelling; see workflow/schemas/config.schema.yaml)"
+    if error.validator == "required":
+        return "is required but missing"
+    if error.validator == "enum":
+        return f"must be one of {', '.join(map(str, error.validator_value))}, not {error.instance!r}"
+    if error.validator == "type":
+        want = error.validator_value
+        want = " or ".join(want) if isinstance(want, list) else want
+        return f"must be {want}, not {error.instance!r}"
+    return error.message
+
+
+def validate(data: Any, source: str = "config") -> dict:
+    """Return a defaulted copy of ``data``; raise ConfigError naming the first problem."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the file must hold a mapping with a 'backups' key")
+    data = copy.deepcopy(data)
+    schema = _load_schema()
+    _fill_defaults(data, schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(data), key=lambda e: (len(e.absolute_path), str(e.path)))
+    if errors:
+        # The deepest error is the most specific one ("if/then" wraps "required").
+        err = max(errors, key=lambda e: len(list(e.absolute_path)))
+        raise ConfigError(f"{source}: {_key_path(err)}: {_describe(err)}")
+    _check_semantics(data, source)
+    return data
+
+
+def _check_semantics(cfg: dict, source: str) -> None:
+    """Rules the schema cannot express: dataset names must exist, includes stay inside root."""
+    backups = cfg["backups"]
+    sources = backups["sources"]
+    for name, spec in sources.items():
+        for pattern in spec["include"]:
+            parts = Path(pattern).parts
+            if pattern.startswith("/") or ".." in parts:
+                raise ConfigError(
+                    f"{source}: backups.sources.{name}.include: {pattern!r} must be relative to root and stay inside it"
+                )
+    if not backups["enabled"]:
+        return
+    for dest_name, dest in backups["destinations"].items():
+        if not dest.get("enabled"):
+            continue
+        for dataset in dest["datasets"]:
+            if dataset not in sources:
+                known = ", ".join(sources) or "none defined"
+                raise ConfigError(
+                    f"{source}: backups.destinations.{dest_name}.datasets: {dataset!r} is not a "
+                    f"source (backups.sources has: {known})"
+                )
+
+
+def read_yaml(path: str | Path) -> Any:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return yaml.safe_load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+
+
+def merge(base: dict, override: dict) -> dict:
+    """Deep-merge ``override`` into a copy of ``base`` (later config files win)."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def load_config(paths: list[str | Path] | None = None) -> dict:
+    """Read, merge and validate config files (default ``config/config.yaml``)."""
+    paths = [str(p) for p in (paths or [DEFAULT_CONFIG])]
+    data: dict = {}
+    for path in paths:
+        content = read_yaml(path)
+        if content is not None and not isinstance(content, dict):
+            raise ConfigError(f"{path}: the file must hold a mapping with a 'backups' key")
+        data = merge(data, content or {})
+    return validate(data, source=" + ".join(paths))

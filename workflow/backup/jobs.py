@@ -1,0 +1,172 @@
+"""The work behind each Snakemake job: ``python -m backup sync|pipeline|report ...``.
+
+A sync job never raises for a failed transfer: it records the failure in its marker
+and exits 0, so one destination failing never stops the others, and the report job
+at the end turns failures into a non-zero exit. Only a broken job (a bug) exits
+non-zero by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from . import logs, plan, records, runner, sources, summary, transports
+from .config import ConfigError, load_config
+
+
+def _say(line: str) -> None:
+    """One line per job on stdout; the CLI shows lines that start with 'backup: '."""
+    print(f"backup: {line}", flush=True)
+
+
+def sync(args: argparse.Namespace) -> int:
+    started, t0 = records.now_iso(), time.monotonic()
+    record = records.base_record(
+        args.run_id, stage=args.stage, destination=args.dest, dataset=args.dataset, started=started
+    )
+    log = logs.setup(None, args.run_id, job_log=args.log)
+    try:
+        cfg = load_config(args.config)
+        context = f"{args.stage} {args.dest}/{args.dataset}"
+        log = logs.setup(cfg["backups"]["log_file"], args.run_id, context, job_log=args.log)
+        transfer = plan.find(plan.plan(cfg, os.getcwd()), args.dest, args.dataset)
+        record.update(mode=transfer.mode, tool=transfer.tool, target=transfer.target, source=transfer.source.root)
+        if transfer.mode == "archive":
+            raise transports.TransferError("compressed mode is not available yet; set use_compression: false")
+        listing = sources.list_source(transfer.source)
+        record.update(files_total=len(listing.files), bytes_total=listing.total_bytes, missing=listing.missing)
+        for pattern in listing.missing:
+            log.warning("source not found: %s", os.path.join(transfer.source.root, pattern))
+        log.info(
+            "sending %d files (%s) to %s", len(listing.files), summary.human_bytes(listing.total_bytes), transfer.target
+        )
+        result = transports.for_transfer(transfer).send(transfer, listing, log)
+        record.update(files_sent=result.files_sent, bytes_sent=result.bytes_sent)
+        record["status"] = "warning" if listing.missing else "ok"
+        record["error"] = None
+    except (transports.TransferError, ConfigError, KeyError) as exc:
+        record.update(status="failed", error=runner.mask(str(exc)))
+    except Exception as exc:  # noqa: BLE001 - a bug must still leave a record and free the others
+        record.update(status="failed", error=runner.mask(f"internal error: {type(exc).__name__}: {exc}"))
+    record.setdefault("files_sent", 0)
+    record.setdefault("bytes_sent", 0)
+    record.update(finished=records.now_iso(), seconds=round(time.monotonic() - t0, 3))
+    if record["status"] == "failed":
+        log.error("FAILED: %s", record["error"])
+    else:
+        log.info(
+            "%s: %d files sent (%s), %d files in the dataset",
+            record["status"],
+            record["files_sent"],
+            summary.human_bytes(record["bytes_sent"]),
+            record["files_total"],
+        )
+    records.write_json(args.marker, record)
+    detail = record["error"] or f"{record['files_sent']} of {record.get('files_total', 0)} files sent"
+    _say(f"{args.stage} {args.dest}/{args.dataset}: {record['status']} ({detail})")
+    return 0
+
+
+def pipeline(args: argparse.Namespace) -> int:
+    """Run the analysis command, but only after a successful pre-pipeline backup."""
+    cfg = load_config(args.config)
+    log = logs.setup(cfg["backups"]["log_file"], args.run_id, "pipeline", job_log=args.log)
+    failed = [r for r in records.stage_records(args.run_id, "pre") if r.get("status") == "failed"]
+    error_file = records.run_dir(args.run_id) / "pipeline-error.json"
+    if failed and cfg["pipeline"]["require_pre_backup"]:
+        names = ", ".join(f"{r['destination']}/{r['dataset']}" for r in failed)
+        message = (
+            f"pre-pipeline backup failed ({names}); the pipeline was not started "
+            "(set pipeline.require_pre_backup: false to run it anyway)"
+        )
+        log.error(message)
+        records.write_json(error_file, records.base_record(args.run_id, status="failed", error=message))
+        _say(f"pipeline: not started: {message}")
+        return 1
+    command = cfg["pipeline"].get("command")
+    if not command:
+        message = "no pipeline.command in the config: nothing to run between the backups"
+        log.error(message)
+        records.write_json(error_file, records.base_record(args.run_id, status="failed", error=message))
+        _say(f"pipeline: {message}")
+        return 1
+    started, t0 = records.now_iso(), time.monotonic()
+    _say(f"pipeline: running {command}")
+    # "python" in the command is this environment's Python (the venv's), as under `make`.
+    path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+    result = runner.run(command, log, shell=True, env={"PATH": path})
+    record = records.base_record(
+        args.run_id,
+        command=command,
+        started=started,
+        finished=records.now_iso(),
+        seconds=round(time.monotonic() - t0, 3),
+        exit_status=result.returncode,
+    )
+    if result.returncode != 0:
+        tail = result.lines[-1] if result.lines else ""
+        message = f"pipeline command failed with exit status {result.returncode}: {tail}"[:400]
+        records.write_json(error_file, {**record, "status": "failed", "error": message})
+        _say(f"pipeline: FAILED ({message})")
+        return 1
+    records.write_json(args.marker, {**record, "status": "ok"})
+    _say(f"pipeline: ok ({record['seconds']:.1f} s)")
+    return 0
+
+
+def report(args: argparse.Namespace) -> int:
+    """End of a target: print the stage's table (unless the CLI prints it) and fail on failures."""
+    cfg = load_config(args.config)
+    log = logs.setup(args.log, args.run_id)
+    backups = cfg["backups"]
+    if not backups["enabled"]:
+        text = "backups are disabled (backups.enabled: false): nothing was backed up"
+    elif args.dest and not backups["destinations"][args.dest].get("enabled"):
+        text = f"destination {args.dest} is disabled (backups.destinations.{args.dest}.enabled: false): nothing to do"
+    else:
+        rows = [
+            r
+            for stage in args.stage
+            for r in records.stage_records(args.run_id, stage)
+            if not args.dest or r["destination"] == args.dest
+        ]
+        text = summary.table(rows, f"Backup summary (run {args.run_id}, {' + '.join(args.stage)})")
+        log.info("\n%s", text)
+        if not os.environ.get("BACKUP_CLI"):
+            print(text, flush=True)
+        return 1 if summary.exit_status(rows) == summary.EXIT_FAILED else 0
+    log.info("%s", text)
+    if not os.environ.get("BACKUP_CLI"):
+        print(text, flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m backup", description="Jobs of the backup workflow.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", action="append", required=True, help="config file (repeatable)")
+    common.add_argument("--run-id", required=True)
+    common.add_argument("--log", help="this job's log file")
+    p = sub.add_parser("sync", parents=[common])
+    p.add_argument("--stage", required=True, choices=plan.STAGES)
+    p.add_argument("--dest", required=True, choices=plan.DESTINATIONS)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--marker", required=True)
+    p.set_defaults(func=sync)
+    p = sub.add_parser("pipeline", parents=[common])
+    p.add_argument("--marker", required=True)
+    p.set_defaults(func=pipeline)
+    p = sub.add_parser("report", parents=[common])
+    p.add_argument("--stage", required=True, action="append", choices=plan.STAGES)
+    p.add_argument("--dest", choices=plan.DESTINATIONS)
+    p.set_defaults(func=report)
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

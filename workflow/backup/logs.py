@@ -1,0 +1,35 @@
+"""backup.log: one appended, timestamped line per event, from every job and the CLI.
+
+Each job also mirrors its lines to its own Snakemake log file (``logs/...``).
+Several jobs append to backup.log at once; each line is written with a single
+``write`` on a file opened in append mode, which keeps lines whole.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+FORMAT = "%(asctime)s %(levelname)-7s [%(run_id)s] %(context)s%(message)s"
+DATEFMT = "%Y-%m-%d %H:%M:%S"
+
+
+def setup(log_file: str | Path | None, run_id: str, context: str = "", job_log: str | Path | None = None):
+    """Return a logger adapter writing to ``log_file`` (and ``job_log``) with run id and context."""
+    logger = logging.getLogger(f"backup.{run_id}.{context}")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+    formatter = logging.Formatter(FORMAT, DATEFMT)
+    for path in (log_file, job_log):
+        if path is None:
+            continue
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(path, mode="a", encoding="utf-8")
+        handler.setFormatter(formatter)
+        logger.addHandler(handler)
+    if not logger.handlers:
+        logger.addHandler(logging.NullHandler())
+    return logging.LoggerAdapter(logger, {"run_id": run_id, "context": f"{context}: " if context else ""})

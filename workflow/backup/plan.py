@@ -1,0 +1,113 @@
+"""Pure planning: which (destination, dataset) transfers exist and where each one lands.
+
+Nothing here touches the disk or the network, so the Snakefile can call it at parse
+time and tests can check the seed's layout directly.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+DESTINATIONS = ("smb", "box", "secured")
+TOOLS = {"smb": "rsync", "box": "rclone", "secured": "rsync"}
+STAGES = ("manual", "pre", "post")
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str
+    root: str
+    include: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """One job: send one dataset to one destination."""
+
+    destination: str
+    dataset: str
+    mode: str  # "direct" or "archive"
+    tool: str  # "rsync" or "rclone"
+    source: Source
+    target: str  # local path, smb:// URL, or rclone "remote:path"
+    require_mount: bool = False
+    mount_point: str | None = None
+    rclone_config: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.destination}/{self.dataset}"
+
+
+def absolute(path: str, project_dir: str) -> str:
+    """Relative local paths in the config are relative to the project folder."""
+    if "://" in path:
+        return path
+    return os.path.normpath(os.path.join(project_dir, os.path.expanduser(path)))
+
+
+def is_compressed(backups: dict, destination: str) -> bool:
+    override = backups["destinations"][destination].get("use_compression")
+    return backups["compression"]["enabled"] if override is None else override
+
+
+def smb_dataset_path(dest: dict, dataset: str) -> str:
+    """The seed names two SMB folders: csvs_path for CSVs, results_path for Results."""
+    explicit = {"CSVs": dest.get("csvs_path"), "Results": dest.get("results_path")}.get(dataset)
+    return explicit or dest["base_path"].rstrip("/") + "/" + dataset
+
+
+def target_for(backups: dict, destination: str, dataset: str, project_dir: str) -> str:
+    """Where a dataset lands at a destination (PRODUCT.md, 'Where things land')."""
+    dest = backups["destinations"][destination]
+    compressed = is_compressed(backups, destination)
+    if destination == "smb":
+        return absolute(smb_dataset_path(dest, dataset), project_dir)
+    if destination == "box":
+        folder = dest["folder"].strip("/")
+        return f"{dest['remote']}:{folder + '/' if folder else ''}{dataset}"
+    if destination == "secured":
+        return absolute(os.path.join(dest["base_path"], "backups" if compressed else dataset), project_dir)
+    raise ValueError(f"unknown destination {destination!r}")
+
+
+def enabled_destinations(backups: dict, only: list[str] | None = None) -> list[str]:
+    if not backups["enabled"]:
+        return []
+    return [
+        name for name in DESTINATIONS if backups["destinations"][name].get("enabled") and (not only or name in only)
+    ]
+
+
+def plan(cfg: dict, project_dir: str, only: list[str] | None = None) -> list[Transfer]:
+    """All transfers of a run, one per (enabled destination, dataset)."""
+    backups = cfg["backups"]
+    transfers = []
+    for destination in enabled_destinations(backups, only):
+        dest = backups["destinations"][destination]
+        for dataset in dest["datasets"]:
+            spec = backups["sources"][dataset]
+            source = Source(dataset, absolute(spec["root"], project_dir), tuple(spec["include"]))
+            rclone_config = dest.get("rclone_config")
+            transfers.append(
+                Transfer(
+                    destination=destination,
+                    dataset=dataset,
+                    mode="archive" if is_compressed(backups, destination) else "direct",
+                    tool=TOOLS[destination],
+                    source=source,
+                    target=target_for(backups, destination, dataset, project_dir),
+                    require_mount=dest.get("require_mount", False),
+                    mount_point=absolute(dest["mount_point"], project_dir) if dest.get("mount_point") else None,
+                    rclone_config=absolute(rclone_config, project_dir) if rclone_config else None,
+                )
+            )
+    return transfers
+
+
+def find(transfers: list[Transfer], destination: str, dataset: str) -> Transfer:
+    for transfer in transfers:
+        if transfer.destination == destination and transfer.dataset == dataset:
+            return transfer
+    raise KeyError(f"no transfer planned for {destination}/{dataset}")

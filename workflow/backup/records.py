@@ -1,0 +1,71 @@
+"""Run ids, marker files and run records under the project's state folder.
+
+A marker is the JSON record of one completed job: what ran, when, what it sent and
+how it ended. Marker paths contain the run id, so every trigger is a new run that
+contacts every enabled destination, and earlier runs stay on disk as history.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+from datetime import datetime
+from pathlib import Path
+
+STATE_DIR = ".backup"
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """Sortable, unique even for two runs within one second."""
+    now = now or datetime.now()
+    return now.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+
+
+def now_iso() -> str:
+    return datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def run_dir(run_id: str, project_dir: str | Path = ".") -> Path:
+    return Path(project_dir, STATE_DIR, "runs", run_id)
+
+
+def marker_path(run_id: str, stage: str, destination: str, dataset: str) -> str:
+    return f"{STATE_DIR}/runs/{run_id}/{stage}/{destination}/{dataset}.json"
+
+
+def pipeline_marker(run_id: str) -> str:
+    return f"{STATE_DIR}/runs/{run_id}/pipeline.json"
+
+
+def write_json(path: str | Path, data: dict) -> None:
+    """Write JSON atomically: a reader never sees half a marker."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2, sort_keys=True)
+        fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def read_json(path: str | Path) -> dict | None:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def base_record(run_id: str, **fields) -> dict:
+    return {"run_id": run_id, "host": socket.gethostname(), "pid": os.getpid(), **fields}
+
+
+def stage_records(run_id: str, stage: str, project_dir: str | Path = ".") -> list[dict]:
+    """All transfer records of one stage of a run, in a stable order."""
+    folder = run_dir(run_id, project_dir) / stage
+    records = [read_json(p) for p in sorted(folder.glob("*/*.json"))]
+    return [r for r in records if r]

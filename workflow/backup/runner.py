@@ -1,0 +1,108 @@
+"""The one place that runs external commands (rsync, rclone, the pipeline).
+
+Every command is logged before it runs and its output is logged line by line,
+with secrets masked, so that nothing else in the package needs to think about it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+from dataclasses import dataclass, field
+
+MASK = "****"
+# Flags whose next argument (or '=value') is a secret.
+SECRET_FLAGS = ("--password", "--pass", "--smb-pass", "--token", "--box-token", "--webdav-pass", "--sftp-pass")
+# key=value pairs in output or arguments that look like credentials.
+SECRET_PAIR = re.compile(r"(?i)\b([\w-]*(?:pass(?:word)?|token|secret|key)[\w-]*\s*[=:]\s*)(\"[^\"]*\"|'[^']*'|\S+)")
+
+
+@dataclass
+class Result:
+    returncode: int
+    lines: list[str] = field(default_factory=list)
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+
+def mask(text: str, secrets: tuple[str, ...] | list[str] = ()) -> str:
+    """Hide known secret values and anything that looks like key=secret."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, MASK)
+    return SECRET_PAIR.sub(lambda m: m.group(1) + MASK, text)
+
+
+def mask_args(args: list[str], secrets: tuple[str, ...] | list[str] = ()) -> list[str]:
+    out, hide_next = [], False
+    for arg in args:
+        if hide_next:
+            out.append(MASK)
+            hide_next = False
+            continue
+        flag, eq, _ = arg.partition("=")
+        if flag in SECRET_FLAGS:
+            if eq:
+                out.append(f"{flag}={MASK}")
+            else:
+                out.append(arg)
+                hide_next = True
+            continue
+        out.append(mask(arg, secrets))
+    return out
+
+
+def secret_env_values(env: dict[str, str] | None) -> list[str]:
+    """Values of environment variables that carry credentials (RCLONE_*_PASS, ..._TOKEN)."""
+    if not env:
+        return []
+    return [v for k, v in env.items() if re.search(r"PASS|TOKEN|SECRET", k, re.I) and v]
+
+
+def run(
+    args: list[str],
+    log,
+    *,
+    secrets: tuple[str, ...] | list[str] = (),
+    env: dict[str, str] | None = None,
+    cwd: str | None = None,
+    shell: bool = False,
+    render=None,
+) -> Result:
+    """Run a command, log it and each output line (masked), return code and lines.
+
+    ``render`` turns a raw output line into the text logged for it (for JSON logs).
+    """
+    secrets = list(secrets) + secret_env_values(env)
+    shown = mask(args if isinstance(args, str) else shlex.join(mask_args(list(args), secrets)), secrets)
+    log.info("$ %s", shown)
+    full_env = None if env is None else {**os.environ, **env}
+    try:
+        proc = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            cwd=cwd,
+            shell=shell,
+        )
+    except FileNotFoundError:
+        name = args.split()[0] if isinstance(args, str) else args[0]
+        log.error("command not found: %s", name)
+        return Result(127, [f"command not found: {name}"])
+    lines = []
+    assert proc.stdout is not None
+    for raw in proc.stdout:
+        line = mask(raw.decode("utf-8", errors="replace").rstrip("\n"), secrets)
+        lines.append(line)
+        shown_line = render(line) if render else line
+        if shown_line:
+            log.info("  %s", shown_line)
+    returncode = proc.wait()
+    log.info("exit status %d", returncode)
+    return Result(returncode, lines)

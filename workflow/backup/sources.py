@@ -1,0 +1,79 @@
+"""List the files of a dataset: one walk of its include patterns under its root.
+
+The list is what every transport sends (rsync ``--files-from``, rclone
+``--files-from-raw``), so counting, sending and checking agree on one set of files.
+Symlinks are listed as entries and never followed, so nothing outside the root
+is reached through them.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass, field
+
+from .plan import Source
+
+GLOB_CHARS = set("*?[")
+
+
+@dataclass
+class Listing:
+    root: str
+    files: list[str] = field(default_factory=list)  # relative POSIX paths, sorted
+    sizes: dict[str, int] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)  # include patterns that matched nothing
+    links: set[str] = field(default_factory=set)  # entries that are symlinks
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(self.sizes.values())
+
+
+def _walk(root: str, rel_dir: str, out: dict[str, int], links: set[str]) -> None:
+    stack = [rel_dir]
+    while stack:
+        rel = stack.pop()
+        with os.scandir(os.path.join(root, rel) if rel else root) as entries:
+            for entry in entries:
+                rel_path = f"{rel}/{entry.name}" if rel else entry.name
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(rel_path)
+                else:
+                    out[rel_path] = entry.stat(follow_symlinks=False).st_size
+                    if entry.is_symlink():
+                        links.add(rel_path)
+
+
+def _add(root: str, rel: str, out: dict[str, int], links: set[str]) -> bool:
+    path = os.path.join(root, rel)
+    if os.path.islink(path) or os.path.isfile(path):
+        out[rel] = os.lstat(path).st_size
+        if os.path.islink(path):
+            links.add(rel)
+        return True
+    if os.path.isdir(path):
+        _walk(root, rel, out, links)
+        return True
+    return False
+
+
+def list_source(source: Source) -> Listing:
+    """Expand the include patterns of ``source``; patterns that match nothing go to ``missing``."""
+    listing = Listing(root=source.root)
+    found: dict[str, int] = {}
+    if not os.path.isdir(source.root):
+        listing.missing = list(source.include)
+        return listing
+    for pattern in source.include:
+        rel = pattern.rstrip("/")
+        if GLOB_CHARS & set(rel):
+            matches = sorted(glob.glob(rel, root_dir=source.root, recursive=True))
+            ok = [m for m in matches if _add(source.root, m, found, listing.links)]
+        else:
+            ok = [rel] if _add(source.root, rel, found, listing.links) else []
+        if not ok:
+            listing.missing.append(pattern)
+    listing.files = sorted(found)
+    listing.sizes = found
+    return listing

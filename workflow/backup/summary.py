@@ -1,0 +1,50 @@
+"""The summary table printed at the end of a run, and the exit status it implies."""
+
+from __future__ import annotations
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_WARNINGS = 0, 1, 2, 3
+ORDER = {"smb": 0, "box": 1, "secured": 2}
+
+
+def human_bytes(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{n} B"
+
+
+def exit_status(records: list[dict]) -> int:
+    statuses = {r.get("status") for r in records}
+    if "failed" in statuses:
+        return EXIT_FAILED
+    if "warning" in statuses:
+        return EXIT_WARNINGS
+    return EXIT_OK
+
+
+def table(records: list[dict], title: str = "") -> str:
+    rows = [("destination", "dataset", "mode", "files sent", "bytes sent", "status", "note")]
+    for r in sorted(records, key=lambda r: (ORDER.get(r["destination"], 9), r["dataset"])):
+        note = r.get("error") or ""
+        if not note and r.get("missing"):
+            note = "missing: " + ", ".join(r["missing"])
+        rows.append(
+            (
+                r["destination"],
+                r["dataset"],
+                r.get("mode", ""),
+                f"{r.get('files_sent', 0)}/{r.get('files_total', 0)}",
+                human_bytes(r.get("bytes_sent", 0)),
+                r.get("status", "?").upper(),
+                note,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(6)]
+    lines = [title] if title else []
+    for i, row in enumerate(rows):
+        lines.append("  ".join(cell.ljust(widths[j]) for j, cell in enumerate(row[:6])) + "  " + row[6])
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths) + "  " + "-" * 4)
+    return "\n".join(line.rstrip() for line in lines)

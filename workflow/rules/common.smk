@@ -1,0 +1,57 @@
+# Helpers shared by every rule: the validated config, the run id and the plan.
+import os
+import shlex
+import sys
+
+from snakemake.exceptions import WorkflowError
+
+# The importable package the jobs run lives beside this rules/ folder.
+BACKUP_PKG_DIR = os.path.normpath(os.path.join(workflow.current_basedir, ".."))
+sys.path.insert(0, BACKUP_PKG_DIR)
+
+from backup import config as backup_config  # noqa: E402
+from backup import plan as backup_plan  # noqa: E402
+from backup import records  # noqa: E402
+
+# Our own loader reads the config files (not Snakemake's merged `config`), so that
+# `--configfile demo.yaml` never inherits keys from the lab's config.yaml.
+CONFIG_FILES = [str(p) for p in workflow.overwrite_configfiles] or [
+    backup_config.DEFAULT_CONFIG
+]
+try:
+    CFG = backup_config.load_config(CONFIG_FILES)
+except backup_config.ConfigError as exc:
+    raise WorkflowError(str(exc))
+
+# One run id per invocation. Set by the CLI with --config run_id=...; otherwise made
+# once and kept in the environment, so a re-parse in a job process sees the same id.
+RUN_ID = str(
+    config.get("run_id") or os.environ.setdefault("BACKUP_RUN_ID", records.new_run_id())
+)
+ONLY = [d for d in str(config.get("only") or "").split(",") if d]
+TRANSFERS = backup_plan.plan(CFG, os.getcwd(), ONLY)
+
+JOB = (
+    f"PYTHONPATH={shlex.quote(BACKUP_PKG_DIR)} {shlex.quote(sys.executable)} -m backup"
+)
+CONFIG_ARGS = " ".join(f"--config {shlex.quote(path)}" for path in CONFIG_FILES)
+
+# Passed to every job as params (none of them is a secret: params land in .snakemake/).
+JOB_PARAMS = dict(job=JOB, config=CONFIG_ARGS, run_id=RUN_ID)
+BACKUP_ENV = os.path.join(BACKUP_PKG_DIR, "envs", "backup.yaml")
+
+# Extra inputs per stage: the composition makes "post" wait for the pipeline.
+STAGE_INPUTS = {}
+
+
+def stage_markers(stage, destination=None):
+    """Marker files of every planned transfer of a stage (optionally one destination)."""
+    return [
+        records.marker_path(RUN_ID, stage, t.destination, t.dataset)
+        for t in TRANSFERS
+        if destination in (None, t.destination)
+    ]
+
+
+def stage_dependencies(wildcards):
+    return STAGE_INPUTS.get(wildcards.stage, [])

@@ -1,0 +1,45 @@
+# Transfers: one job per (stage, destination, dataset), never one per file.
+
+
+rule sync:
+    input:
+        stage_dependencies,
+    output:
+        records.marker_path(RUN_ID, "{stage}", "{dest}", "{dataset}"),
+    log:
+        f"logs/{RUN_ID}/{{stage}}/sync_{{dest}}_{{dataset}}.log",
+    wildcard_constraints:
+        stage="manual|pre|post",
+        dest="smb|box|secured",
+        dataset="[A-Za-z0-9][A-Za-z0-9_-]*",
+    localrule: True
+    conda:
+        BACKUP_ENV
+    resources:
+        network=1,
+    params:
+        **JOB_PARAMS,
+    shell:
+        "{params.job} sync {params.config} --run-id {params.run_id} --stage {wildcards.stage}"
+        " --dest {wildcards.dest} --dataset {wildcards.dataset}"
+        " --marker {output:q} --log {log:q}"
+
+
+for _dest in backup_plan.DESTINATIONS:
+
+    rule:
+        name:
+            f"sync_{_dest}"
+        input:
+            stage_markers("manual", _dest),
+        log:
+            f"logs/{RUN_ID}/manual/report_{_dest}.log",
+        localrule: True
+        conda:
+            BACKUP_ENV
+        params:
+            **JOB_PARAMS,
+            dest=_dest,
+        shell:
+            "{params.job} report {params.config} --run-id {params.run_id} --stage manual"
+            " --dest {params.dest} --log {log:q}"
