@@ -61,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
             f"--{dest}-only", dest="only", action="store_const", const=dest, help=f"only the {dest} destination"
         )
     parser.add_argument("--cores", type=int, default=2, help="parallel jobs (default 2)")
+    parser.add_argument(
+        "--workdir",
+        metavar="DIR",
+        help="folder for run records, job logs and Snakemake's state, and base of relative paths "
+        "in the config (default: the project folder)",
+    )
     return parser
 
 
@@ -97,13 +103,13 @@ def dry_run(cfg: dict, transfers: list[plan.Transfer]) -> int:
 
 
 def _run_snakemake(
-    config_files: list[str], target: str, run_id: str, only: str | None, cores: int
+    workdir: Path, config_files: list[str], target: str, run_id: str, only: str | None, cores: int
 ) -> tuple[int, list[str]]:
     """Run the workflow; stream job lines to the terminal, everything to a log file."""
     cmd = [
         sys.executable, "-m", "snakemake",
         "--snakefile", str(PROJECT_DIR / "Snakefile"),
-        "--directory", str(PROJECT_DIR),
+        "--directory", str(workdir),
         "--cores", str(cores),
         "--keep-going",
         "--resources", "network=2",
@@ -116,12 +122,12 @@ def _run_snakemake(
         "BACKUP_CLI": "1",
         "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]),
     }
-    log_path = records.run_dir(run_id, PROJECT_DIR) / "snakemake.log"
+    log_path = records.run_dir(run_id, workdir) / "snakemake.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     lines: list[str] = []
     with open(log_path, "w", encoding="utf-8") as log_fh:
         proc = subprocess.Popen(
-            cmd, cwd=PROJECT_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace"
+            cmd, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace"
         )
         assert proc.stdout is not None
         for line in proc.stdout:
@@ -133,9 +139,9 @@ def _run_snakemake(
     return returncode, lines
 
 
-def _stage_rows(run_id: str, stage: str, expected: list[plan.Transfer]) -> list[dict]:
+def _stage_rows(workdir: Path, run_id: str, stage: str, expected: list[plan.Transfer]) -> list[dict]:
     """Records of a stage; a planned transfer without a record failed without saying why."""
-    found = {(r["destination"], r["dataset"]): r for r in records.stage_records(run_id, stage, PROJECT_DIR)}
+    found = {(r["destination"], r["dataset"]): r for r in records.stage_records(run_id, stage, workdir)}
     rows = []
     for t in expected:
         rows.append(
@@ -156,33 +162,34 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return summary.EXIT_USAGE
-    transfers = plan.plan(cfg, str(PROJECT_DIR), [args.only] if args.only else None)
+    workdir = Path(args.workdir).resolve() if args.workdir else PROJECT_DIR
+    transfers = plan.plan(cfg, str(workdir), [args.only] if args.only else None)
     if args.dry_run:
         return dry_run(cfg, transfers)
 
     run_id = records.new_run_id()
     log_file = cfg["backups"]["log_file"]
-    log = logs.setup(plan.absolute(log_file, str(PROJECT_DIR)), run_id, "cli")
+    log = logs.setup(plan.absolute(log_file, str(workdir)), run_id, "cli")
     target = "run" if args.command == "run" else "backup_all"
     log.info("started: %s (config %s)", args.command, ", ".join(config_files))
     print(f"Run {run_id}: {args.command}, config {', '.join(config_files)}")
     if not cfg["backups"]["enabled"]:
         print("backups are disabled (backups.enabled: false): no backup step will transfer anything")
-    returncode, lines = _run_snakemake(config_files, target, run_id, args.only, args.cores)
+    returncode, lines = _run_snakemake(workdir, config_files, target, run_id, args.only, args.cores)
 
     exit_code = summary.EXIT_OK
     stages = ["pre", "post"] if args.command == "run" else ["manual"]
     all_rows = []
     for stage in stages:
-        if stage == "post" and not (records.run_dir(run_id, PROJECT_DIR) / "pipeline.json").exists():
-            error = records.read_json(records.run_dir(run_id, PROJECT_DIR) / "pipeline-error.json")
+        if stage == "post" and not (records.run_dir(run_id, workdir) / "pipeline.json").exists():
+            error = records.read_json(records.run_dir(run_id, workdir) / "pipeline-error.json")
             reason = error["error"] if error else f"see .backup/runs/{run_id}/snakemake.log"
             print(f"\nPipeline FAILED: {reason}\nPost-pipeline backup: not run.")
             exit_code = summary.EXIT_FAILED
             continue
         if stage == "post":
             print("\nPipeline: ok")
-        rows = _stage_rows(run_id, stage, transfers)
+        rows = _stage_rows(workdir, run_id, stage, transfers)
         all_rows += rows
         if rows:
             print("\n" + summary.table(rows, f"Backup summary ({stage}):" if stage != "manual" else "Backup summary:"))

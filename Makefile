@@ -1,0 +1,53 @@
+# Everyday commands. `make demo` and `make test` set everything up on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+CONFIG ?= config/config.yaml
+# The venv's tools (snakemake, rclone) come first for every command below.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: help setup demo run backup dry-run test lint clean-demo
+
+help:
+	@echo "make demo     set up, then run backup -> demo pipeline -> backup on config/demo.yaml"
+	@echo "make test     set up, then run the whole test suite"
+	@echo "make run      backup (pre) -> analysis pipeline -> backup (post), on CONFIG=$(CONFIG)"
+	@echo "make backup   back up now, on CONFIG=$(CONFIG)"
+	@echo "make dry-run  show what a backup would send, without sending anything"
+	@echo "make setup    create .venv with pinned packages; install rsync if missing"
+	@echo "make lint     ruff, snakefmt and snakemake --lint"
+
+setup: $(VENV)/.installed
+	@scripts/setup.sh
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+demo: setup
+	$(PY) scripts/pipeline/run_workflows.py --config config/demo.yaml --if-missing
+	$(PY) scripts/backup_system.py run --config config/demo.yaml
+
+run: setup
+	$(PY) scripts/backup_system.py run --config $(CONFIG)
+
+backup: setup
+	$(PY) scripts/backup_system.py backup --config $(CONFIG)
+
+dry-run: setup
+	$(PY) scripts/backup_system.py backup --dry-run --config $(CONFIG)
+
+test: setup
+	@scripts/setup.sh --test
+	$(PY) -m pytest
+
+lint: setup
+	ruff check workflow scripts tests
+	ruff format --check workflow scripts tests
+	snakefmt --check Snakefile workflow
+	snakemake --lint --configfile config/demo.yaml
+
+clean-demo:
+	rm -rf demo

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Install what the backup system needs outside Python: rsync (and, with --test,
+# what the test suite's real servers need). Installs with apt-get when run as root,
+# otherwise says exactly what to install. Python packages come from requirements.txt.
+set -euo pipefail
+
+packages=()
+command -v rsync >/dev/null 2>&1 || packages+=(rsync)
+if [ "${1:-}" = "--test" ]; then
+  command -v zip >/dev/null 2>&1 || packages+=(zip)
+  command -v unzip >/dev/null 2>&1 || packages+=(unzip)
+fi
+
+[ ${#packages[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "setup: installing ${packages[*]} with apt-get"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+else
+  echo "setup: missing system packages: ${packages[*]}" >&2
+  echo "setup: install them, for example: sudo apt-get install ${packages[*]}" >&2
+  exit 1
+fi

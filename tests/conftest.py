@@ -1,0 +1,143 @@
+"""Shared test helpers: a temporary lab (sources, destinations, config) and independent hashing."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+PROJECT = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+
+CSV_NAMES = [
+    "all_envelope_rows_wide.csv",
+    "all_envelope_rows_wide_training.csv",
+    "all_envelope_rows_wide_combined_base.csv",
+    "all_envelope_rows_wide_combined_base_training.csv",
+    "model_predictions.csv",
+    "all_eye_prob_coords_wide.csv",
+]
+RESULT_DIRS = [
+    "Results/Opto/Reaction_Matrices/",
+    "Results/Opto/Reaction_Matrices/Overlay/",
+    "Results/Opto/PER-Envelopes/",
+    "Results/Opto/Training-PER-Envelopes/",
+    "Results/Opto/Reaction_Predictions(Strictest)/",
+    "Results/Opto/CombinedBase-PER-Envelopes/",
+    "Results/Opto/CombinedBase-Training-PER-Envelopes/",
+    "Results/Opto/Weekly-Training-Envelopes/",
+]
+# Names a careless shell script would break on.
+TRICKY_NAMES = ["with space.png", "paren(1).svg", "unicodé-α.png", "-leading-dash.png"]
+
+
+def hash_tree(root: Path) -> dict[str, str]:
+    """SHA-256 of every file under root, by relative path (independent of the code under test)."""
+    out = {}
+    if not root.exists():
+        return out
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and not path.is_symlink():
+            out[path.relative_to(root).as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+def env_with_venv() -> dict[str, str]:
+    return {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
+class Lab:
+    """A temporary lab: source trees, three local destinations and a config file."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.csv_root = root / "data" / "Combined"
+        self.results_root = root / "data" / "cole"
+        self.smb = root / "dest" / "smb"
+        self.box = root / "dest" / "box"
+        self.secured = root / "dest" / "secured"
+        self.workdir = root / "work"
+        self.workdir.mkdir(parents=True)
+        self.rclone_conf = root / "rclone.conf"
+        self.rclone_conf.write_text(f"[Box-Folder]\ntype = alias\nremote = {self.box}\n")
+        self.config_path = root / "config.yaml"
+        for i, name in enumerate(CSV_NAMES):
+            self.write(self.csv_root / name, f"fly,trial,v0,v1\nfly{i},1,0.{i},0.{i + 1}\n" * (50 + i))
+        for i, folder in enumerate(RESULT_DIRS):
+            for j in range(3):
+                self.write(self.results_root / folder / f"fig{j}.png", bytes([i, j]) * (100 + j))
+        for name in TRICKY_NAMES:
+            self.write(self.results_root / "Results/Opto/PER-Envelopes" / name, f"tricky {name}")
+        self.config = {
+            "backups": {
+                "enabled": True,
+                "log_file": str(root / "backup.log"),
+                "sources": {
+                    "CSVs": {"root": str(self.csv_root), "include": list(CSV_NAMES)},
+                    "Results": {"root": str(self.results_root), "include": list(RESULT_DIRS)},
+                },
+                "compression": {"enabled": False},
+                "destinations": {
+                    "smb": {
+                        "enabled": True,
+                        "base_path": str(self.smb),
+                        "csvs_path": str(self.smb / "flyTrackingData"),
+                        "results_path": str(self.smb / "Figures"),
+                        "require_mount": False,
+                    },
+                    "box": {
+                        "enabled": True,
+                        "remote": "Box-Folder",
+                        "folder": "Ramanlab-Backups",
+                        "rclone_config": str(self.rclone_conf),
+                    },
+                    "secured": {"enabled": True, "base_path": str(self.secured)},
+                },
+            }
+        }
+        self.save()
+
+    @staticmethod
+    def write(path: Path, content: str | bytes) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, str):
+            content = content.encode()
+        path.write_bytes(content)
+
+    def save(self) -> None:
+        self.config_path.write_text(yaml.safe_dump(self.config, allow_unicode=True))
+
+    def cli(self, *args: str, timeout: int = 120) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, str(PROJECT / "scripts" / "backup_system.py"), *args]
+        if "--config" not in args:
+            cmd += ["--config", str(self.config_path)]
+        cmd += ["--workdir", str(self.workdir)]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env_with_venv(), cwd=self.root)
+
+    def snakemake(self, *args: str, timeout: int = 120) -> subprocess.CompletedProcess:
+        cmd = [
+            sys.executable, "-m", "snakemake",
+            "--snakefile", str(PROJECT / "Snakefile"),
+            "--directory", str(self.workdir),
+            "--configfile", str(self.config_path),
+            "--cores", "2",
+            *args,
+        ]  # fmt: skip
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env_with_venv(), cwd=self.root)
+
+    # Expected contents, in the seed's layout, computed from the sources.
+    def csv_hashes(self) -> dict[str, str]:
+        return {n: h for n, h in hash_tree(self.csv_root).items() if n in CSV_NAMES}
+
+    def results_hashes(self) -> dict[str, str]:
+        return {n: h for n, h in hash_tree(self.results_root).items() if any(n.startswith(d) for d in RESULT_DIRS)}
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Lab:
+    return Lab(tmp_path)

@@ -1,0 +1,277 @@
+"""End to end, direct mode: the CLI and the Snakemake targets with real rsync and rclone.
+
+Every check compares destination bytes with source bytes by SHA-256 computed here,
+not by anything the code under test reports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+from conftest import CSV_NAMES, TRICKY_NAMES, hash_tree
+
+
+def job_count(plan_output: str, rule: str) -> int:
+    """Number of jobs of a rule in Snakemake's 'Job stats' table (0 if absent)."""
+    match = re.search(rf"^{rule}\s+(\d+)$", plan_output, re.M)
+    return int(match.group(1)) if match else 0
+
+
+def assert_seed_layout(lab, smb=True, box=True, secured=True):
+    csvs, results = lab.csv_hashes(), lab.results_hashes()
+    assert len(csvs) == 6 and len(results) >= 8 * 3 + len(TRICKY_NAMES)
+    assert hash_tree(lab.smb / "flyTrackingData") == (csvs if smb else {})
+    assert hash_tree(lab.smb / "Figures") == (results if smb else {})
+    assert hash_tree(lab.box / "Ramanlab-Backups" / "CSVs") == (csvs if box else {})
+    assert hash_tree(lab.box / "Ramanlab-Backups" / "Results") == (results if box else {})
+    # The seed sends CSVs only to secured storage.
+    assert hash_tree(lab.secured) == ({f"CSVs/{n}": h for n, h in csvs.items()} if secured else {})
+
+
+def test_backup_all_destinations_in_seed_layout(lab):
+    result = lab.cli()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert_seed_layout(lab)
+    for dest, dataset in [("smb", "CSVs"), ("smb", "Results"), ("box", "CSVs"), ("box", "Results"), ("secured", "CSVs")]:
+        assert f"manual {dest}/{dataset}: ok" in result.stdout
+    assert "Backup summary:" in result.stdout
+    # The summary counts what was sent: 6 CSVs, 28 result files.
+    assert "6/6" in result.stdout and "28/28" in result.stdout
+
+
+def test_markers_record_each_job_with_content(lab):
+    assert lab.cli().returncode == 0
+    runs = list((lab.workdir / ".backup" / "runs").iterdir())
+    assert len(runs) == 1
+    markers = sorted(runs[0].glob("manual/*/*.json"))
+    assert [m.relative_to(runs[0]).as_posix() for m in markers] == [
+        "manual/box/CSVs.json",
+        "manual/box/Results.json",
+        "manual/secured/CSVs.json",
+        "manual/smb/CSVs.json",
+        "manual/smb/Results.json",
+    ]
+    record = json.loads((runs[0] / "manual/smb/CSVs.json").read_text())
+    assert record["run_id"] == runs[0].name
+    assert record["status"] == "ok"
+    assert record["files_total"] == 6 and record["files_sent"] == 6
+    assert record["bytes_sent"] == sum((lab.csv_root / n).stat().st_size for n in CSV_NAMES)
+    assert record["started"] and record["finished"]
+
+
+def test_second_run_contacts_destinations_again_and_repairs_them(lab):
+    assert lab.cli().returncode == 0
+    lost = lab.box / "Ramanlab-Backups" / "CSVs" / "model_predictions.csv"
+    lost.unlink()
+    (lab.smb / "Figures" / "Results/Opto/PER-Envelopes/fig0.png").unlink()
+    result = lab.cli()
+    assert result.returncode == 0, result.stdout
+    assert_seed_layout(lab)
+    assert "manual box/CSVs: ok (1 of 6 files sent)" in result.stdout
+    assert "manual smb/Results: ok (1 of 28 files sent)" in result.stdout
+    assert "manual secured/CSVs: ok (0 of 6 files sent)" in result.stdout
+
+
+def test_changed_source_file_is_updated(lab):
+    assert lab.cli().returncode == 0
+    changed = lab.csv_root / "model_predictions.csv"
+    changed.write_text("new analysis\n")
+    future = time.time() + 5
+    os.utime(changed, (future, future))
+    assert lab.cli().returncode == 0
+    assert_seed_layout(lab)
+
+
+def test_file_deleted_at_source_stays_at_destination(lab):
+    assert lab.cli().returncode == 0
+    gone = lab.results_root / "Results/Opto/Reaction_Matrices/fig1.png"
+    kept = hash_tree(lab.smb / "Figures")["Results/Opto/Reaction_Matrices/fig1.png"]
+    gone.unlink()
+    result = lab.cli()
+    assert result.returncode == 0, result.stdout
+    for folder in (lab.smb / "Figures", lab.box / "Ramanlab-Backups" / "Results"):
+        assert hash_tree(folder)["Results/Opto/Reaction_Matrices/fig1.png"] == kept
+
+
+def test_tricky_names_are_copied(lab):
+    assert lab.cli().returncode == 0
+    for name in TRICKY_NAMES:
+        rel = f"Results/Opto/PER-Envelopes/{name}"
+        expected = (lab.results_root / rel).read_bytes()
+        assert (lab.smb / "Figures" / rel).read_bytes() == expected
+        assert (lab.box / "Ramanlab-Backups" / "Results" / rel).read_bytes() == expected
+
+
+def test_dry_run_writes_nothing_anywhere(lab):
+    result = lab.cli("--dry-run")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not lab.smb.exists() and not lab.box.exists() and not lab.secured.exists()
+    assert not (lab.root / "backup.log").exists()
+    assert list(lab.workdir.iterdir()) == []
+    # It lists the files each destination would receive, from rsync's and rclone's own dry runs.
+    assert "smb CSVs -> " in result.stdout and "box Results -> Box-Folder:Ramanlab-Backups/Results" in result.stdout
+    assert "would send 6 of 6 files" in result.stdout
+    assert "Results/Opto/Reaction_Predictions(Strictest)/fig2.png" in result.stdout
+    assert result.stdout.count("all_eye_prob_coords_wide.csv") == 3
+
+
+def test_dry_run_after_backup_shows_only_changes(lab):
+    assert lab.cli().returncode == 0
+    lab.write(lab.results_root / "Results/Opto/PER-Envelopes/new figure.png", b"new")
+    result = lab.cli("--dry-run", "--smb-only")
+    assert result.returncode == 0
+    assert "would send 0 of 6 files" in result.stdout
+    assert "would send 1 of 29 files" in result.stdout
+    assert "Results/Opto/PER-Envelopes/new figure.png" in result.stdout
+    assert not (lab.smb / "Figures/Results/Opto/PER-Envelopes/new figure.png").exists()
+
+
+def test_each_only_flag_touches_only_its_destination(lab):
+    for flag, expected in [
+        ("--smb-only", dict(smb=True, box=False, secured=False)),
+        ("--box-only", dict(smb=True, box=True, secured=False)),
+        ("--secured-only", dict(smb=True, box=True, secured=True)),
+    ]:
+        result = lab.cli(flag)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert_seed_layout(lab, **expected)
+        dest = flag[2:-5]
+        job_lines = [line.strip() for line in result.stdout.splitlines() if ": ok (" in line]
+        assert job_lines and all(line.startswith(f"manual {dest}/") for line in job_lines)
+
+
+def test_disabled_destination_is_skipped_and_has_no_jobs(lab):
+    lab.config["backups"]["destinations"]["box"]["enabled"] = False
+    lab.save()
+    plan = lab.snakemake("--dry-run", "backup_all")
+    assert plan.returncode == 0, plan.stderr
+    assert job_count(plan.stdout, "sync") == 3
+    assert "box" not in "".join(line for line in plan.stdout.splitlines() if line.startswith("    output:"))
+    result = lab.cli()
+    assert result.returncode == 0
+    assert_seed_layout(lab, box=False)
+    assert "box" not in result.stdout.split("Backup summary:")[1]
+
+
+def test_backups_disabled_is_a_noop_that_says_so(lab):
+    lab.config["backups"]["enabled"] = False
+    lab.save()
+    result = lab.cli()
+    assert result.returncode == 0
+    assert "backups are disabled (backups.enabled: false)" in result.stdout
+    assert not lab.smb.exists() and not lab.box.exists() and not lab.secured.exists()
+
+
+def test_unmounted_smb_share_fails_clearly_and_others_succeed(lab):
+    lab.config["backups"]["destinations"]["smb"].update(
+        base_path="smb://nas.invalid/share/cole",
+        csvs_path="smb://nas.invalid/share/cole/flyTrackingData",
+        results_path="smb://nas.invalid/share/cole/Figures",
+        require_mount=True,
+    )
+    lab.save()
+    result = lab.cli()
+    assert result.returncode == 1, result.stdout
+    assert "share //nas.invalid/share is not mounted" in result.stdout
+    assert "FAILED" in result.stdout
+    assert not lab.smb.exists()
+    assert_seed_layout(lab, smb=False)
+    log = (lab.root / "backup.log").read_text()
+    assert "share //nas.invalid/share is not mounted" in log
+
+
+def test_require_mount_refuses_a_plain_local_folder(lab):
+    lab.config["backups"]["destinations"]["smb"]["require_mount"] = True
+    lab.smb.mkdir(parents=True)  # an empty "mount point" on the local disk
+    lab.save()
+    result = lab.cli("--smb-only")
+    assert result.returncode == 1
+    assert "not a mounted share" in result.stdout
+    assert list(lab.smb.iterdir()) == []
+
+
+def test_snakemake_targets_and_job_count_independent_of_file_count(lab):
+    plan = lab.snakemake("--dry-run", "backup_all")
+    assert job_count(plan.stdout, "sync") == 5, plan.stdout
+    for i in range(200):
+        lab.write(lab.results_root / f"Results/Opto/PER-Envelopes/extra{i}.png", b"x")
+    plan = lab.snakemake("--dry-run", "backup_all")
+    assert job_count(plan.stdout, "sync") == 5
+
+    result = lab.snakemake("sync_box")
+    assert result.returncode == 0, result.stderr
+    assert not lab.smb.exists() and not lab.secured.exists()
+    assert hash_tree(lab.box / "Ramanlab-Backups" / "Results") == lab.results_hashes()
+    assert "Backup summary" in result.stdout
+
+    result = lab.snakemake("backup_all")
+    assert result.returncode == 0, result.stderr
+    assert_seed_layout(lab)
+
+
+def test_snakemake_target_fails_when_a_destination_fails(lab):
+    lab.config["backups"]["destinations"]["secured"]["base_path"] = "/proc/forbidden"
+    lab.save()
+    result = lab.snakemake("backup_all")
+    assert result.returncode != 0
+    assert hash_tree(lab.smb / "flyTrackingData") == lab.csv_hashes()
+    out = result.stdout + result.stderr
+    assert "secured" in out and "FAILED" in out
+
+
+def test_missing_source_is_named_and_ends_with_warning(lab):
+    (lab.csv_root / "model_predictions.csv").unlink()
+    result = lab.cli("--secured-only")
+    assert result.returncode == 3, result.stdout
+    assert "missing: model_predictions.csv" in result.stdout
+    assert "source not found" in (lab.root / "backup.log").read_text()
+    assert len(hash_tree(lab.secured / "CSVs")) == 5
+
+
+def test_log_is_appended_and_timestamped(lab):
+    assert lab.cli("--secured-only").returncode == 0
+    first = (lab.root / "backup.log").read_text()
+    assert lab.cli("--secured-only").returncode == 0
+    second = (lab.root / "backup.log").read_text()
+    assert second.startswith(first) and len(second) > len(first)
+    lines = second.splitlines()
+    assert all(line[:4].isdigit() and line[4] == "-" for line in lines if not line.startswith(" "))
+    assert any("$ " in line and "rsync" in line for line in lines)
+
+
+def test_config_error_exits_2_naming_key(lab):
+    lab.config["backups"]["destinations"]["smb"]["enabeld"] = True
+    lab.save()
+    result = lab.cli()
+    assert result.returncode == 2
+    assert "backups.destinations.smb.enabeld: unknown key" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not lab.smb.exists()
+
+
+def test_help_documents_commands_flags_and_exit_status(lab):
+    result = lab.cli("--help")
+    assert result.returncode == 0
+    for text in ["--dry-run", "--smb-only", "--box-only", "--secured-only", "--config", "exit status", "run "]:
+        assert text in result.stdout
+
+
+def test_unknown_rclone_remote_is_a_clear_failure(lab):
+    lab.config["backups"]["destinations"]["box"]["remote"] = "No-Such-Remote"
+    lab.save()
+    result = lab.cli("--box-only")
+    assert result.returncode == 1
+    assert "rclone remote 'No-Such-Remote' is not configured" in result.stdout
+
+
+def test_relative_paths_are_relative_to_workdir(lab, tmp_path):
+    lab.config["backups"]["destinations"]["secured"]["base_path"] = "relative/secured"
+    lab.save()
+    assert lab.cli("--secured-only").returncode == 0
+    assert hash_tree(Path(lab.workdir, "relative/secured/CSVs")) == {
+        n: h for n, h in lab.csv_hashes().items()
+    }
