@@ -51,6 +51,12 @@ def env_with_venv() -> dict[str, str]:
     return {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
 
 
+def run_cli(*args: str, workdir: Path, timeout: int = 120) -> subprocess.CompletedProcess:
+    """scripts/backup_system.py as a user runs it, with state kept in ``workdir``."""
+    cmd = [sys.executable, str(PROJECT / "scripts" / "backup_system.py"), *args, "--workdir", str(workdir)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env_with_venv(), cwd=workdir)
+
+
 class Lab:
     """A temporary lab: source trees, three local destinations and a config file."""
 
@@ -113,11 +119,7 @@ class Lab:
         self.config_path.write_text(yaml.safe_dump(self.config, allow_unicode=True))
 
     def cli(self, *args: str, timeout: int = 120) -> subprocess.CompletedProcess:
-        cmd = [sys.executable, str(PROJECT / "scripts" / "backup_system.py"), *args]
-        if "--config" not in args:
-            cmd += ["--config", str(self.config_path)]
-        cmd += ["--workdir", str(self.workdir)]
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env_with_venv(), cwd=self.root)
+        return run_cli(*args, "--config", str(self.config_path), workdir=self.workdir, timeout=timeout)
 
     def snakemake(self, *args: str, timeout: int = 120) -> subprocess.CompletedProcess:
         cmd = [

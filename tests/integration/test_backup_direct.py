@@ -36,7 +36,13 @@ def test_backup_all_destinations_in_seed_layout(lab):
     result = lab.cli()
     assert result.returncode == 0, result.stdout + result.stderr
     assert_seed_layout(lab)
-    for dest, dataset in [("smb", "CSVs"), ("smb", "Results"), ("box", "CSVs"), ("box", "Results"), ("secured", "CSVs")]:
+    for dest, dataset in [
+        ("smb", "CSVs"),
+        ("smb", "Results"),
+        ("box", "CSVs"),
+        ("box", "Results"),
+        ("secured", "CSVs"),
+    ]:
         assert f"manual {dest}/{dataset}: ok" in result.stdout
     assert "Backup summary:" in result.stdout
     # The summary counts what was sent: 6 CSVs, 28 result files.
@@ -272,6 +278,4 @@ def test_relative_paths_are_relative_to_workdir(lab, tmp_path):
     lab.config["backups"]["destinations"]["secured"]["base_path"] = "relative/secured"
     lab.save()
     assert lab.cli("--secured-only").returncode == 0
-    assert hash_tree(Path(lab.workdir, "relative/secured/CSVs")) == {
-        n: h for n, h in lab.csv_hashes().items()
-    }
+    assert hash_tree(Path(lab.workdir, "relative/secured/CSVs")) == {n: h for n, h in lab.csv_hashes().items()}

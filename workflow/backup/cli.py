@@ -87,7 +87,11 @@ def dry_run(cfg: dict, transfers: list[plan.Transfer]) -> int:
         try:
             if transfer.mode == "archive":
                 raise transports.TransferError("compressed mode is not available yet; set use_compression: false")
-            result = transports.for_transfer(transfer).send(transfer, listing, quiet, dry_run=True)
+            result = (
+                transports.for_transfer(transfer).send(transfer, listing, quiet, dry_run=True)
+                if listing.files
+                else transports.SendResult()
+            )
         except transports.TransferError as exc:
             print(f"  FAILED: {exc}\n")
             status = summary.EXIT_FAILED
@@ -184,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         if stage == "post" and not (records.run_dir(run_id, workdir) / "pipeline.json").exists():
             error = records.read_json(records.run_dir(run_id, workdir) / "pipeline-error.json")
             reason = error["error"] if error else f"see .backup/runs/{run_id}/snakemake.log"
-            print(f"\nPipeline FAILED: {reason}\nPost-pipeline backup: not run.")
+            label = "NOT RUN" if error and error.get("status") == "not run" else "FAILED"
+            print(f"\nPipeline {label}: {reason}\nPost-pipeline backup: not run.")
             exit_code = summary.EXIT_FAILED
             continue
         if stage == "post":

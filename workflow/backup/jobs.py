@@ -43,8 +43,9 @@ def sync(args: argparse.Namespace) -> int:
         log.info(
             "sending %d files (%s) to %s", len(listing.files), summary.human_bytes(listing.total_bytes), transfer.target
         )
-        result = transports.for_transfer(transfer).send(transfer, listing, log)
-        record.update(files_sent=result.files_sent, bytes_sent=result.bytes_sent)
+        if listing.files:
+            result = transports.for_transfer(transfer).send(transfer, listing, log)
+            record.update(files_sent=result.files_sent, bytes_sent=result.bytes_sent)
         record["status"] = "warning" if listing.missing else "ok"
         record["error"] = None
     except (transports.TransferError, ConfigError, KeyError) as exc:
@@ -83,7 +84,7 @@ def pipeline(args: argparse.Namespace) -> int:
             "(set pipeline.require_pre_backup: false to run it anyway)"
         )
         log.error(message)
-        records.write_json(error_file, records.base_record(args.run_id, status="failed", error=message))
+        records.write_json(error_file, records.base_record(args.run_id, status="not run", error=message))
         _say(f"pipeline: not started: {message}")
         return 1
     command = cfg["pipeline"].get("command")

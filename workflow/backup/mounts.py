@@ -79,14 +79,14 @@ def _same_host(a: str, b: str) -> bool:
     return a == b or a.split(".")[0] == b.split(".")[0]
 
 
-def find_share_mount(url: SmbUrl, mounts: list[Mount], uid: int | None = None) -> str | None:
-    """Local folder where ``//host/share`` is mounted, or None."""
+def find_share_mount(url: SmbUrl, mounts: list[Mount], gvfs_root: str | Path | None = None) -> str | None:
+    """Local folder where ``//host/share`` is mounted (kernel CIFS or GVFS), or None."""
     for m in mounts:
         if m.fstype in {"cifs", "smb3", "smbfs"}:
             src = m.source.replace("\\", "/").lstrip("/").split("/")
             if len(src) >= 2 and _same_host(src[0], url.host) and src[1].lower() == url.share.lower():
                 return m.point
-    gvfs_root = Path(f"/run/user/{os.getuid() if uid is None else uid}/gvfs")
+    gvfs_root = Path(gvfs_root or f"/run/user/{os.getuid()}/gvfs")
     if gvfs_root.is_dir():
         for entry in gvfs_root.iterdir():
             name = entry.name
@@ -115,11 +115,8 @@ def is_network_or_fuse(fstype: str) -> bool:
 
 def check_on_network_fs(path: str | Path, mounts: list[Mount]) -> Mount:
     """Return the mount holding ``path``; raise MountError if it is a local filesystem."""
-    # The target may not exist yet: judge by its nearest existing ancestor.
-    probe = Path(os.path.abspath(path))
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    mount = containing_mount(os.path.realpath(probe), mounts)
+    # realpath resolves symlinks in the part that exists and keeps the rest as written.
+    mount = containing_mount(os.path.realpath(path), mounts)
     if mount is None or not is_network_or_fuse(mount.fstype):
         fstype = mount.fstype if mount else "unknown"
         raise MountError(f"{path} is on a local {fstype} filesystem, not a mounted share")

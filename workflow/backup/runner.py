@@ -16,7 +16,9 @@ MASK = "****"
 # Flags whose next argument (or '=value') is a secret.
 SECRET_FLAGS = ("--password", "--pass", "--smb-pass", "--token", "--box-token", "--webdav-pass", "--sftp-pass")
 # key=value pairs in output or arguments that look like credentials.
-SECRET_PAIR = re.compile(r"(?i)\b([\w-]*(?:pass(?:word)?|token|secret|key)[\w-]*\s*[=:]\s*)(\"[^\"]*\"|'[^']*'|\S+)")
+SECRET_PAIR = re.compile(
+    r"""(?i)\b([\w-]*(?:pass(?:word)?|token|secret|key)[\w-]*["']?\s*[=:]\s*)("[^"]*"|'[^']*'|[^\s,}]+)"""
+)
 
 
 @dataclass
@@ -34,7 +36,13 @@ def mask(text: str, secrets: tuple[str, ...] | list[str] = ()) -> str:
     for secret in secrets:
         if secret:
             text = text.replace(secret, MASK)
-    return SECRET_PAIR.sub(lambda m: m.group(1) + MASK, text)
+    return SECRET_PAIR.sub(_mask_pair, text)
+
+
+def _mask_pair(match: re.Match) -> str:
+    value = match.group(2)
+    quote = value[0] if value[0] in "\"'" else ""
+    return f"{match.group(1)}{quote}{MASK}{quote}"
 
 
 def mask_args(args: list[str], secrets: tuple[str, ...] | list[str] = ()) -> list[str]:

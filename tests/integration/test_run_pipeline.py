@@ -1,0 +1,102 @@
+"""`run`: backup (pre) -> pipeline -> backup (post), with real Snakemake, rsync and rclone."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from conftest import PROJECT, hash_tree, run_cli
+
+# A pipeline that adds one figure and notes when it ran.
+PIPELINE = (
+    f'{sys.executable} -c "import pathlib,sys; p=pathlib.Path(sys.argv[1]); '
+    "p.parent.mkdir(parents=True, exist_ok=True); p.write_text('made by the pipeline')\" "
+)
+
+
+def run_dir(lab) -> Path:
+    (run,) = list((lab.workdir / ".backup" / "runs").iterdir())
+    return run
+
+
+def test_run_orders_pre_pipeline_post_and_post_has_new_outputs(lab):
+    new_fig = lab.results_root / "Results/Opto/PER-Envelopes/new_from_pipeline.png"
+    lab.config["pipeline"] = {"command": PIPELINE + f"'{new_fig}'"}
+    lab.save()
+    result = lab.cli("run")
+    assert result.returncode == 0, result.stdout + result.stderr
+    run = run_dir(lab)
+    pre = json.loads((run / "pre/smb/Results.json").read_text())
+    post = json.loads((run / "post/smb/Results.json").read_text())
+    pipe = json.loads((run / "pipeline.json").read_text())
+    assert pre["files_total"] == 28 and post["files_total"] == 29 and post["files_sent"] == 1
+    assert pre["finished"] <= pipe["started"] <= pipe["finished"] <= post["started"]
+    # Every pre job finished before the pipeline started.
+    for marker in run.glob("pre/*/*.json"):
+        assert json.loads(marker.read_text())["finished"] <= pipe["started"]
+    assert (lab.smb / "Figures/Results/Opto/PER-Envelopes/new_from_pipeline.png").read_text() == "made by the pipeline"
+    assert hash_tree(lab.box / "Ramanlab-Backups/Results") == lab.results_hashes()
+    assert "Backup summary (pre):" in result.stdout and "Backup summary (post):" in result.stdout
+
+
+def test_failed_pre_backup_stops_the_pipeline(lab):
+    marker = lab.root / "pipeline-ran"
+    lab.config["pipeline"] = {"command": PIPELINE + f"'{marker}'"}
+    lab.config["backups"]["destinations"]["smb"]["csvs_path"] = "smb://nas.invalid/share/x"
+    lab.config["backups"]["destinations"]["smb"]["require_mount"] = True
+    lab.save()
+    result = lab.cli("run")
+    assert result.returncode == 1
+    assert not marker.exists()
+    assert "pre-pipeline backup failed (smb/CSVs, smb/Results); the pipeline was not started" in result.stdout
+    assert "Pipeline NOT RUN:" in result.stdout and "Post-pipeline backup: not run." in result.stdout
+    assert not list(run_dir(lab).glob("post/*/*.json"))
+
+
+def test_require_pre_backup_false_lets_the_pipeline_run(lab):
+    marker = lab.root / "pipeline-ran"
+    lab.config["pipeline"] = {"command": PIPELINE + f"'{marker}'", "require_pre_backup": False}
+    lab.config["backups"]["destinations"]["smb"]["csvs_path"] = "smb://nas.invalid/share/x"
+    lab.config["backups"]["destinations"]["smb"]["require_mount"] = True
+    lab.save()
+    result = lab.cli("run")
+    assert marker.exists()
+    assert result.returncode == 1  # the smb destination still failed
+    assert len(list(run_dir(lab).glob("post/*/*.json"))) == 5
+
+
+def test_failed_pipeline_means_no_post_backup(lab):
+    lab.config["pipeline"] = {"command": "echo analysis broke >&2; exit 4"}
+    lab.save()
+    result = lab.cli("run")
+    assert result.returncode == 1
+    assert "Pipeline FAILED: pipeline command failed with exit status 4: analysis broke" in result.stdout
+    assert not list(run_dir(lab).glob("post/*/*.json"))
+    assert len(list(run_dir(lab).glob("pre/*/*.json"))) == 5
+    assert "exit status 4" in (lab.root / "backup.log").read_text()
+
+
+def test_demo_config_runs_as_shipped(tmp_path):
+    """config/demo.yaml and the demo pipeline, exactly as `make demo` uses them."""
+    work = tmp_path / "project"
+    work.mkdir()
+    shutil.copytree(PROJECT / "config", work / "config")
+    shutil.copytree(PROJECT / "scripts", work / "scripts")
+    seed = run_cli("run", "--config", str(work / "config/demo.yaml"), workdir=work)
+    assert seed.returncode == 3, seed.stdout  # first run: nothing to back up before the pipeline
+    assert "missing: all_envelope_rows_wide.csv" in seed.stdout
+    result = run_cli("run", "--config", str(work / "config/demo.yaml"), workdir=work)
+    assert result.returncode == 0, result.stdout + result.stderr
+    workspace = work / "demo/workspace"
+    csvs = hash_tree(workspace / "Data/Opto/Combined")
+    results = hash_tree(workspace / "Results")
+    assert len(csvs) == 6 and len(results) == 64
+    dest = work / "demo/destinations"
+    assert hash_tree(dest / "smb/flyTrackingData") == csvs
+    assert hash_tree(dest / "smb/Figures/Results") == results
+    assert hash_tree(dest / "box/Ramanlab-Backups/CSVs") == csvs
+    assert hash_tree(dest / "box/Ramanlab-Backups/Results/Results") == results
+    assert hash_tree(dest / "secured/CSVs") == csvs
+    assert "demo pipeline" in (work / "demo/backup.log").read_text()

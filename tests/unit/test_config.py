@@ -1,0 +1,103 @@
+"""Config loading: schema defaults, the lab's and the demo's files, one-line errors."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from backup.config import ConfigError, load_config, validate
+from conftest import CSV_NAMES, PROJECT, RESULT_DIRS
+
+
+def minimal(**destinations):
+    return {
+        "backups": {
+            "sources": {"CSVs": {"root": "/data", "include": ["a.csv"]}, "Results": {"root": "/r", "include": ["R/"]}},
+            "destinations": destinations,
+        }
+    }
+
+
+def test_lab_config_is_the_seed():
+    cfg = load_config([PROJECT / "config/config.yaml"])
+    b = cfg["backups"]
+    assert b["enabled"] is True and b["compression"] == {
+        "enabled": False,
+        "level": 9,
+        "archive_dir": "backups_compressed",
+    }
+    assert b["sources"]["CSVs"]["include"] == CSV_NAMES
+    assert b["sources"]["Results"]["include"] == RESULT_DIRS
+    smb = b["destinations"]["smb"]
+    assert smb["base_path"] == "smb://ramanfile.local/ramanfiles/cole"
+    assert smb["csvs_path"] == "smb://ramanfile.local/ramanfiles/cole/flyTrackingData"
+    assert smb["results_path"] == "smb://ramanfile.local/ramanfiles/cole/Figures"
+    assert smb["require_mount"] is True and smb["use_compression"] is False
+    assert b["destinations"]["box"]["remote"] == "Box-Folder"
+    assert b["destinations"]["box"]["folder"] == "Ramanlab-Backups"
+    assert b["destinations"]["secured"]["base_path"] == "/securedstorage/DATAsec/cole/Data-secured"
+    assert b["destinations"]["secured"]["datasets"] == ["CSVs"]
+
+
+def test_demo_config_is_valid_and_local():
+    cfg = load_config([PROJECT / "config/demo.yaml"])
+    dests = cfg["backups"]["destinations"]
+    assert dests["smb"]["require_mount"] is False
+    assert dests["box"]["rclone_config"] == "config/rclone-demo.conf"
+    assert not any("smb://" in str(v) for v in dests["smb"].values())
+
+
+def test_defaults_are_filled():
+    cfg = validate(minimal(smb={"base_path": "/mnt/nas"}))
+    b = cfg["backups"]
+    assert b["log_file"] == "backup.log"
+    assert b["destinations"]["smb"]["enabled"] is True
+    assert b["destinations"]["smb"]["transport"] == "rsync"
+    assert b["destinations"]["box"]["enabled"] is False  # absent destinations are off
+    assert cfg["pipeline"]["require_pre_backup"] is True
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda c: c["backups"].update(enabeld=True), "backups.enabeld: unknown key"),
+        (lambda c: c["backups"].update(enabled="yes"), "backups.enabled: must be boolean, not 'yes'"),
+        (lambda c: c["backups"]["destinations"].update(smb={}), "backups.destinations.smb.base_path: is required"),
+        (
+            lambda c: c["backups"]["destinations"].update(secured={"base_path": "/s", "datasets": ["Figs"]}),
+            "backups.destinations.secured.datasets: 'Figs' is not a source",
+        ),
+        (
+            lambda c: c["backups"]["sources"]["CSVs"].update(include=["../etc/passwd"]),
+            "backups.sources.CSVs.include: '../etc/passwd' must be relative",
+        ),
+        (lambda c: c["backups"]["compression"].update(level=12), "backups.compression.level"),
+        (lambda c: c["backups"]["destinations"].update(box={"remote": "bad:name"}), "backups.destinations.box.remote"),
+    ],
+)
+def test_errors_name_the_key(change, message):
+    cfg = minimal(smb={"base_path": "/mnt"})
+    cfg["backups"]["compression"] = {}
+    change(cfg)
+    with pytest.raises(ConfigError) as err:
+        validate(cfg, source="lab.yaml")
+    text = str(err.value)
+    assert text.startswith("lab.yaml: ") and message in text
+    assert "\n" not in text
+
+
+def test_bad_yaml_and_missing_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("backups:\n  enabled: [\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: not valid YAML \(line"):
+        load_config([bad])
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config([tmp_path / "nope.yaml"])
+
+
+def test_later_files_override_earlier(tmp_path):
+    base, override = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    base.write_text(yaml.safe_dump(minimal(smb={"base_path": "/mnt"})))
+    override.write_text(yaml.safe_dump({"backups": {"destinations": {"smb": {"enabled": False}}}}))
+    cfg = load_config([base, override])
+    assert cfg["backups"]["destinations"]["smb"] == {**cfg["backups"]["destinations"]["smb"], "enabled": False}
+    assert cfg["backups"]["destinations"]["smb"]["base_path"] == "/mnt"

@@ -1,0 +1,40 @@
+"""The one place that runs commands: logging with secrets masked."""
+
+from __future__ import annotations
+
+import logging
+
+from backup import runner
+
+
+class ListLog:
+    def __init__(self):
+        self.lines = []
+
+    def info(self, fmt, *args):
+        self.lines.append(fmt % args)
+
+    error = warning = info
+
+
+def test_mask_flags_pairs_and_known_values():
+    args = ["rclone", "--smb-pass", "hunter2", "--password=s3cret", "copy", "token=abc123", "a"]
+    shown = runner.mask_args(args, secrets=["abc123"])
+    assert shown == ["rclone", "--smb-pass", "****", "--password=****", "copy", "token=****", "a"]
+    assert runner.mask('{"access_token":"ya29.xyz"} pass: p4ss') == '{"access_token":"****"} pass: ****'
+
+
+def test_run_logs_command_and_output_masked():
+    log = ListLog()
+    result = runner.run(
+        ["sh", "-c", 'echo "password=$RCLONE_SMB_PASS"; echo done; exit 3'], log, env={"RCLONE_SMB_PASS": "topsecret"}
+    )
+    assert result.returncode == 3
+    assert result.lines == ["password=****", "done"]
+    text = "\n".join(log.lines)
+    assert "topsecret" not in text and "exit status 3" in text and text.startswith("$ sh -c")
+
+
+def test_missing_command_is_reported():
+    result = runner.run(["definitely-not-a-command-xyz"], logging.getLogger("t"))
+    assert result.returncode == 127 and "command not found" in result.output

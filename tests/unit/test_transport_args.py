@@ -1,0 +1,51 @@
+"""The argument lists the transports build: add and update only, never delete."""
+
+from __future__ import annotations
+
+from backup import runner, transports
+from backup.plan import Source, Transfer
+from backup.sources import Listing
+
+
+def capture(monkeypatch, lines=()):
+    calls = []
+
+    def fake_run(args, log, **kw):
+        calls.append(list(args))
+        if args[-1] == "listremotes":
+            return runner.Result(0, ["Box-Folder:"])
+        return runner.Result(0, list(lines))
+
+    monkeypatch.setattr(runner, "run", fake_run)
+    return calls
+
+
+def transfer(tool, target):
+    return Transfer("x", "CSVs", "direct", tool, Source("CSVs", "/src", ("a",)), target)
+
+
+def test_rsync_args(monkeypatch, tmp_path):
+    calls = capture(monkeypatch, [">f+++++++++ a.csv", "Total transferred file size: 1,234 bytes"])
+    listing = Listing(root="/src", files=["a.csv", "-b.csv"], sizes={"a.csv": 1, "-b.csv": 2})
+    result = transports.RsyncTransport().send(transfer("rsync", str(tmp_path / "d")), listing, None)
+    (args,) = calls
+    assert "--update" in args and "--archive" in args and "--from0" in args
+    assert not any(a.startswith("--delete") or a.startswith("--remove") for a in args)
+    assert args[-3:] == ["--", "/src/", str(tmp_path / "d") + "/"]
+    assert result.files_sent == 1 and result.bytes_sent == 1234
+
+
+def test_rclone_uses_copy_update_never_sync(monkeypatch, tmp_path):
+    line = '{"level":"info","msg":"Copied (new)","object":"a.csv","size":5}'
+    calls = capture(monkeypatch, [line])
+    listing = Listing(root="/src", files=["a.csv", "l"], sizes={"a.csv": 5, "l": 1}, links={"l"})
+    t = transfer("rclone", "Box-Folder:Ramanlab-Backups/CSVs")
+    conf = tmp_path / "rc.conf"
+    conf.write_text("[Box-Folder]\ntype = alias\nremote = /x\n")
+    t = Transfer(**{**t.__dict__, "rclone_config": str(conf)})
+    result = transports.RcloneTransport().send(t, listing, None)
+    listremotes, copy = calls
+    assert listremotes[1:] == ["--config", str(conf), "listremotes"]
+    assert copy[3] == "copy" and "sync" not in copy and "--update" in copy
+    assert copy[-2:] == ["/src", "Box-Folder:Ramanlab-Backups/CSVs"]
+    assert result.files_sent == 1 and result.bytes_sent == 5
