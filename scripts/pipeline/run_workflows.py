@@ -7,6 +7,9 @@ deterministic: the same ``--seed`` gives the same bytes, and files whose content
 did not change are not rewritten (their modification time stays), like a real
 pipeline that skips up-to-date work.
 
+Each run is one more analysis session: it adds that week's training figure and
+updates model_predictions.csv, so the post-pipeline backup has something new to send.
+
 It only ever writes inside the workspace, and refuses to run on a config without
 ``pipeline.workspace`` (such as the lab's config.yaml, whose pipeline is the real one).
 """
@@ -85,14 +88,25 @@ def svg(rng: random.Random, title: str) -> bytes:
     ).encode()
 
 
-def generate(workspace: Path, seed: int) -> tuple[int, int]:
-    """Write every output; return (files written, files unchanged)."""
+def sessions_done(workspace: Path) -> int:
+    return len(list((workspace / "Results" / "Opto" / "Weekly-Training-Envelopes").glob("week_*.png")))
+
+
+def generate(workspace: Path, seed: int, session: int) -> tuple[int, int]:
+    """Write every output of analysis session ``session``; return (files written, unchanged)."""
     rng = random.Random(seed)
     written = unchanged = 0
     csv_dir = workspace / "Data" / "Opto" / "Combined"
     for name in CSV_FILES:
-        frames = 40 if name != "model_predictions.csv" else 8
-        changed = write_if_changed(csv_dir / name, envelope_csv(rng, name, frames))
+        if name == "model_predictions.csv":
+            data = envelope_csv(random.Random(seed * 1000 + session), name, 8)
+        else:
+            data = envelope_csv(rng, name, 40)
+        changed = write_if_changed(csv_dir / name, data)
+        written, unchanged = written + changed, unchanged + (not changed)
+    if session:
+        week = png(64, 48, lambda x, y: (x * session + y) % 256)
+        changed = write_if_changed(workspace / "Results/Opto/Weekly-Training-Envelopes" / f"week_{session:03d}.png", week)
         written, unchanged = written + changed, unchanged + (not changed)
     for folder in RESULT_DIRS:
         for fly in FLIES[:4]:
@@ -124,11 +138,16 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     workspace = Path(workspace)
-    if args.if_missing and (workspace / "Data").exists():
-        print(f"demo pipeline: {workspace} already holds outputs, left as they are")
+    if args.if_missing:
+        if (workspace / "Data").exists():
+            print(f"demo pipeline: {workspace} already holds the lab's earlier results")
+        else:
+            written, _ = generate(workspace, args.seed, 0)
+            print(f"demo pipeline: {written} files of earlier results written to {workspace}")
         return 0
-    written, unchanged = generate(workspace, args.seed)
-    print(f"demo pipeline: {written} files written, {unchanged} unchanged in {workspace}")
+    session = sessions_done(workspace) + 1
+    written, unchanged = generate(workspace, args.seed, session)
+    print(f"demo pipeline: session {session}: {written} files written, {unchanged} unchanged in {workspace}")
     return 0
 
 

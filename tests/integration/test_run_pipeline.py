@@ -92,11 +92,12 @@ def test_demo_config_runs_as_shipped(tmp_path):
     workspace = work / "demo/workspace"
     csvs = hash_tree(workspace / "Data/Opto/Combined")
     results = hash_tree(workspace / "Results")
-    assert len(csvs) == 6 and len(results) == 64
+    assert len(csvs) == 6 and len(results) == 64 + 2  # figures + two weekly sessions
     dest = work / "demo/destinations"
     assert hash_tree(dest / "smb/flyTrackingData") == csvs
     assert hash_tree(dest / "smb/Figures/Results") == results
     assert hash_tree(dest / "box/Ramanlab-Backups/CSVs") == csvs
     assert hash_tree(dest / "box/Ramanlab-Backups/Results/Results") == results
     assert hash_tree(dest / "secured/CSVs") == csvs
-    assert "demo pipeline" in (work / "demo/backup.log").read_text()
+    assert "demo pipeline: session 2" in (work / "demo/backup.log").read_text()
+    assert "post smb/Results: ok (1 of 66 files sent)" in result.stdout

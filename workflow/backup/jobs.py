@@ -114,7 +114,8 @@ def pipeline(args: argparse.Namespace) -> int:
         _say(f"pipeline: FAILED ({message})")
         return 1
     records.write_json(args.marker, {**record, "status": "ok"})
-    _say(f"pipeline: ok ({record['seconds']:.1f} s)")
+    last = result.lines[-1].strip() if result.lines else ""
+    _say(f"pipeline: ok ({record['seconds']:.1f} s){': ' + last if last else ''}")
     return 0
 
 
