@@ -19,7 +19,8 @@ from .config import ConfigError, load_config
 
 def _say(line: str) -> None:
     """One line per job on stdout; the CLI shows lines that start with 'backup: '."""
-    print(f"backup: {line}", flush=True)
+    # One write() per line, so lines of jobs running at once never interleave.
+    os.write(sys.stdout.fileno(), f"backup: {line}\n".encode("utf-8", errors="replace"))
 
 
 def sync(args: argparse.Namespace) -> int:
