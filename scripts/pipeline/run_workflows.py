@@ -106,7 +106,8 @@ def generate(workspace: Path, seed: int, session: int) -> tuple[int, int]:
         written, unchanged = written + changed, unchanged + (not changed)
     if session:
         week = png(64, 48, lambda x, y: (x * session + y) % 256)
-        changed = write_if_changed(workspace / "Results/Opto/Weekly-Training-Envelopes" / f"week_{session:03d}.png", week)
+        weekly = workspace / "Results/Opto/Weekly-Training-Envelopes"
+        changed = write_if_changed(weekly / f"week_{session:03d}.png", week)
         written, unchanged = written + changed, unchanged + (not changed)
     for folder in RESULT_DIRS:
         for fly in FLIES[:4]:
