@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import logs, plan, records, sources, summary, transports
+from . import archive, logs, plan, records, sources, summary, transports
 from .config import ConfigError, load_config
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
@@ -70,7 +70,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def dry_run(cfg: dict, transfers: list[plan.Transfer]) -> int:
+def _archive_preview(cfg: dict, transfer: plan.Transfer, workdir: Path, cache: dict) -> tuple[sources.Listing, str]:
+    """What the archive job would do for a dataset: reuse an unchanged archive or make a new one."""
+    if transfer.dataset not in cache:
+        listing = sources.list_source(transfer.source)
+        folder = Path(plan.archive_dir(cfg, str(workdir)))
+        previous = archive.unchanged_archive(
+            folder, transfer.dataset, transfer.source.root, listing.files, listing.sizes, os.cpu_count() or 1
+        )
+        if previous:
+            name = previous.name
+            files = sources.Listing(root=str(folder), files=[name], sizes={name: previous.stat().st_size})
+            note = f"  unchanged since {name}: no new archive would be made; that one is sent"
+        elif listing.files:
+            name = f"{transfer.dataset}_archive_{records.archive_timestamp(records.new_run_id())}.zip"
+            files = sources.Listing(root=str(folder))
+            note = (
+                f"  would make {folder / name} from {len(listing.files)} files "
+                f"({summary.human_bytes(listing.total_bytes)}) and send it"
+            )
+        else:
+            files, note = sources.Listing(root=str(folder)), "  nothing to archive: no source files"
+        files.missing = listing.missing
+        cache[transfer.dataset] = (files, note)
+    return cache[transfer.dataset]
+
+
+def dry_run(cfg: dict, transfers: list[plan.Transfer], workdir: Path) -> int:
     """Ask each tool what it would send; print it; touch nothing."""
     quiet = logs.setup(None, "dry-run")
     status = summary.EXIT_OK
@@ -78,15 +104,18 @@ def dry_run(cfg: dict, transfers: list[plan.Transfer]) -> int:
     if not cfg["backups"]["enabled"]:
         print("backups are disabled (backups.enabled: false): nothing would be backed up")
         return status
+    archives: dict = {}
     for transfer in transfers:
         print(f"{transfer.destination} {transfer.dataset} -> {transfer.target} ({transfer.tool}, {transfer.mode})")
-        listing = sources.list_source(transfer.source)
+        if transfer.mode == "archive":
+            listing, note = _archive_preview(cfg, transfer, workdir, archives)
+            print(note)
+        else:
+            listing = sources.list_source(transfer.source)
         for pattern in listing.missing:
             print(f"  warning: source not found: {os.path.join(transfer.source.root, pattern)}")
             status = max(status, summary.EXIT_WARNINGS)
         try:
-            if transfer.mode == "archive":
-                raise transports.TransferError("compressed mode is not available yet; set use_compression: false")
             result = (
                 transports.for_transfer(transfer).send(transfer, listing, quiet, dry_run=True)
                 if listing.files
@@ -96,10 +125,11 @@ def dry_run(cfg: dict, transfers: list[plan.Transfer]) -> int:
             print(f"  FAILED: {exc}\n")
             status = summary.EXIT_FAILED
             continue
-        print(
-            f"  would send {result.files_sent} of {len(listing.files)} files "
-            f"({summary.human_bytes(result.bytes_sent)}):"
-        )
+        if listing.files or transfer.mode == "direct":
+            print(
+                f"  would send {result.files_sent} of {len(listing.files)} files "
+                f"({summary.human_bytes(result.bytes_sent)}):"
+            )
         for name in result.sent:
             print(f"    {name}")
         print()
@@ -169,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(args.workdir).resolve() if args.workdir else PROJECT_DIR
     transfers = plan.plan(cfg, str(workdir), [args.only] if args.only else None)
     if args.dry_run:
-        return dry_run(cfg, transfers)
+        return dry_run(cfg, transfers, workdir)
 
     run_id = records.new_run_id()
     log_file = cfg["backups"]["log_file"]

@@ -12,8 +12,9 @@ import argparse
 import os
 import sys
 import time
+from pathlib import Path
 
-from . import logs, plan, records, runner, sources, summary, transports
+from . import archive, logs, plan, records, runner, sources, summary, transports
 from .config import ConfigError, load_config
 
 
@@ -23,52 +24,166 @@ def _say(line: str) -> None:
     os.write(sys.stdout.fileno(), f"backup: {line}\n".encode("utf-8", errors="replace"))
 
 
-def sync(args: argparse.Namespace) -> int:
-    started, t0 = records.now_iso(), time.monotonic()
-    record = records.base_record(
-        args.run_id, stage=args.stage, destination=args.dest, dataset=args.dataset, started=started
-    )
-    log = logs.setup(None, args.run_id, job_log=args.log)
+def _guarded(record: dict, work) -> None:
+    """Run ``work``; any failure becomes status 'failed' with a one-line, masked error."""
     try:
-        cfg = load_config(args.config)
-        context = f"{args.stage} {args.dest}/{args.dataset}"
-        log = logs.setup(cfg["backups"]["log_file"], args.run_id, context, job_log=args.log)
-        transfer = plan.find(plan.plan(cfg, os.getcwd()), args.dest, args.dataset)
-        record.update(mode=transfer.mode, tool=transfer.tool, target=transfer.target, source=transfer.source.root)
-        if transfer.mode == "archive":
-            raise transports.TransferError("compressed mode is not available yet; set use_compression: false")
-        listing = sources.list_source(transfer.source)
-        record.update(files_total=len(listing.files), bytes_total=listing.total_bytes, missing=listing.missing)
-        for pattern in listing.missing:
-            log.warning("source not found: %s", os.path.join(transfer.source.root, pattern))
-        log.info(
-            "sending %d files (%s) to %s", len(listing.files), summary.human_bytes(listing.total_bytes), transfer.target
-        )
-        if listing.files:
-            result = transports.for_transfer(transfer).send(transfer, listing, log)
-            record.update(files_sent=result.files_sent, bytes_sent=result.bytes_sent)
-        record["status"] = "warning" if listing.missing else "ok"
-        record["error"] = None
-    except (transports.TransferError, ConfigError, KeyError) as exc:
+        work()
+    except (transports.TransferError, archive.ArchiveError, ConfigError, KeyError) as exc:
         record.update(status="failed", error=runner.mask(str(exc)))
     except Exception as exc:  # noqa: BLE001 - a bug must still leave a record and free the others
         record.update(status="failed", error=runner.mask(f"internal error: {type(exc).__name__}: {exc}"))
-    record.setdefault("files_sent", 0)
-    record.setdefault("bytes_sent", 0)
+
+
+def _finish(record: dict, t0: float, log, marker: str, label: str, detail: str) -> None:
     record.update(finished=records.now_iso(), seconds=round(time.monotonic() - t0, 3))
     if record["status"] == "failed":
         log.error("FAILED: %s", record["error"])
     else:
-        log.info(
-            "%s: %d files sent (%s), %d files in the dataset",
-            record["status"],
-            record["files_sent"],
-            summary.human_bytes(record["bytes_sent"]),
-            record["files_total"],
-        )
-    records.write_json(args.marker, record)
-    detail = record["error"] or f"{record['files_sent']} of {record.get('files_total', 0)} files sent"
-    _say(f"{args.stage} {args.dest}/{args.dataset}: {record['status']} ({detail})")
+        log.info("%s: %s", record["status"], detail)
+    records.write_json(marker, record)
+    _say(f"{label}: {record['status']} ({record['error'] or detail})")
+
+
+def _archive_listing(run_id: str, stage: str, dataset: str, record: dict) -> sources.Listing:
+    """In compressed mode a destination receives one file: the archive its archive job chose."""
+    made = records.read_json(records.archive_marker(run_id, stage, dataset))
+    if made is None:
+        raise archive.ArchiveError("the archive job left no record")
+    if made["status"] == "failed":
+        raise archive.ArchiveError(f"no archive to send: {made['error']}")
+    record["missing"] = made.get("missing", [])
+    if not made.get("archive"):
+        return sources.Listing(root="", missing=record["missing"])
+    path = made["archive"]
+    record.update(archive=os.path.basename(path), archive_created=made["created"])
+    name = os.path.basename(path)
+    return sources.Listing(root=os.path.dirname(path), files=[name], sizes={name: os.path.getsize(path)})
+
+
+def sync(args: argparse.Namespace) -> int:
+    t0 = time.monotonic()
+    record = records.base_record(
+        args.run_id,
+        stage=args.stage,
+        destination=args.dest,
+        dataset=args.dataset,
+        started=records.now_iso(),
+        status="ok",
+        error=None,
+        files_total=0,
+        files_sent=0,
+        bytes_sent=0,
+    )
+    log = logs.setup(None, args.run_id, job_log=args.log)
+
+    def work() -> None:
+        nonlocal log
+        cfg = load_config(args.config)
+        log = logs.setup(cfg["backups"]["log_file"], args.run_id, f"{args.stage} {args.dest}/{args.dataset}", args.log)
+        transfer = plan.find(plan.plan(cfg, os.getcwd()), args.dest, args.dataset)
+        record.update(mode=transfer.mode, tool=transfer.tool, target=transfer.target, source=transfer.source.root)
+        if transfer.mode == "archive":
+            listing = _archive_listing(args.run_id, args.stage, args.dataset, record)
+        else:
+            listing = sources.list_source(transfer.source)
+            record["missing"] = listing.missing
+            for pattern in listing.missing:
+                log.warning("source not found: %s", os.path.join(transfer.source.root, pattern))
+        record.update(files_total=len(listing.files), bytes_total=listing.total_bytes)
+        if listing.files:
+            log.info(
+                "sending %d files (%s) to %s",
+                len(listing.files),
+                summary.human_bytes(listing.total_bytes),
+                transfer.target,
+            )
+            result = transports.for_transfer(transfer).send(transfer, listing, log)
+            record.update(files_sent=result.files_sent, bytes_sent=result.bytes_sent)
+        if record["missing"]:
+            record["status"] = "warning"
+
+    _guarded(record, work)
+    detail = f"{record['files_sent']} of {record['files_total']} files sent"
+    if record.get("archive"):
+        detail += f", {record['archive']}"
+    _finish(record, t0, log, args.marker, f"{args.stage} {args.dest}/{args.dataset}", detail)
+    return 0
+
+
+def make_archive(args: argparse.Namespace) -> int:
+    """Make (or reuse, when nothing changed) the dataset's ZIP for this stage."""
+    t0 = time.monotonic()
+    record = records.base_record(
+        args.run_id,
+        stage=args.stage,
+        dataset=args.dataset,
+        started=records.now_iso(),
+        status="ok",
+        error=None,
+        archive=None,
+        created=False,
+        files=0,
+        bytes=0,
+        compressed_bytes=0,
+    )
+    log = logs.setup(None, args.run_id, job_log=args.log)
+
+    def work() -> None:
+        nonlocal log
+        cfg = load_config(args.config)
+        log = logs.setup(cfg["backups"]["log_file"], args.run_id, f"{args.stage} archive {args.dataset}", args.log)
+        spec = cfg["backups"]["sources"][args.dataset]
+        source = plan.Source(args.dataset, plan.absolute(spec["root"], os.getcwd()), tuple(spec["include"]))
+        listing = sources.list_source(source)
+        record["missing"] = listing.missing
+        for pattern in listing.missing:
+            log.warning("source not found: %s", os.path.join(source.root, pattern))
+        if not listing.files:
+            record["status"] = "warning"
+            return
+        folder = Path(plan.archive_dir(cfg, os.getcwd()))
+        threads = max(1, args.threads)
+        previous = archive.unchanged_archive(folder, args.dataset, source.root, listing.files, listing.sizes, threads)
+        if previous:
+            log.info("unchanged since %s: no new archive, that one is sent", previous.name)
+            record.update(
+                archive=str(previous),
+                files=len(listing.files),
+                bytes=listing.total_bytes,
+                compressed_bytes=previous.stat().st_size,
+            )
+        else:
+            level = cfg["backups"]["compression"]["level"]
+            made = archive.create(
+                folder, args.dataset, records.archive_timestamp(args.run_id), source.root, listing.files, level, threads
+            )
+            record.update(
+                archive=str(made.path),
+                created=True,
+                files=made.files,
+                bytes=made.bytes,
+                compressed_bytes=made.compressed_bytes,
+            )
+            log.info(
+                "made %s: %d files, %s -> %s (level %d, %d threads)",
+                made.path.name,
+                made.files,
+                summary.human_bytes(made.bytes),
+                summary.human_bytes(made.compressed_bytes),
+                level,
+                threads,
+            )
+        keep_last = cfg["backups"]["compression"]["keep_last"]
+        if keep_last:
+            for old in archive.prune(folder, args.dataset, keep_last, Path(record["archive"])):
+                log.info("removed old local archive %s (keep_last: %d)", old.name, keep_last)
+        if listing.missing:
+            record["status"] = "warning"
+
+    _guarded(record, work)
+    name = os.path.basename(record["archive"]) if record["archive"] else "no archive: no files"
+    detail = f"{name}, {'new' if record['created'] else 'unchanged, reused'}" if record["archive"] else name
+    _finish(record, t0, log, args.marker, f"{args.stage} archive {args.dataset}", detail)
     return 0
 
 
@@ -160,6 +275,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dataset", required=True)
     p.add_argument("--marker", required=True)
     p.set_defaults(func=sync)
+    p = sub.add_parser("archive", parents=[common])
+    p.add_argument("--stage", required=True, choices=plan.STAGES)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--marker", required=True)
+    p.set_defaults(func=make_archive)
     p = sub.add_parser("pipeline", parents=[common])
     p.add_argument("--marker", required=True)
     p.set_defaults(func=pipeline)

@@ -106,6 +106,15 @@ def plan(cfg: dict, project_dir: str, only: list[str] | None = None) -> list[Tra
     return transfers
 
 
+def archive_dir(cfg: dict, project_dir: str) -> str:
+    return absolute(cfg["backups"]["compression"]["archive_dir"], project_dir)
+
+
+def archived_datasets(transfers: list[Transfer]) -> list[str]:
+    """Datasets that some destination receives as an archive: one archive job each."""
+    return sorted({t.dataset for t in transfers if t.mode == "archive"})
+
+
 def find(transfers: list[Transfer], destination: str, dataset: str) -> Transfer:
     for transfer in transfers:
         if transfer.destination == destination and transfer.dataset == dataset:

@@ -35,6 +35,15 @@ def marker_path(run_id: str, stage: str, destination: str, dataset: str) -> str:
     return f"{STATE_DIR}/runs/{run_id}/{stage}/{destination}/{dataset}.json"
 
 
+def archive_marker(run_id: str, stage: str, dataset: str) -> str:
+    return f"{STATE_DIR}/runs/{run_id}/archives/{stage}/{dataset}.json"
+
+
+def archive_timestamp(run_id: str) -> str:
+    """TIMESTAMP of CSVs_archive_TIMESTAMP.zip: the run's start, the same for every archive of the run."""
+    return run_id[:15].replace("-", "_")
+
+
 def pipeline_marker(run_id: str) -> str:
     return f"{STATE_DIR}/runs/{run_id}/pipeline.json"
 

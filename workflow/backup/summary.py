@@ -30,6 +30,8 @@ def table(records: list[dict], title: str = "") -> str:
         note = r.get("error") or ""
         if not note and r.get("missing"):
             note = "missing: " + ", ".join(r["missing"])
+        if not note and r.get("archive"):
+            note = r["archive"] + ("" if r.get("archive_created") else " (unchanged, reused)")
         rows.append(
             (
                 r["destination"],

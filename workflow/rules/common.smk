@@ -30,6 +30,7 @@ RUN_ID = str(
 )
 ONLY = [d for d in str(config.get("only") or "").split(",") if d]
 TRANSFERS = backup_plan.plan(CFG, os.getcwd(), ONLY)
+ARCHIVED = backup_plan.archived_datasets(TRANSFERS)
 
 JOB = (
     f"PYTHONPATH={shlex.quote(BACKUP_PKG_DIR)} {shlex.quote(sys.executable)} -m backup"
@@ -55,3 +56,16 @@ def stage_markers(stage, destination=None):
 
 def stage_dependencies(wildcards):
     return STAGE_INPUTS.get(wildcards.stage, [])
+
+
+def sync_inputs(wildcards):
+    """A sync job waits for its stage's prerequisites and, in compressed mode, its archive."""
+    inputs = list(stage_dependencies(wildcards))
+    if wildcards.dataset in ARCHIVED and any(
+        t.destination == wildcards.dest
+        and t.dataset == wildcards.dataset
+        and t.mode == "archive"
+        for t in TRANSFERS
+    ):
+        inputs.append(records.archive_marker(RUN_ID, wildcards.stage, wildcards.dataset))
+    return inputs

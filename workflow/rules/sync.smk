@@ -3,7 +3,7 @@
 
 rule sync:
     input:
-        stage_dependencies,
+        sync_inputs,
     output:
         records.marker_path(RUN_ID, "{stage}", "{dest}", "{dataset}"),
     log:

@@ -1,0 +1,387 @@
+"""ZIP archives of a dataset: parallel, streamed, verified, never overwritten.
+
+Why a ZIP writer of our own rather than ``zipfile``: to use every core on one
+standard archive. Each file is read in 1 MiB chunks; worker threads deflate the
+chunks at the configured level with zlib-ng (the GIL is released while they
+work), each chunk primed with the previous 32 KiB as dictionary and ended with a
+sync flush, so their outputs concatenate into one ordinary deflate stream (the
+technique of pigz). Files that are already compressed (PNG, JPEG, ZIP, ...) are
+stored as they are. Memory stays bounded by the chunks in flight, whatever the
+file sizes.
+
+The archive is written under a temporary name in the same folder, its CRCs are
+checked by reading it back with Python's ``zipfile``, and only then is it renamed
+(without replacing anything) to its final name, next to a JSON manifest of the
+files it holds (size and SHA-256), which lets the next run see that nothing changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import struct
+import time
+import zipfile
+import zlib
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from zlib_ng import zlib_ng
+
+CHUNK = 1 << 20
+WINDOW = 1 << 15
+ZIP64_LIMIT = 0xFFFFFFFF  # sizes and offsets from here on need ZIP64 records
+ZIP64_MARK = 0xFFFFFFFF  # what a 32-bit field then holds
+# Formats that are compressed already: deflating them again costs time for nothing.
+STORED_SUFFIXES = {
+    ".png", ".jpg", ".jpeg", ".gif", ".webp", ".heic", ".jp2", ".avif",
+    ".zip", ".gz", ".tgz", ".bz2", ".xz", ".zst", ".7z", ".rar", ".lz4", ".br",
+    ".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm", ".mp3", ".m4a", ".ogg", ".flac",
+    ".docx", ".xlsx", ".pptx", ".odt", ".ods", ".npz", ".jar", ".whl",
+}  # fmt: skip
+MANIFEST_SUFFIX = ".manifest.json"
+
+
+class ArchiveError(Exception):
+    """The archive could not be made; the message says why in one line."""
+
+
+@dataclass
+class Entry:
+    name: str
+    size: int
+    sha256: str
+    crc: int = 0
+    compressed: int = 0
+    method: int = 8
+    offset: int = 0
+    mode: int = 0o100644
+    dos_time: int = 0
+    dos_date: int = 0
+
+
+@dataclass
+class ArchiveResult:
+    path: Path
+    created: bool
+    files: int
+    bytes: int
+    compressed_bytes: int
+    manifest: dict = field(default_factory=dict)
+
+
+def should_store(name: str) -> bool:
+    return Path(name).suffix.lower() in STORED_SUFFIXES
+
+
+def _dos_datetime(mtime: float) -> tuple[int, int]:
+    t = time.localtime(max(mtime, 315532800))  # ZIP cannot say anything before 1980
+    return (t.tm_hour << 11) | (t.tm_min << 5) | (t.tm_sec // 2), ((t.tm_year - 1980) << 9) | (
+        t.tm_mon << 5
+    ) | t.tm_mday
+
+
+def _deflate_chunk(data: bytes, level: int, zdict: bytes, last: bool) -> tuple[int, bytes]:
+    """CRC and deflated bytes of one chunk; runs in a worker thread."""
+    crc = zlib_ng.crc32(data)
+    if zdict:
+        comp = zlib_ng.compressobj(level, zlib_ng.DEFLATED, -15, 9, zlib_ng.Z_DEFAULT_STRATEGY, zdict)
+    else:
+        comp = zlib_ng.compressobj(level, zlib_ng.DEFLATED, -15, 9)
+    out = comp.compress(data) + comp.flush(zlib_ng.Z_FINISH if last else zlib_ng.Z_SYNC_FLUSH)
+    return crc, out
+
+
+def _store_chunk(data: bytes) -> tuple[int, bytes]:
+    return zlib_ng.crc32(data), data
+
+
+def _field(value: int) -> int:
+    """A size or offset for a 32-bit field: the value, or the ZIP64 mark when it is too large."""
+    return ZIP64_MARK if value >= ZIP64_LIMIT else value
+
+
+class ZipWriter:
+    """Writes a standard ZIP (with ZIP64 records where sizes need them) to a seekable file."""
+
+    def __init__(self, fh, level: int, pool: ThreadPoolExecutor, in_flight: int):
+        self.fh, self.level, self.pool, self.in_flight = fh, level, pool, in_flight
+        self.entries: list[Entry] = []
+
+    def _local_header(self, e: Entry, zip64: bool) -> bytes:
+        name = e.name.encode("utf-8")
+        extra = struct.pack("<HHQQ", 1, 16, e.size, e.compressed) if zip64 else b""
+        sizes = (ZIP64_MARK, ZIP64_MARK) if zip64 else (e.compressed, e.size)
+        flags = 0x800 | (0x2 if e.method == 8 and self.level >= 8 else 0)
+        return struct.pack(
+            "<IHHHHHIIIHH", 0x04034B50, 45 if zip64 else 20, flags, e.method, e.dos_time, e.dos_date,
+            e.crc, sizes[0], sizes[1], len(name), len(extra),
+        ) + name + extra  # fmt: skip
+
+    def add_file(self, path: str, name: str, st: os.stat_result) -> Entry:
+        """Stream one file into the archive; return its entry (with SHA-256 of the content)."""
+        is_link = stat.S_ISLNK(st.st_mode)
+        stored = is_link or st.st_size == 0 or should_store(name)
+        entry = Entry(name=name, size=0, sha256="", method=0 if stored else 8)
+        entry.mode = st.st_mode
+        entry.dos_time, entry.dos_date = _dos_datetime(st.st_mtime)
+        entry.offset = self.fh.tell()
+        # A file that may pass 4 GiB gets ZIP64 sizes in its local header from the start.
+        zip64_local = st.st_size >= ZIP64_LIMIT - (1 << 20)
+        self.fh.write(self._local_header(entry, zip64_local))
+        digest, crc, size, compressed = hashlib.sha256(), 0, 0, 0
+        pending: deque = deque()  # (future of (crc, bytes), chunk length), in file order
+
+        def write_ready(keep: int) -> None:
+            nonlocal crc, compressed
+            while len(pending) > keep:
+                future, length = pending.popleft()
+                chunk_crc, out = future.result()
+                crc = zlib_ng.crc32_combine(crc, chunk_crc, length)
+                self.fh.write(out)
+                compressed += len(out)
+
+        if is_link:
+            data = os.readlink(path).encode("utf-8", errors="surrogateescape")
+            digest.update(data)
+            crc, size, compressed = zlib_ng.crc32(data), len(data), len(data)
+            self.fh.write(data)
+        else:
+            deflate = entry.method == 8
+            with open(path, "rb") as src:
+                prev_tail, data = b"", src.read(CHUNK)
+                while True:
+                    following = src.read(CHUNK) if data else b""
+                    last = not following
+                    digest.update(data)
+                    if deflate:
+                        future = self.pool.submit(_deflate_chunk, data, self.level, prev_tail, last)
+                    else:
+                        future = self.pool.submit(_store_chunk, data)
+                    pending.append((future, len(data)))
+                    size += len(data)
+                    write_ready(self.in_flight)
+                    if last:
+                        break
+                    prev_tail = data[-WINDOW:] if deflate else b""
+                    data = following
+            write_ready(0)
+        entry.size, entry.crc, entry.compressed, entry.sha256 = size, crc, compressed, digest.hexdigest()
+        if not zip64_local and (size >= ZIP64_LIMIT or compressed >= ZIP64_LIMIT):
+            raise ArchiveError(f"{name} grew past 4 GiB while it was being archived")
+        end = self.fh.tell()
+        self.fh.seek(entry.offset)
+        self.fh.write(self._local_header(entry, zip64_local))
+        self.fh.seek(end)
+        self.entries.append(entry)
+        return entry
+
+    def finish(self) -> None:
+        """Central directory and end records (ZIP64 ones when counts or offsets need them)."""
+        cd_start = self.fh.tell()
+        for e in self.entries:
+            name = e.name.encode("utf-8")
+            # ZIP64 extra: uncompressed size, compressed size, offset, each only if its field is marked.
+            big = [v for v in (e.size, e.compressed, e.offset) if v >= ZIP64_LIMIT]
+            extra = struct.pack("<HH", 1, 8 * len(big)) + b"".join(struct.pack("<Q", v) for v in big) if big else b""
+            flags = 0x800 | (0x2 if e.method == 8 and self.level >= 8 else 0)
+            self.fh.write(
+                struct.pack(
+                    "<IHHHHHHIIIHHHHHII", 0x02014B50, (3 << 8) | 63, 45 if big else 20, flags, e.method,
+                    e.dos_time, e.dos_date, e.crc,
+                    _field(e.compressed), _field(e.size),
+                    len(name), len(extra), 0, 0, 0, (e.mode & 0xFFFF) << 16, _field(e.offset),
+                ) + name + extra
+            )  # fmt: skip
+        cd_end = self.fh.tell()
+        count, cd_size = len(self.entries), cd_end - cd_start
+        if count >= 0xFFFF or cd_start >= ZIP64_LIMIT or cd_size >= ZIP64_LIMIT:
+            self.fh.write(
+                struct.pack("<IQHHIIQQQQ", 0x06064B50, 44, (3 << 8) | 63, 45, 0, 0, count, count, cd_size, cd_start)
+            )
+            self.fh.write(struct.pack("<IIQI", 0x07064B50, 0, cd_end, 1))
+        self.fh.write(
+            struct.pack(
+                "<IHHHHIIH", 0x06054B50, 0, 0, min(count, 0xFFFF), min(count, 0xFFFF),
+                _field(cd_size), _field(cd_start), 0,
+            )
+        )  # fmt: skip
+
+
+def check_zip(path: Path, expected: list[Entry]) -> None:
+    """Read the archive back: names, sizes and every CRC must match what was written."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+            if [i.filename for i in infos] != [e.name for e in expected]:
+                raise ArchiveError(f"{path.name}: the archive's file list does not match what was written")
+            for info, e in zip(infos, expected, strict=True):
+                if info.file_size != e.size or e.crc != info.CRC:
+                    raise ArchiveError(f"{path.name}: {e.name} has a wrong size or CRC")
+            bad = zf.testzip()
+            if bad is not None:
+                raise ArchiveError(f"{path.name}: CRC check failed for {bad}")
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
+        raise ArchiveError(f"{path.name}: unreadable after writing: {exc}") from None
+
+
+def manifest_path(archive: Path) -> Path:
+    return archive.with_name(archive.name[: -len(".zip")] + MANIFEST_SUFFIX)
+
+
+def archives_of(archive_dir: Path, dataset: str) -> list[Path]:
+    """This dataset's archives that have a manifest, oldest first (names sort by time)."""
+    found = []
+    for man in archive_dir.glob(f"{dataset}_archive_*{MANIFEST_SUFFIX}"):
+        zip_path = man.with_name(man.name[: -len(MANIFEST_SUFFIX)] + ".zip")
+        if zip_path.is_file():
+            found.append(zip_path)
+    return sorted(found)
+
+
+def read_manifest(archive: Path) -> dict | None:
+    try:
+        return json.loads(manifest_path(archive).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def hash_file(path: str) -> str:
+    digest = hashlib.sha256()
+    if os.path.islink(path):
+        digest.update(os.readlink(path).encode("utf-8", errors="surrogateescape"))
+        return digest.hexdigest()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def unchanged_archive(archive_dir: Path, dataset: str, root: str, files: list[str], sizes: dict[str, int],
+                      threads: int) -> Path | None:  # fmt: skip
+    """The latest archive whose manifest matches the current files by name, size and SHA-256."""
+    existing = archives_of(archive_dir, dataset)
+    if not existing:
+        return None
+    latest = existing[-1]
+    manifest = read_manifest(latest) or {}
+    recorded = manifest.get("files", {})
+    if sorted(recorded) != files or any(recorded[f]["size"] != sizes[f] for f in files):
+        return None  # a different file set or size: changed, no need to read anything
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        hashes = pool.map(lambda f: hash_file(os.path.join(root, f)), files)
+        if all(h == recorded[f]["sha256"] for f, h in zip(files, hashes, strict=True)):
+            return latest
+    return None
+
+
+def free_name(archive_dir: Path, dataset: str, timestamp: str) -> Path:
+    """CSVs_archive_TIMESTAMP.zip, or ..._2.zip if a different archive already has that name."""
+    base = f"{dataset}_archive_{timestamp}"
+    candidate, n = archive_dir / f"{base}.zip", 1
+    while candidate.exists() or manifest_path(candidate).exists():
+        n += 1
+        candidate = archive_dir / f"{base}_{n}.zip"
+    return candidate
+
+
+def _publish(tmp: Path, final: Path) -> None:
+    """Give the checked archive its final name, never replacing an existing file."""
+    try:
+        os.link(tmp, final)  # fails if ``final`` exists
+    except FileExistsError:
+        raise ArchiveError(f"{final.name} appeared while it was being written; not overwritten") from None
+    except OSError:  # a filesystem without hard links
+        if final.exists():
+            raise ArchiveError(f"{final.name} already exists; not overwritten") from None
+        os.rename(tmp, final)
+
+
+def clear_stale_partials(archive_dir: Path) -> list[Path]:
+    """Remove partial archives left by runs that were killed (their process is gone)."""
+    removed = []
+    for partial in archive_dir.glob(".*.partial"):
+        try:
+            pid = int(partial.name.rsplit(".", 2)[-2])
+        except ValueError:
+            continue
+        if not process_alive(pid):
+            partial.unlink(missing_ok=True)
+            removed.append(partial)
+    return removed
+
+
+def process_alive(pid: int) -> bool:
+    """True if ``pid`` is a running process (a zombie, killed but not yet reaped, is not)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+
+
+def create(
+    archive_dir: Path, dataset: str, timestamp: str, root: str, files: list[str], level: int, threads: int
+) -> ArchiveResult:
+    """Write a new archive of ``files`` (relative to ``root``); see the module docstring."""
+    archive_dir.mkdir(parents=True, exist_ok=True)
+    clear_stale_partials(archive_dir)
+    final = free_name(archive_dir, dataset, timestamp)
+    tmp = archive_dir / f".{final.name}.{os.getpid()}.partial"
+    try:
+        with ThreadPoolExecutor(max_workers=threads) as pool, open(tmp, "wb") as fh:
+            writer = ZipWriter(fh, level, pool, in_flight=2 * threads)
+            for name in files:
+                path = os.path.join(root, name)
+                try:
+                    st = os.lstat(path)
+                except FileNotFoundError:
+                    raise ArchiveError(f"{path} vanished while the archive was being made") from None
+                writer.add_file(path, name, st)
+            writer.finish()
+            fh.flush()
+            os.fsync(fh.fileno())
+        check_zip(tmp, writer.entries)
+        manifest = {
+            "dataset": dataset,
+            "archive": final.name,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "level": level,
+            "files": {e.name: {"size": e.size, "sha256": e.sha256} for e in writer.entries},
+        }
+        man_tmp = archive_dir / f".{manifest_path(final).name}.{os.getpid()}.partial"
+        man_tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+        _publish(tmp, final)
+        os.replace(man_tmp, manifest_path(final))
+    except OSError as exc:
+        raise ArchiveError(f"cannot write the archive in {archive_dir}: {exc.strerror or exc}") from None
+    finally:
+        for leftover in (tmp, archive_dir / f".{manifest_path(final).name}.{os.getpid()}.partial"):
+            leftover.unlink(missing_ok=True)
+    return ArchiveResult(
+        path=final,
+        created=True,
+        files=len(writer.entries),
+        bytes=sum(e.size for e in writer.entries),
+        compressed_bytes=final.stat().st_size,
+        manifest=manifest,
+    )
+
+
+def prune(archive_dir: Path, dataset: str, keep_last: int, keep: Path) -> list[Path]:
+    """Delete this dataset's local archives beyond the newest ``keep_last`` (never ``keep``)."""
+    existing = archives_of(archive_dir, dataset)
+    removed = []
+    for old in existing[: max(len(existing) - keep_last, 0)]:
+        if old == keep:
+            continue
+        manifest_path(old).unlink(missing_ok=True)
+        old.unlink(missing_ok=True)
+        removed.append(old)
+    return removed

@@ -1,0 +1,23 @@
+# Compressed mode: one archive job per (stage, dataset), shared by every destination
+# that receives that dataset as a ZIP. No destination compressed: no archive jobs.
+
+
+rule archive:
+    input:
+        stage_dependencies,
+    output:
+        records.archive_marker(RUN_ID, "{stage}", "{dataset}"),
+    params:
+        **JOB_PARAMS,
+    conda:
+        BACKUP_ENV
+    log:
+        f"logs/{RUN_ID}/{{stage}}/archive_{{dataset}}.log",
+    wildcard_constraints:
+        stage="manual|pre|post",
+        dataset="[A-Za-z0-9][A-Za-z0-9_-]*",
+    threads: 2
+    localrule: True
+    shell:
+        "{params.job} archive {params.config} --run-id {params.run_id} --stage {wildcards.stage}"
+        " --dataset {wildcards.dataset} --threads {threads} --marker {output:q} --log {log:q}"
