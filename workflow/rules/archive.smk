@@ -7,17 +7,17 @@ rule archive:
         stage_dependencies,
     output:
         records.archive_marker(RUN_ID, "{stage}", "{dataset}"),
-    params:
-        **JOB_PARAMS,
-    conda:
-        BACKUP_ENV
     log:
         f"logs/{RUN_ID}/{{stage}}/archive_{{dataset}}.log",
     wildcard_constraints:
         stage="manual|pre|post",
         dataset="[A-Za-z0-9][A-Za-z0-9_-]*",
-    threads: 2
     localrule: True
+    conda:
+        BACKUP_ENV
+    threads: 2
+    params:
+        **JOB_PARAMS,
     shell:
         "{params.job} archive {params.config} --run-id {params.run_id} --stage {wildcards.stage}"
         " --dataset {wildcards.dataset} --threads {threads} --marker {output:q} --log {log:q}"

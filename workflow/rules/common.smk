@@ -67,5 +67,7 @@ def sync_inputs(wildcards):
         and t.mode == "archive"
         for t in TRANSFERS
     ):
-        inputs.append(records.archive_marker(RUN_ID, wildcards.stage, wildcards.dataset))
+        inputs.append(
+            records.archive_marker(RUN_ID, wildcards.stage, wildcards.dataset)
+        )
     return inputs
