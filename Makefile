@@ -7,7 +7,7 @@ CONFIG ?= config/config.yaml
 # The venv's tools (snakemake, rclone) come first for every command below.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help setup demo run backup dry-run test lint clean-demo
+.PHONY: help setup demo run backup dry-run test lint bench clean-demo
 
 help:
 	@echo "make demo     set up, then run backup -> demo pipeline -> backup on config/demo.yaml"
@@ -17,6 +17,7 @@ help:
 	@echo "make dry-run  show what a backup would send, without sending anything"
 	@echo "make setup    create .venv with pinned packages; install rsync if missing"
 	@echo "make lint     ruff, snakefmt and snakemake --lint"
+	@echo "make bench    benchmarks against the bare tools (bench/, a few minutes)"
 
 setup: $(VENV)/.installed
 	@scripts/setup.sh
@@ -48,6 +49,10 @@ lint: setup
 	ruff format --check workflow scripts tests
 	snakefmt --check Snakefile workflow
 	snakemake --lint --configfile config/demo.yaml
+
+bench: setup
+	@scripts/setup.sh --test
+	$(PY) bench/archive_bench.py
 
 clean-demo:
 	rm -rf demo

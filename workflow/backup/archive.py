@@ -62,6 +62,7 @@ class Entry:
     mode: int = 0o100644
     dos_time: int = 0
     dos_date: int = 0
+    zip64_local: bool = False
 
 
 @dataclass
@@ -105,12 +106,31 @@ def _field(value: int) -> int:
     return ZIP64_MARK if value >= ZIP64_LIMIT else value
 
 
+class _Done:
+    """An already computed chunk result, queued like a worker's future."""
+
+    def __init__(self, value: tuple[int, bytes]):
+        self.value = value
+
+    def result(self) -> tuple[int, bytes]:
+        return self.value
+
+
 class ZipWriter:
-    """Writes a standard ZIP (with ZIP64 records where sizes need them) to a seekable file."""
+    """Writes a standard ZIP (with ZIP64 records where sizes need them) to a seekable file.
+
+    Reading (and SHA-256) happens in the calling thread, deflating in the pool, and
+    results are written strictly in order; the queue between them spans file
+    boundaries, so many small files keep both cores busy too.
+    """
+
+    MAX_PENDING_BYTES = 16 << 20  # raw bytes in flight: the memory bound
 
     def __init__(self, fh, level: int, pool: ThreadPoolExecutor, in_flight: int):
         self.fh, self.level, self.pool, self.in_flight = fh, level, pool, in_flight
         self.entries: list[Entry] = []
+        self.pending: deque = deque()  # (entry, future, chunk length, first, last)
+        self.pending_bytes = 0
 
     def _local_header(self, e: Entry, zip64: bool) -> bytes:
         name = e.name.encode("utf-8")
@@ -122,66 +142,71 @@ class ZipWriter:
             e.crc, sizes[0], sizes[1], len(name), len(extra),
         ) + name + extra  # fmt: skip
 
-    def add_file(self, path: str, name: str, st: os.stat_result) -> Entry:
-        """Stream one file into the archive; return its entry (with SHA-256 of the content)."""
+    def _queue(self, entry: Entry, future, length: int, first: bool, last: bool) -> None:
+        self.pending.append((entry, future, length, first, last))
+        self.pending_bytes += length
+        while len(self.pending) > self.in_flight and self.pending_bytes > self.MAX_PENDING_BYTES:
+            self._write_next()
+        while len(self.pending) > 64 * self.in_flight:
+            self._write_next()
+
+    def _write_next(self) -> None:
+        entry, future, length, first, last = self.pending.popleft()
+        self.pending_bytes -= length
+        if first:
+            entry.offset = self.fh.tell()
+            self.fh.write(self._local_header(entry, entry.zip64_local))
+        chunk_crc, out = future.result()
+        entry.crc = zlib_ng.crc32_combine(entry.crc, chunk_crc, length)
+        entry.size += length
+        entry.compressed += len(out)
+        self.fh.write(out)
+        if last:
+            if not entry.zip64_local and (entry.size >= ZIP64_LIMIT or entry.compressed >= ZIP64_LIMIT):
+                raise ArchiveError(f"{entry.name} grew past 4 GiB while it was being archived")
+            end = self.fh.tell()
+            self.fh.seek(entry.offset)
+            self.fh.write(self._local_header(entry, entry.zip64_local))
+            self.fh.seek(end)
+            self.entries.append(entry)
+
+    def add_file(self, path: str, name: str, st: os.stat_result) -> None:
+        """Queue one file: read it in chunks (hashing it), deflate or store each chunk."""
         is_link = stat.S_ISLNK(st.st_mode)
         stored = is_link or st.st_size == 0 or should_store(name)
-        entry = Entry(name=name, size=0, sha256="", method=0 if stored else 8)
-        entry.mode = st.st_mode
+        entry = Entry(name=name, size=0, sha256="", method=0 if stored else 8, mode=st.st_mode)
         entry.dos_time, entry.dos_date = _dos_datetime(st.st_mtime)
-        entry.offset = self.fh.tell()
         # A file that may pass 4 GiB gets ZIP64 sizes in its local header from the start.
-        zip64_local = st.st_size >= ZIP64_LIMIT - (1 << 20)
-        self.fh.write(self._local_header(entry, zip64_local))
-        digest, crc, size, compressed = hashlib.sha256(), 0, 0, 0
-        pending: deque = deque()  # (future of (crc, bytes), chunk length), in file order
-
-        def write_ready(keep: int) -> None:
-            nonlocal crc, compressed
-            while len(pending) > keep:
-                future, length = pending.popleft()
-                chunk_crc, out = future.result()
-                crc = zlib_ng.crc32_combine(crc, chunk_crc, length)
-                self.fh.write(out)
-                compressed += len(out)
-
+        entry.zip64_local = st.st_size >= ZIP64_LIMIT - (1 << 20)
+        digest = hashlib.sha256()
         if is_link:
             data = os.readlink(path).encode("utf-8", errors="surrogateescape")
             digest.update(data)
-            crc, size, compressed = zlib_ng.crc32(data), len(data), len(data)
-            self.fh.write(data)
-        else:
-            deflate = entry.method == 8
-            with open(path, "rb") as src:
-                prev_tail, data = b"", src.read(CHUNK)
-                while True:
-                    following = src.read(CHUNK) if data else b""
-                    last = not following
-                    digest.update(data)
-                    if deflate:
-                        future = self.pool.submit(_deflate_chunk, data, self.level, prev_tail, last)
-                    else:
-                        future = self.pool.submit(_store_chunk, data)
-                    pending.append((future, len(data)))
-                    size += len(data)
-                    write_ready(self.in_flight)
-                    if last:
-                        break
-                    prev_tail = data[-WINDOW:] if deflate else b""
-                    data = following
-            write_ready(0)
-        entry.size, entry.crc, entry.compressed, entry.sha256 = size, crc, compressed, digest.hexdigest()
-        if not zip64_local and (size >= ZIP64_LIMIT or compressed >= ZIP64_LIMIT):
-            raise ArchiveError(f"{name} grew past 4 GiB while it was being archived")
-        end = self.fh.tell()
-        self.fh.seek(entry.offset)
-        self.fh.write(self._local_header(entry, zip64_local))
-        self.fh.seek(end)
-        self.entries.append(entry)
-        return entry
+            entry.sha256 = digest.hexdigest()
+            self._queue(entry, _Done(_store_chunk(data)), len(data), True, True)
+            return
+        with open(path, "rb") as src:
+            prev_tail, data, first = b"", src.read(CHUNK), True
+            while True:
+                following = src.read(CHUNK) if data else b""
+                last = not following
+                digest.update(data)
+                if last:
+                    entry.sha256 = digest.hexdigest()  # before the last chunk can be written
+                if stored:
+                    future = _Done(_store_chunk(data))
+                else:
+                    future = self.pool.submit(_deflate_chunk, data, self.level, prev_tail, last)
+                self._queue(entry, future, len(data), first, last)
+                if last:
+                    return
+                prev_tail = data[-WINDOW:] if not stored else b""
+                data, first = following, False
 
     def finish(self) -> None:
         """Central directory and end records (ZIP64 ones when counts or offsets need them)."""
+        while self.pending:
+            self._write_next()
         cd_start = self.fh.tell()
         for e in self.entries:
             name = e.name.encode("utf-8")
