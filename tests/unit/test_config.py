@@ -24,6 +24,7 @@ def test_lab_config_is_the_seed():
         "enabled": False,
         "level": 9,
         "archive_dir": "backups_compressed",
+        "keep_last": None,
     }
     assert b["sources"]["CSVs"]["include"] == CSV_NAMES
     assert b["sources"]["Results"]["include"] == RESULT_DIRS
