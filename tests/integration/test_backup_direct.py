@@ -77,9 +77,9 @@ def test_second_run_contacts_destinations_again_and_repairs_them(lab):
     result = lab.cli()
     assert result.returncode == 0, result.stdout
     assert_seed_layout(lab)
-    assert "manual box/CSVs: ok (1 of 6 files sent)" in result.stdout
-    assert "manual smb/Results: ok (1 of 28 files sent)" in result.stdout
-    assert "manual secured/CSVs: ok (0 of 6 files sent)" in result.stdout
+    assert "manual box/CSVs: ok (1 of 6 files sent, 6 verified)" in result.stdout
+    assert "manual smb/Results: ok (1 of 28 files sent, 28 verified)" in result.stdout
+    assert "manual secured/CSVs: ok (0 of 6 files sent, 6 verified)" in result.stdout
 
 
 def test_changed_source_file_is_updated(lab):

@@ -100,4 +100,4 @@ def test_demo_config_runs_as_shipped(tmp_path):
     assert hash_tree(dest / "box/Ramanlab-Backups/Results/Results") == results
     assert hash_tree(dest / "secured/CSVs") == csvs
     assert "demo pipeline: session 2" in (work / "demo/backup.log").read_text()
-    assert "post smb/Results: ok (1 of 66 files sent)" in result.stdout
+    assert "post smb/Results: ok (1 of 66 files sent, 66 verified)" in result.stdout

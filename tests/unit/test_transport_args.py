@@ -29,7 +29,7 @@ def test_rsync_args(monkeypatch, tmp_path):
     listing = Listing(root="/src", files=["a.csv", "-b.csv"], sizes={"a.csv": 1, "-b.csv": 2})
     result = transports.RsyncTransport().send(transfer("rsync", str(tmp_path / "d")), listing, None)
     (args,) = calls
-    assert "--update" in args and "--archive" in args and "--from0" in args
+    assert "--update" in args and "--recursive" in args and "--times" in args and "--from0" in args
     assert not any(a.startswith("--delete") or a.startswith("--remove") for a in args)
     assert args[-3:] == ["--", "/src/", str(tmp_path / "d") + "/"]
     assert result.files_sent == 1 and result.bytes_sent == 1234
@@ -47,5 +47,26 @@ def test_rclone_uses_copy_update_never_sync(monkeypatch, tmp_path):
     listremotes, copy = calls
     assert listremotes[1:] == ["--config", str(conf), "listremotes"]
     assert copy[3] == "copy" and "sync" not in copy and "--update" in copy
+    assert not any(a.startswith(("--delete", "--backup-dir")) for a in copy)
     assert copy[-2:] == ["/src", "Box-Folder:Ramanlab-Backups/CSVs"]
     assert result.files_sent == 1 and result.bytes_sent == 5
+
+
+def test_rsync_over_ssh_is_batch_mode_and_strict(monkeypatch):
+    calls = capture(monkeypatch)
+    t = Transfer("secured", "CSVs", "direct", "rsync", Source("CSVs", "/src", ("a",)), "lab@store:/data/CSVs",
+                 ssh_port=2222, ssh_key="/k/id", known_hosts="/k/kh", private=True)  # fmt: skip
+    transports.RsyncTransport().send(t, Listing(root="/src", files=["a"], sizes={"a": 1}), None)
+    (args,) = calls
+    rsh = args[args.index("--rsh") + 1]
+    for part in ["BatchMode=yes", "StrictHostKeyChecking=yes", "-p 2222", "-i /k/id", "UserKnownHostsFile=/k/kh"]:
+        assert part in rsh
+    assert "--chmod=go-rwx" in args and args[-1] == "lab@store:/data/CSVs/"
+
+
+def test_rsync_on_smb_keeps_no_owners_or_permissions(monkeypatch, tmp_path):
+    calls = capture(monkeypatch)
+    t = Transfer("smb", "CSVs", "direct", "rsync", Source("CSVs", "/src", ("a",)), str(tmp_path), on_smb=True)
+    transports.RsyncTransport().send(t, Listing(root="/src", files=["a"], sizes={"a": 1}), None)
+    (args,) = calls
+    assert "--owner" not in args and "--perms" not in args and "--modify-window=2" in args

@@ -99,6 +99,23 @@ def _check_semantics(cfg: dict, source: str) -> None:
                 raise ConfigError(
                     f"{source}: backups.sources.{name}.include: {pattern!r} must be relative to root and stay inside it"
                 )
+    smb = backups["destinations"]["smb"]
+    if smb.get("enabled") and smb.get("transport") == "rclone":
+        for key in ("base_path", "csvs_path", "results_path"):
+            if smb.get(key) and not smb[key].lower().startswith("smb://"):
+                raise ConfigError(
+                    f"{source}: backups.destinations.smb.{key}: transport rclone needs an "
+                    f"smb://HOST/SHARE/path URL, not {smb[key]!r}"
+                )
+    secured = backups["destinations"]["secured"]
+    base = secured.get("base_path") or ""
+    if secured.get("enabled") and ":" in base and not base.startswith("/"):
+        remote_path = base.split(":", 1)[1]
+        if not remote_path.startswith("/"):
+            raise ConfigError(
+                f"{source}: backups.destinations.secured.base_path: {base!r} needs an absolute path "
+                "on the server ([user@]host:/path)"
+            )
     if not backups["enabled"]:
         return
     for dest_name, dest in backups["destinations"].items():

