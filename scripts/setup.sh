@@ -7,8 +7,13 @@ set -euo pipefail
 packages=()
 command -v rsync >/dev/null 2>&1 || packages+=(rsync)
 if [ "${1:-}" = "--test" ]; then
+  # The test suite's real servers: Samba, OpenSSH, FUSE; and Info-ZIP to check archives.
   command -v zip >/dev/null 2>&1 || packages+=(zip)
   command -v unzip >/dev/null 2>&1 || packages+=(unzip)
+  [ -x /usr/sbin/smbd ] || packages+=(samba)
+  command -v fusermount3 >/dev/null 2>&1 || packages+=(fuse3)
+  [ -x /usr/sbin/sshd ] || packages+=(openssh-server)
+  command -v ssh >/dev/null 2>&1 || packages+=(openssh-client)
 fi
 
 [ ${#packages[@]} -eq 0 ] && exit 0

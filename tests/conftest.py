@@ -143,3 +143,43 @@ class Lab:
 @pytest.fixture
 def lab(tmp_path: Path) -> Lab:
     return Lab(tmp_path)
+
+
+def _server(request, factory, name: str, make):
+    import servers
+
+    try:
+        server = make(factory.mktemp(name)).start()
+    except servers.Unavailable as exc:
+        pytest.skip(f"{name}: {exc}")
+    request.addfinalizer(server.stop)
+    return server
+
+
+@pytest.fixture(scope="session")
+def samba(request, tmp_path_factory):
+    import servers
+
+    return _server(request, tmp_path_factory, "samba", servers.Samba)
+
+
+@pytest.fixture(scope="session")
+def sshd(request, tmp_path_factory):
+    import servers
+
+    return _server(request, tmp_path_factory, "sshd", servers.Sshd)
+
+
+@pytest.fixture
+def webdav(request, tmp_path_factory):
+    """Per test: some tests stop it."""
+    import servers
+
+    return _server(request, tmp_path_factory, "webdav", servers.WebDav)
+
+
+@pytest.fixture(scope="session")
+def fuse_smb(request, tmp_path_factory, samba):
+    import servers
+
+    return _server(request, tmp_path_factory, "fuse", lambda root: servers.FuseMount(samba, root / "mnt"))

@@ -165,8 +165,10 @@ class RsyncTransport:
             opts += ["--rsh", shlex.join(ssh)]
         return opts
 
-    def _run(self, args: list[str], log, what: str) -> runner.Result:
+    def _run(self, args: list[str], log, what: str, missing_ok: bool = False) -> runner.Result:
         result = runner.run([find_tool("rsync"), *args], log)
+        if missing_ok and result.returncode == 23 and "No such file or directory (2)" in result.output:
+            return runner.Result(0, [])  # the target folder does not exist yet: it is empty
         if result.returncode != 0:
             reason = RSYNC_EXIT.get(result.returncode, f"rsync failed with exit status {result.returncode}")
             advice = diagnose(result.lines)
@@ -200,8 +202,8 @@ class RsyncTransport:
         target = self.resolve(transfer)
         if not is_ssh_target(target) and not os.path.isdir(target):
             return {}
-        result = self._run([*self.options(transfer), "--list-only", "--no-human-readable", target.rstrip("/") + "/"],
-                           log, "list")  # fmt: skip
+        args = [*self.options(transfer), "--list-only", "--no-human-readable", target.rstrip("/") + "/"]
+        result = self._run(args, log, "list", missing_ok=True)
         found = {}
         for line in result.lines:
             match = self.LIST.match(line)

@@ -1,0 +1,161 @@
+"""One contract, every transport: the same tests against real servers on 127.0.0.1.
+
+rsync to a local folder, rsync to the Samba share mounted with FUSE, rclone to Samba
+without a mount, rclone to a WebDAV server under the remote name Box-Folder, and rsync
+over SSH. Each destination's content is read back from the server's own folder on disk,
+not through the code under test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+from backup import plan, sources, transports
+from backup.config import validate
+from conftest import hash_tree
+
+KINDS = ["rsync-local", "rsync-fuse-smb", "rclone-smb", "rclone-webdav-box", "rsync-ssh"]
+LOG = logging.getLogger("conformance")
+
+
+def make_source(root: Path) -> dict[str, bytes]:
+    files = {
+        "all_envelope_rows_wide.csv": b"fly,v\n" + b"fly1,0.25\n" * 2000,
+        "model_predictions.csv": b"p\n0.9\n",
+        "Results/Opto/Reaction_Predictions(Strictest)/fig 1.png": os.urandom(3000),
+        "Results/Opto/PER-Envelopes/unicodé α.svg": "<svg>α</svg>".encode(),
+        "Results/Opto/PER-Envelopes/-dash.pdf": b"%PDF-1.4 dash",
+        "Results/Opto/Weekly-Training-Envelopes/empty.csv": b"",
+    }
+    for name, data in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    return files
+
+
+class Case:
+    """A transfer of the dataset 'Data' to one kind of destination, and where its bytes land on disk."""
+
+    def __init__(self, transfer: plan.Transfer, backing: Path, env: dict[str, str] | None = None):
+        self.transfer, self.backing, self.env = transfer, backing, env or {}
+
+
+@pytest.fixture(params=KINDS)
+def case(request, tmp_path, monkeypatch):
+    kind = request.param
+    src = tmp_path / "src"
+    make_source(src)
+    unique = uuid.uuid4().hex[:8]
+    sources_cfg = {"Data": {"root": str(src), "include": ["all_envelope_rows_wide.csv", "model_predictions.csv",
+                                                            "Results/"]}}  # fmt: skip
+    if kind == "rsync-local":
+        dest = {"secured": {"base_path": str(tmp_path / "secured"), "datasets": ["Data"]}}
+        backing = tmp_path / "secured" / "Data"
+    elif kind == "rsync-fuse-smb":
+        fuse = request.getfixturevalue("fuse_smb")
+        dest = {"smb": {"base_path": f"smb://127.0.0.1/share/{unique}", "mount_point": str(fuse.point),
+                        "datasets": ["Data"]}}  # fmt: skip
+        backing = fuse.samba.share / unique / "Data"
+    elif kind == "rclone-smb":
+        samba = request.getfixturevalue("samba")
+        monkeypatch.setenv("SMB_PASSWORD", samba.password)
+        dest = {"smb": {"base_path": f"smb://root@127.0.0.1:{samba.port}/share/{unique}", "transport": "rclone",
+                        "datasets": ["Data"]}}  # fmt: skip
+        backing = samba.share / unique / "Data"
+    elif kind == "rclone-webdav-box":
+        dav = request.getfixturevalue("webdav")
+        dest = {"box": {"remote": "Box-Folder", "folder": unique, "rclone_config": str(dav.conf),
+                        "datasets": ["Data"]}}  # fmt: skip
+        backing = dav.data / unique / "Data"
+    else:
+        ssh = request.getfixturevalue("sshd")
+        dest = {"secured": {"base_path": f"root@127.0.0.1:{tmp_path}/remote", "ssh_port": ssh.port,
+                            "ssh_key": str(ssh.key), "known_hosts": str(ssh.known_hosts), "datasets": ["Data"]}}  # fmt: skip
+        backing = tmp_path / "remote" / "Data"
+    cfg = validate({"backups": {"sources": sources_cfg, "destinations": dest}})
+    (transfer,) = plan.plan(cfg, str(tmp_path))
+    return Case(transfer, backing)
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_send_is_complete_idempotent_and_verified(case):
+    t = case.transfer
+    listing = sources.list_source(t.source)
+    transport = transports.for_transfer(t)
+    expected = hash_tree(Path(t.source.root))
+    result = transport.send(t, listing, LOG)
+    assert result.files_sent == 6
+    assert hash_tree(case.backing) == expected
+    again = transport.send(t, listing, LOG)
+    assert again.files_sent == 0
+    check = transport.verify(t, listing, LOG)
+    assert check.ok and check.verified == 6
+
+
+def test_list_shows_names_and_sizes(case):
+    t = case.transfer
+    listing = sources.list_source(t.source)
+    transport = transports.for_transfer(t)
+    assert transport.list(t, LOG) == {}
+    transport.send(t, listing, LOG)
+    assert transport.list(t, LOG) == {name: listing.sizes[name] for name in listing.files}
+
+
+def test_verify_catches_changed_and_missing_files(case):
+    t = case.transfer
+    listing = sources.list_source(t.source)
+    transport = transports.for_transfer(t)
+    transport.send(t, listing, LOG)
+    changed = case.backing / "all_envelope_rows_wide.csv"
+    stat = changed.stat()
+    data = bytearray(changed.read_bytes())
+    data[10] ^= 1  # same size, same time, one bit different
+    changed.write_bytes(bytes(data))
+    os.utime(changed, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    (case.backing / "model_predictions.csv").unlink()
+    check = transport.verify(t, listing, LOG)
+    assert not check.ok
+    # A caching server (FUSE, WebDAV) may still list the deleted file: then it differs, not missing.
+    assert "all_envelope_rows_wide.csv" in check.differing
+    assert sorted(check.differing + check.missing) == ["all_envelope_rows_wide.csv", "model_predictions.csv"]
+    assert check.verified == 4
+    assert "verification failed" in check.problem()
+
+
+def test_restore_brings_back_the_bytes(case, tmp_path):
+    t = case.transfer
+    listing = sources.list_source(t.source)
+    transport = transports.for_transfer(t)
+    transport.send(t, listing, LOG)
+    out = tmp_path / "restored"
+    result = transport.restore(t, str(out), LOG)
+    assert result.files_sent == 6
+    assert hash_tree(out) == hash_tree(Path(t.source.root))
+
+
+def test_deleted_source_file_stays_and_archive_file_is_sent(case, tmp_path):
+    t = case.transfer
+    transport = transports.for_transfer(t)
+    transport.send(t, sources.list_source(t.source), LOG)
+    kept = (case.backing / "model_predictions.csv").read_bytes()
+    os.unlink(os.path.join(t.source.root, "model_predictions.csv"))
+    transport.send(t, sources.list_source(t.source), LOG)
+    assert (case.backing / "model_predictions.csv").read_bytes() == kept
+    zips = tmp_path / "zips"
+    zips.mkdir()
+    (zips / "Data_archive_20260101_000000.zip").write_bytes(b"PK" + os.urandom(5000))
+    one = sources.Listing(root=str(zips), files=["Data_archive_20260101_000000.zip"],
+                          sizes={"Data_archive_20260101_000000.zip": 5002})  # fmt: skip
+    assert transport.send(t, one, LOG).files_sent == 1
+    assert sha((case.backing / "Data_archive_20260101_000000.zip").read_bytes()) == sha(
+        (zips / "Data_archive_20260101_000000.zip").read_bytes()
+    )
+    assert transport.verify(t, one, LOG).ok
