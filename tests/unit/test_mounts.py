@@ -11,6 +11,7 @@ MOUNTINFO = """\
 31 22 0:31 / /mnt/with\\040space rw,relatime shared:6 - smb3 //nas/Lab\\040Share rw
 32 22 0:32 / /media/sshfs rw,relatime shared:7 - fuse.sshfs user@host:/x rw
 33 22 0:33 / /tmp rw,relatime shared:8 - tmpfs tmpfs rw
+34 22 0:34 / /media/fusesmb rw,relatime shared:9 - fuse.smbnetfs //fileserver/projects rw
 """
 
 
@@ -40,6 +41,7 @@ def test_resolves_kernel_cifs_mount(table, tmp_path):
     # The short host name and a different case name the same share.
     assert mounts.resolve_smb_target("smb://RAMANFILE/RamanFiles/x", None, table) == "/mnt/ramanfiles/x"
     assert mounts.resolve_smb_target("smb://nas/Lab%20Share/a", None, table) == "/mnt/with space/a"
+    assert mounts.resolve_smb_target("smb://fileserver/projects/x", None, table) == "/media/fusesmb/x"
 
 
 def test_resolves_gvfs_mount(tmp_path):

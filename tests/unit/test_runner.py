@@ -21,7 +21,12 @@ def test_mask_flags_pairs_and_known_values():
     args = ["rclone", "--smb-pass", "hunter2", "--password=s3cret", "copy", "token=abc123", "a"]
     shown = runner.mask_args(args, secrets=["abc123"])
     assert shown == ["rclone", "--smb-pass", "****", "--password=****", "copy", "token=****", "a"]
-    assert runner.mask('{"access_token":"ya29.xyz"} pass: p4ss') == '{"access_token":"****"} pass: ****'
+    assert runner.mask('{"access_token":"ya29.xyz"} pass = p4ss') == '{"access_token":"****"} pass = ****'
+
+
+def test_prose_is_not_masked():
+    text = "no SMB password: set the environment variable SMB_PASSWORD"
+    assert runner.mask(text) == text
 
 
 def test_run_logs_command_and_output_masked():

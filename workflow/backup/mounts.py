@@ -82,7 +82,8 @@ def _same_host(a: str, b: str) -> bool:
 def find_share_mount(url: SmbUrl, mounts: list[Mount], gvfs_root: str | Path | None = None) -> str | None:
     """Local folder where ``//host/share`` is mounted (kernel CIFS or GVFS), or None."""
     for m in mounts:
-        if m.fstype in {"cifs", "smb3", "smbfs"}:
+        # Kernel CIFS, and FUSE clients that name the share as //host/share (smbnetfs, fusesmb).
+        if m.fstype in {"cifs", "smb3", "smbfs"} or (m.fstype.startswith("fuse") and m.source.startswith("//")):
             src = m.source.replace("\\", "/").lstrip("/").split("/")
             if len(src) >= 2 and _same_host(src[0], url.host) and src[1].lower() == url.share.lower():
                 return m.point

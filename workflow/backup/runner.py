@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 MASK = "****"
 # Flags whose next argument (or '=value') is a secret.
 SECRET_FLAGS = ("--password", "--pass", "--smb-pass", "--token", "--box-token", "--webdav-pass", "--sftp-pass")
-# key=value pairs in output or arguments that look like credentials.
+# key=value and "key": value pairs (JSON) in output or arguments that look like credentials.
 SECRET_PAIR = re.compile(
-    r"""(?i)\b([\w-]*(?:pass(?:word)?|token|secret|key)[\w-]*["']?\s*[=:]\s*)("[^"]*"|'[^']*'|[^\s,}]+)"""
+    r"""(?i)\b([\w-]*(?:pass(?:word)?|token|secret|key)[\w-]*(?:"\s*:\s*|\s*=\s*))("[^"]*"|'[^']*'|[^\s,}]+)"""
 )
 
 

@@ -37,7 +37,7 @@ RSYNC_EXIT = {
     255: "the SSH connection failed",
 }
 RCLONE_EXIT = {
-    1: "rclone usage error",
+    1: "rclone failed (details in backup.log)",
     3: "folder not found on the remote",
     4: "file not found",
     5: "temporary error (network or server), try again",
@@ -58,7 +58,7 @@ DIAGNOSES = [
     (r"Connection timed out|i/o timeout|context deadline exceeded|No route to host|network is unreachable",
      "the server cannot be reached (timed out): check the network or VPN"),
     (r"STATUS_LOGON_FAILURE|401 Unauthorized|\b401\b|invalid_grant|token expired|unauthorized|NT_STATUS_ACCESS_DENIED"
-     r"|couldn't fetch token|authentication fail",
+     r"|couldn't fetch token|authentication fail|logon is invalid|bad username or authentication",
      "the server refused the credentials: check the user and password (for Box, 'rclone config reconnect')"),
     (r"quota|Insufficient Storage|\b507\b|storage_limit_exceeded|No space left on device|STATUS_DISK_FULL",
      "the destination is full (no space left or quota exceeded)"),

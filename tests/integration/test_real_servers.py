@@ -1,0 +1,122 @@
+"""The CLI against real servers: SMB without a mount, Box as WebDAV, secured storage over SSH.
+
+And what goes wrong with servers: stopped, wrong password, unknown host key.
+"""
+
+from __future__ import annotations
+
+import json
+import stat
+import time
+from pathlib import Path
+
+from conftest import hash_tree
+
+
+def use_servers(lab, samba, webdav, sshd, monkeypatch, folder="lab"):
+    monkeypatch.setenv("SMB_PASSWORD", samba.password)
+    dests = lab.config["backups"]["destinations"]
+    dests["smb"] = {
+        "base_path": f"smb://root@127.0.0.1:{samba.port}/share/{folder}",
+        "csvs_path": f"smb://root@127.0.0.1:{samba.port}/share/{folder}/flyTrackingData",
+        "results_path": f"smb://root@127.0.0.1:{samba.port}/share/{folder}/Figures",
+        "transport": "rclone",
+    }
+    dests["box"]["rclone_config"] = str(webdav.conf)
+    dests["secured"] = {
+        "base_path": f"root@127.0.0.1:{lab.root}/secured-remote",
+        "ssh_port": sshd.port,
+        "ssh_key": str(sshd.key),
+        "known_hosts": str(sshd.known_hosts),
+    }
+    lab.save()
+    return samba.share / folder, webdav.data / "Ramanlab-Backups", lab.root / "secured-remote"
+
+
+def all_output(lab, result) -> str:
+    text = result.stdout + result.stderr + (lab.root / "backup.log").read_text()
+    for path in lab.workdir.rglob("*"):
+        if path.is_file():
+            text += path.read_text(errors="replace")
+    return text
+
+
+def test_all_three_real_servers_in_the_seed_layout(lab, samba, webdav, sshd, monkeypatch):
+    smb, box, secured = use_servers(lab, samba, webdav, sshd, monkeypatch)
+    result = lab.cli()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert hash_tree(smb / "flyTrackingData") == lab.csv_hashes()
+    assert hash_tree(smb / "Figures") == lab.results_hashes()
+    assert hash_tree(box / "CSVs") == lab.csv_hashes()
+    assert hash_tree(box / "Results") == lab.results_hashes()
+    assert hash_tree(secured / "CSVs") == lab.csv_hashes()
+    # Secured storage: private to its owner.
+    for path in (secured / "CSVs").rglob("*"):
+        assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, path
+    run = next((lab.workdir / ".backup/runs").iterdir())
+    record = json.loads((run / "manual/smb/Results.json").read_text())
+    assert record["tool"] == "rclone" and record["files_verified"] == 28
+    assert samba.password not in all_output(lab, result)
+    assert webdav.password not in all_output(lab, result)
+
+
+def test_stopped_server_fails_clearly_and_others_succeed(lab, samba, webdav, sshd, monkeypatch):
+    smb, box, secured = use_servers(lab, samba, webdav, sshd, monkeypatch, folder="stopped")
+    webdav.stop()
+    t0 = time.monotonic()
+    result = lab.cli(timeout=170)
+    assert result.returncode == 1
+    assert time.monotonic() - t0 < 120
+    box_lines = [line for line in result.stdout.splitlines() if line.startswith("box")]
+    assert len(box_lines) == 2 and all("FAILED" in line for line in box_lines)
+    assert "the server refused the connection" in box_lines[0]
+    assert hash_tree(smb / "flyTrackingData") == lab.csv_hashes()
+    assert hash_tree(secured / "CSVs") == lab.csv_hashes()
+    assert "refused the connection" in (lab.root / "backup.log").read_text()
+
+
+def test_wrong_passwords_fail_clearly_without_leaking(lab, samba, webdav, sshd, monkeypatch):
+    use_servers(lab, samba, webdav, sshd, monkeypatch, folder="wrongpw")
+    wrong_smb, wrong_box = "Wrong-smb-PW-123", "Wrong-box-PW-456"
+    monkeypatch.setenv("SMB_PASSWORD", wrong_smb)
+    webdav.write_conf(password=wrong_box)
+    result = lab.cli("--smb-only")
+    assert result.returncode == 1
+    assert "the server refused the credentials" in result.stdout
+    result2 = lab.cli("--box-only")
+    assert result2.returncode == 1
+    assert "the server refused the credentials" in result2.stdout
+    text = all_output(lab, result) + result2.stdout + result2.stderr
+    for secret in (wrong_smb, wrong_box, samba.password, webdav.password):
+        assert secret not in text
+    assert not (samba.share / "wrongpw").exists()
+
+
+def test_missing_smb_password_is_a_clear_error(lab, samba, webdav, sshd, monkeypatch):
+    use_servers(lab, samba, webdav, sshd, monkeypatch, folder="nopw")
+    monkeypatch.delenv("SMB_PASSWORD")
+    result = lab.cli("--smb-only")
+    assert result.returncode == 1
+    assert "no SMB password: set the environment variable SMB_PASSWORD" in result.stdout
+
+
+def test_unknown_ssh_host_key_is_a_clear_message_not_a_hang(lab, samba, webdav, sshd, monkeypatch, tmp_path):
+    use_servers(lab, samba, webdav, sshd, monkeypatch, folder="hostkey")
+    empty = tmp_path / "empty_known_hosts"
+    empty.write_text("")
+    lab.config["backups"]["destinations"]["secured"]["known_hosts"] = str(empty)
+    lab.save()
+    t0 = time.monotonic()
+    result = lab.cli("--secured-only", timeout=60)
+    assert time.monotonic() - t0 < 50
+    assert result.returncode == 1
+    assert "SSH host key is not known" in result.stdout
+    assert not (lab.root / "secured-remote").exists()
+
+
+def test_dry_run_against_servers_writes_nothing(lab, samba, webdav, sshd, monkeypatch):
+    smb, box, secured = use_servers(lab, samba, webdav, sshd, monkeypatch, folder="dry")
+    result = lab.cli("--dry-run")
+    assert result.returncode == 0, result.stdout
+    assert result.stdout.count("would send 6 of 6 files") == 3
+    assert not smb.exists() and not box.exists() and not Path(secured).exists()
