@@ -120,3 +120,46 @@ def test_dry_run_against_servers_writes_nothing(lab, samba, webdav, sshd, monkey
     assert result.returncode == 0, result.stdout
     assert result.stdout.count("would send 6 of 6 files") == 3
     assert not smb.exists() and not box.exists() and not Path(secured).exists()
+
+
+def test_smb_mounted_with_fuse_and_smb_through_rclone_give_the_same_layout(
+    lab, samba, fuse_smb, webdav, sshd, monkeypatch
+):
+    smb_rclone, _, _ = use_servers(lab, samba, webdav, sshd, monkeypatch, folder="via-rclone")
+    assert lab.cli("--smb-only").returncode == 0
+    lab.config["backups"]["destinations"]["smb"] = {
+        "base_path": "smb://127.0.0.1/share/via-fuse",
+        "csvs_path": "smb://127.0.0.1/share/via-fuse/flyTrackingData",
+        "results_path": "smb://127.0.0.1/share/via-fuse/Figures",
+        "mount_point": str(fuse_smb.point),
+        "require_mount": True,
+    }
+    lab.save()
+    result = lab.cli("--smb-only")
+    assert result.returncode == 0, result.stdout
+    via_fuse = hash_tree(samba.share / "via-fuse")
+    assert via_fuse == hash_tree(smb_rclone)
+    assert len(via_fuse) == 6 + 28
+
+
+def test_full_destination_is_named_as_full(lab, samba, webdav, sshd, monkeypatch):
+    """A 1 MB filesystem under the Samba share stands in for a full NAS."""
+    import subprocess
+
+    import pytest
+
+    smb, _, _ = use_servers(lab, samba, webdav, sshd, monkeypatch, folder="full")
+    smb.mkdir(parents=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(smb)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        lab.write(lab.csv_root / "all_envelope_rows_wide.csv", b"0123456789" * 300_000)  # 3 MB
+        result = lab.cli("--smb-only")
+        assert result.returncode == 1
+        csv_line = next(line for line in result.stdout.splitlines() if line.startswith("smb") and "CSVs" in line)
+        assert "FAILED" in csv_line and "the destination is full" in csv_line, result.stdout
+        # Nothing half-written under a final name.
+        assert not (smb / "flyTrackingData" / "all_envelope_rows_wide.csv").exists()
+    finally:
+        subprocess.run(["umount", "-l", str(smb)], capture_output=True)

@@ -60,7 +60,8 @@ DIAGNOSES = [
     (r"STATUS_LOGON_FAILURE|401 Unauthorized|\b401\b|invalid_grant|token expired|unauthorized|NT_STATUS_ACCESS_DENIED"
      r"|couldn't fetch token|authentication fail|logon is invalid|bad username or authentication",
      "the server refused the credentials: check the user and password (for Box, 'rclone config reconnect')"),
-    (r"quota|Insufficient Storage|\b507\b|storage_limit_exceeded|No space left on device|STATUS_DISK_FULL",
+    (r"quota|Insufficient Storage|\b507\b|storage_limit_exceeded|No space left on device|STATUS_DISK_FULL"
+     r"|disk was full|disk full",
      "the destination is full (no space left or quota exceeded)"),
     (r"Permission denied|Access is denied|EACCES|\b403\b|Forbidden",
      "permission denied at the destination: check who may write there"),
