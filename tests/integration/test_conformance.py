@@ -74,8 +74,8 @@ def case(request, tmp_path, monkeypatch):
         backing = dav.data / unique / "Data"
     else:
         ssh = request.getfixturevalue("sshd")
-        dest = {"secured": {"base_path": f"root@127.0.0.1:{tmp_path}/remote", "ssh_port": ssh.port,
-                            "ssh_key": str(ssh.key), "known_hosts": str(ssh.known_hosts), "datasets": ["Data"]}}  # fmt: skip
+        secured = {"base_path": f"root@127.0.0.1:{tmp_path}/remote", "ssh_port": ssh.port, "ssh_key": str(ssh.key)}
+        dest = {"secured": {**secured, "known_hosts": str(ssh.known_hosts), "datasets": ["Data"]}}
         backing = tmp_path / "remote" / "Data"
     cfg = validate({"backups": {"sources": sources_cfg, "destinations": dest}})
     (transfer,) = plan.plan(cfg, str(tmp_path))
