@@ -34,24 +34,9 @@ HERE = Path(__file__).resolve().parent
 PROJECT = HERE.parent
 DATA = HERE / "data"
 RESULTS = HERE / "results"
-CSV_NAMES = [
-    "all_envelope_rows_wide.csv",
-    "all_envelope_rows_wide_training.csv",
-    "all_envelope_rows_wide_combined_base.csv",
-    "all_envelope_rows_wide_combined_base_training.csv",
-    "model_predictions.csv",
-    "all_eye_prob_coords_wide.csv",
-]
-FOLDERS = [
-    "Reaction_Matrices",
-    "Reaction_Matrices/Overlay",
-    "PER-Envelopes",
-    "Training-PER-Envelopes",
-    "Reaction_Predictions(Strictest)",
-    "CombinedBase-PER-Envelopes",
-    "CombinedBase-Training-PER-Envelopes",
-    "Weekly-Training-Envelopes",
-]
+sys.path.insert(0, str(PROJECT / "scripts" / "pipeline"))
+from run_workflows import CSV_FILES as CSV_NAMES  # noqa: E402 - the seed's dataset names, one place
+from run_workflows import RESULT_DIRS as FOLDERS  # noqa: E402
 
 
 def csv_bytes(rng: random.Random, target: int) -> bytes:

@@ -49,6 +49,12 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait(timeout=10)
 
 
+def spawn(cmd: list[str], output: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Start a server in its own session, its output to a file beside its config."""
+    with open(output, "w") as out:
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+
 def need(program: str) -> str:
     path = shutil.which(program) or shutil.which(program, path="/usr/sbin:/sbin")
     if not path:
@@ -112,11 +118,8 @@ class Samba:
             [smbpasswd, "-c", str(conf), "-s", "-a", self.user],
             input=f"{self.password}\n{self.password}\n", capture_output=True, text=True, check=True,
         )  # fmt: skip
-        log = open(self.root / "smbd.out", "w")  # noqa: SIM115 - lives as long as the server
-        self.proc = subprocess.Popen(
-            [smbd, "--foreground", "--no-process-group", f"--configfile={conf}", "--debug-stdout"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+        cmd = [smbd, "--foreground", "--no-process-group", f"--configfile={conf}", "--debug-stdout"]
+        self.proc = spawn(cmd, self.root / "smbd.out")
         wait_for_port(self.port, self.proc)
         return self
 
@@ -139,9 +142,9 @@ class FuseMount:
         self.point.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "RCLONE_SMB_PASS": obscure(self.samba.password), "RCLONE_CONFIG": "/dev/null"}
         remote = f":smb,host=127.0.0.1,port={self.samba.port},user={self.samba.user}:share"
-        self.proc = subprocess.Popen(
+        self.proc = spawn(
             [rclone(), "mount", remote, str(self.point), "--vfs-cache-mode", "off", "--dir-cache-time", "1s"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            self.point.parent / "mount.out", env,
         )  # fmt: skip
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -195,10 +198,7 @@ PermitRootLogin prohibit-password
 StrictModes no
 """
         )
-        self.proc = subprocess.Popen(
-            [sshd, "-D", "-e", "-f", str(conf)],
-            stdout=open(self.root / "sshd.out", "w"), stderr=subprocess.STDOUT, start_new_session=True,  # noqa: SIM115
-        )  # fmt: skip
+        self.proc = spawn([sshd, "-D", "-e", "-f", str(conf)], self.root / "sshd.out")
         wait_for_port(self.port, self.proc)
         return self
 
@@ -231,10 +231,10 @@ class WebDav:
     def start(self) -> WebDav:
         self.data.mkdir(parents=True, exist_ok=True)
         self.write_conf()
-        self.proc = subprocess.Popen(
+        self.proc = spawn(
             [rclone(), "serve", "webdav", str(self.data), "--addr", f"127.0.0.1:{self.port}",
              "--user", self.user, "--pass", self.password, "--config", "/dev/null", "--dir-cache-time", "1s"],
-            stdout=open(self.root / "webdav.out", "w"), stderr=subprocess.STDOUT, start_new_session=True,  # noqa: SIM115
+            self.root / "webdav.out",
         )  # fmt: skip
         wait_for_port(self.port, self.proc)
         return self

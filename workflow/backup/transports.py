@@ -16,6 +16,7 @@ import shlex
 import shutil
 import sys
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -116,13 +117,21 @@ def diagnose(lines: list[str]) -> str:
     return ""
 
 
-def _write_list(names: list[str], sep: str) -> str:
+@contextmanager
+def file_list(names: list[str] | None, sep: str):
+    """A temporary file naming the files to transfer (for --files-from), or None for all."""
+    if names is None:
+        yield None
+        return
     fd, path = tempfile.mkstemp(prefix="backup-files-", suffix=".lst")
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(sep.join(names).encode("utf-8", errors="surrogateescape"))
-        if names:
-            fh.write(sep.encode())
-    return path
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(sep.join(names).encode("utf-8", errors="surrogateescape"))
+            if names:
+                fh.write(sep.encode())
+        yield path
+    finally:
+        os.unlink(path)
 
 
 class RsyncTransport:
@@ -179,15 +188,12 @@ class RsyncTransport:
 
     def send(self, transfer: Transfer, listing: Listing, log, dry_run: bool = False) -> SendResult:
         target = self.resolve(transfer)
-        list_file = _write_list(listing.files, "\0")
-        try:
+        with file_list(listing.files, "\0") as list_file:
             args = [*self.options(transfer), "--update", "--mkpath", "--itemize-changes", "--stats", "--from0",
                     f"--files-from={list_file}"]  # fmt: skip
             if dry_run:
                 args.append("--dry-run")
             result = self._run([*args, "--", listing.root.rstrip("/") + "/", target.rstrip("/") + "/"], log, "send")
-        finally:
-            os.unlink(list_file)
         out = SendResult()
         for line in result.lines:
             match = self.ITEM.match(line)
@@ -215,13 +221,10 @@ class RsyncTransport:
     def verify(self, transfer: Transfer, listing: Listing, log) -> VerifyResult:
         """Compare every listed file's full checksum at the target with the source's."""
         target = self.resolve(transfer)
-        list_file = _write_list(listing.files, "\0")
-        try:
+        with file_list(listing.files, "\0") as list_file:
             args = [*self.options(transfer), "--checksum", "--dry-run", "--itemize-changes", "--from0",
                     f"--files-from={list_file}"]  # fmt: skip
             result = self._run([*args, "--", listing.root.rstrip("/") + "/", target.rstrip("/") + "/"], log, "verify")
-        finally:
-            os.unlink(list_file)
         out = VerifyResult()
         for line in result.lines:
             match = self.ITEM.match(line)
@@ -234,14 +237,10 @@ class RsyncTransport:
         """Copy what the target holds (or the listed files) into the local folder ``dest``."""
         source = self.resolve(transfer).rstrip("/") + "/"
         args = [*self.options(transfer), "--mkpath", "--itemize-changes"]
-        list_file = _write_list(files, "\0") if files is not None else None
-        try:
+        with file_list(files, "\0") as list_file:
             if list_file:
                 args += ["--from0", f"--files-from={list_file}"]
             result = self._run([*args, "--", source, dest.rstrip("/") + "/"], log, "restore")
-        finally:
-            if list_file:
-                os.unlink(list_file)
         sent = [m.group(2) for m in map(self.ITEM.match, result.lines) if m and m.group(1)[1] in "fL"]
         return SendResult(files_sent=len(sent), sent=sent)
 
@@ -333,15 +332,12 @@ class RcloneTransport:
         names = [f + ".rclonelink" if f in listing.links else f for f in listing.files]
         if any("\n" in n for n in names):
             raise TransferError("rclone cannot send file names that contain a newline; rename them")
-        list_file = _write_list(names, "\n")
-        try:
+        with file_list(names, "\n") as list_file:
             args = ["copy", "--update", "--links", f"--files-from-raw={list_file}", "--use-json-log", "--verbose",
                     *self.COMMON]  # fmt: skip
             if dry_run:
                 args.append("--dry-run")
             result = self._run(transfer, [*args, "--", listing.root, transfer.target], log, "send")
-        finally:
-            os.unlink(list_file)
         out = SendResult()
         for line in result.lines:
             try:
@@ -381,14 +377,11 @@ class RcloneTransport:
         """rclone check of every listed file; by content where the remote keeps no hashes."""
         self.check_remote(transfer, log)
         names = [f + ".rclonelink" if f in listing.links else f for f in listing.files]
-        list_file = _write_list(names, "\n")
-        try:
+        with file_list(names, "\n") as list_file:
             args = ["check", "--one-way", f"--files-from-raw={list_file}", "--combined", "-", *self.COMMON]
             if not self.has_hashes(transfer, log):
                 args.append("--download")  # no hashes there: compare the bytes themselves
             result = self._run(transfer, [*args, listing.root, transfer.target], log, "verify", ok_codes=(0, 1))
-        finally:
-            os.unlink(list_file)
         out = VerifyResult()
         for line in result.lines:
             kind, _, name = line.partition(" ")
@@ -405,14 +398,10 @@ class RcloneTransport:
     def restore(self, transfer: Transfer, dest: str, log, files: list[str] | None = None) -> SendResult:
         self.check_remote(transfer, log)
         args = ["copy", "--links", "--use-json-log", "--verbose", *self.COMMON]
-        list_file = _write_list(files, "\n") if files is not None else None
-        try:
+        with file_list(files, "\n") as list_file:
             if list_file:
                 args.append(f"--files-from-raw={list_file}")
             result = self._run(transfer, [*args, "--", transfer.target, dest], log, "restore")
-        finally:
-            if list_file:
-                os.unlink(list_file)
         sent = []
         for line in result.lines:
             try:
