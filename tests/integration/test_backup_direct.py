@@ -6,6 +6,7 @@ not by anything the code under test reports.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -29,7 +30,8 @@ def assert_seed_layout(lab, smb=True, box=True, secured=True):
     assert hash_tree(lab.box / "Ramanlab-Backups" / "CSVs") == (csvs if box else {})
     assert hash_tree(lab.box / "Ramanlab-Backups" / "Results") == (results if box else {})
     # The seed sends CSVs only to secured storage.
-    assert hash_tree(lab.secured) == ({f"CSVs/{n}": h for n, h in csvs.items()} if secured else {})
+    current = {n: h for n, h in hash_tree(lab.secured).items() if ".versions/" not in n}
+    assert current == ({f"CSVs/{n}": h for n, h in csvs.items()} if secured else {})
 
 
 def test_backup_all_destinations_in_seed_layout(lab):
@@ -82,14 +84,20 @@ def test_second_run_contacts_destinations_again_and_repairs_them(lab):
     assert "manual secured/CSVs: ok (0 of 6 files sent, 6 verified)" in result.stdout
 
 
-def test_changed_source_file_is_updated(lab):
+def test_changed_source_file_is_updated_and_previous_version_kept(lab):
     assert lab.cli().returncode == 0
     changed = lab.csv_root / "model_predictions.csv"
+    before = changed.read_bytes()
     changed.write_text("new analysis\n")
     future = time.time() + 5
     os.utime(changed, (future, future))
-    assert lab.cli().returncode == 0
+    result = lab.cli()
+    assert result.returncode == 0, result.stdout
     assert_seed_layout(lab)
+    run_id = result.stdout.split()[1].rstrip(":")
+    for versions in (lab.smb / "flyTrackingData.versions", lab.box / "Ramanlab-Backups/CSVs.versions",
+                     lab.secured / "CSVs.versions"):  # fmt: skip
+        assert hash_tree(versions) == {f"{run_id}/model_predictions.csv": hashlib.sha256(before).hexdigest()}
 
 
 def test_file_deleted_at_source_stays_at_destination(lab):

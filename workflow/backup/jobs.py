@@ -99,7 +99,8 @@ def sync(args: argparse.Namespace) -> int:
                 transfer.target,
             )
             transport = transports.for_transfer(transfer)
-            result = transport.send(transfer, listing, log)
+            tag = args.run_id if args.stage == "manual" else f"{args.run_id}-{args.stage}"
+            result = transport.send(transfer, listing, log, version_tag=tag)
             record.update(files_sent=result.files_sent, bytes_sent=result.bytes_sent)
             # Success means verified: every file the source holds is at the destination, same bytes.
             check = transport.verify(transfer, listing, log)

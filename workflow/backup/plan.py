@@ -41,6 +41,7 @@ class Transfer:
     known_hosts: str | None = None
     private: bool = False  # no group/world permissions at the destination
     on_smb: bool = False  # a Windows-style share: no owners, permissions or symlinks
+    keep_versions: bool = False  # overwritten files go to TARGET.versions/RUN_ID first
 
     @property
     def key(self) -> str:
@@ -144,9 +145,15 @@ def plan(cfg: dict, project_dir: str, only: list[str] | None = None) -> list[Tra
                     known_hosts=absolute(dest["known_hosts"], project_dir) if dest.get("known_hosts") else None,
                     private=dest.get("private", False),
                     on_smb=destination == "smb",
+                    keep_versions=dest.get("keep_versions", False),
                 )
             )
     return transfers
+
+
+def versions_folder(target: str, tag: str) -> str:
+    """Where overwritten files of ``target`` are kept: a dated folder beside the dataset's folder."""
+    return f"{target.rstrip('/')}.versions/{tag}"
 
 
 def archive_dir(cfg: dict, project_dir: str) -> str:

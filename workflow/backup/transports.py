@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import mounts, runner
-from .plan import Transfer, is_ssh_target
+from .plan import Transfer, is_ssh_target, versions_folder
 from .sources import Listing
 
 RSYNC_EXIT = {
@@ -186,11 +186,18 @@ class RsyncTransport:
             raise TransferError(f"{what}: {advice or reason}" + (f" ({detail})" if detail and not advice else ""))
         return result
 
-    def send(self, transfer: Transfer, listing: Listing, log, dry_run: bool = False) -> SendResult:
+    def send(
+        self, transfer: Transfer, listing: Listing, log, dry_run: bool = False, version_tag: str | None = None
+    ) -> SendResult:
         target = self.resolve(transfer)
         with file_list(listing.files, "\0") as list_file:
+            # --delay-updates: new files wait in .~tmp~ and take their final names together at the end,
+            # so a killed transfer never leaves a partial file under a final name.
             args = [*self.options(transfer), "--update", "--mkpath", "--itemize-changes", "--stats", "--from0",
-                    f"--files-from={list_file}"]  # fmt: skip
+                    "--delay-updates", f"--files-from={list_file}"]  # fmt: skip
+            if transfer.keep_versions and version_tag:
+                path = target.split(":", 1)[1] if is_ssh_target(target) else target
+                args += ["--backup", f"--backup-dir={versions_folder(path, version_tag)}"]
             if dry_run:
                 args.append("--dry-run")
             result = self._run([*args, "--", listing.root.rstrip("/") + "/", target.rstrip("/") + "/"], log, "send")
@@ -326,7 +333,9 @@ class RcloneTransport:
             raise TransferError(f"{what}: {advice or reason}" + (f" ({detail[:200]})" if detail else ""))
         return result
 
-    def send(self, transfer: Transfer, listing: Listing, log, dry_run: bool = False) -> SendResult:
+    def send(
+        self, transfer: Transfer, listing: Listing, log, dry_run: bool = False, version_tag: str | None = None
+    ) -> SendResult:
         self.check_remote(transfer, log)
         # With --links rclone shows a symlink as NAME.rclonelink, so list it under that name.
         names = [f + ".rclonelink" if f in listing.links else f for f in listing.files]
@@ -335,6 +344,8 @@ class RcloneTransport:
         with file_list(names, "\n") as list_file:
             args = ["copy", "--update", "--links", f"--files-from-raw={list_file}", "--use-json-log", "--verbose",
                     *self.COMMON]  # fmt: skip
+            if transfer.keep_versions and version_tag:
+                args.append(f"--backup-dir={versions_folder(transfer.target, version_tag)}")
             if dry_run:
                 args.append("--dry-run")
             result = self._run(transfer, [*args, "--", listing.root, transfer.target], log, "send")
