@@ -16,6 +16,7 @@ from pathlib import Path
 
 from . import archive, logs, plan, records, sources, summary, transports
 from .config import ConfigError, load_config
+from .lock import LockBusy, project_lock
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 EPILOG = """\
@@ -26,7 +27,7 @@ commands:
 exit status:
   0  every enabled destination succeeded
   1  a destination (or the pipeline) failed; the summary names it and why
-  2  usage or config error; nothing was transferred
+  2  usage or config error, or another backup is running; nothing was transferred
   3  finished with warnings (for example a listed source file is missing)
 
 Relative paths inside the config are relative to the project folder
@@ -60,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
         only.add_argument(
             f"--{dest}-only", dest="only", action="store_const", const=dest, help=f"only the {dest} destination"
         )
+    parser.add_argument(
+        "--verify",
+        action="store_true",
+        help="check that every enabled destination holds the current sources, byte for byte; send nothing",
+    )
     parser.add_argument("--cores", type=int, default=2, help="parallel jobs (default 2)")
     parser.add_argument(
         "--workdir",
@@ -79,9 +85,8 @@ def _archive_preview(cfg: dict, transfer: plan.Transfer, workdir: Path, cache: d
             folder, transfer.dataset, transfer.source.root, listing.files, listing.sizes, os.cpu_count() or 1
         )
         if previous:
-            name = previous.name
-            files = sources.Listing(root=str(folder), files=[name], sizes={name: previous.stat().st_size})
-            note = f"  unchanged since {name}: no new archive would be made; that one is sent"
+            files = sources.single_file(previous)
+            note = f"  unchanged since {previous.name}: no new archive would be made; that one is sent"
         elif listing.files:
             name = f"{transfer.dataset}_archive_{records.archive_timestamp(records.new_run_id())}.zip"
             files = sources.Listing(root=str(folder))
@@ -134,6 +139,38 @@ def dry_run(cfg: dict, transfers: list[plan.Transfer], workdir: Path) -> int:
             print(f"    {name}")
         print()
     return status
+
+
+def verify_all(cfg: dict, transfers: list[plan.Transfer], workdir: Path) -> int:
+    """Check every enabled destination against the current sources (or the latest archive)."""
+    log = logs.setup(plan.absolute(cfg["backups"]["log_file"], str(workdir)), records.new_run_id(), "verify")
+    rows = []
+    for t in transfers:
+        row = {"destination": t.destination, "dataset": t.dataset, "mode": t.mode, "status": "ok", "error": None}
+        try:
+            if t.mode == "archive":
+                made = archive.archives_of(Path(plan.archive_dir(cfg, str(workdir))), t.dataset)
+                if not made:
+                    raise transports.TransferError("no local archive of this dataset to check against")
+                name = made[-1].name
+                listing = sources.Listing(
+                    root=str(made[-1].parent), files=[name], sizes={name: made[-1].stat().st_size}
+                )
+            else:
+                listing = sources.list_source(t.source)
+                row["missing"] = listing.missing
+            check = transports.for_transfer(t).verify(t, listing, log)
+            row.update(files_total=len(listing.files), files_verified=check.verified)
+            if not check.ok:
+                row.update(status="failed", error=check.problem())
+            elif listing.missing:
+                row["status"] = "warning"
+        except transports.TransferError as exc:
+            row.update(status="failed", error=str(exc))
+        log.info("%s/%s: %s", t.destination, t.dataset, row["error"] or row["status"])
+        rows.append(row)
+    print(summary.table(rows, "Verification (nothing was sent):", verify=True))
+    return summary.exit_status(rows)
 
 
 def _run_snakemake(
@@ -201,6 +238,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         return dry_run(cfg, transfers, workdir)
 
+    try:
+        with project_lock(
+            workdir, " ".join(["backup_system.py", *(argv if argv is not None else sys.argv[1:])])
+        ) as note:
+            if note:
+                print(f"note: {note}")
+            if args.verify:
+                return verify_all(cfg, transfers, workdir)
+            return _run(args, cfg, config_files, transfers, workdir)
+    except LockBusy as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return summary.EXIT_USAGE
+
+
+def _run(args, cfg: dict, config_files: list[str], transfers: list[plan.Transfer], workdir: Path) -> int:
     run_id = records.new_run_id()
     log_file = cfg["backups"]["log_file"]
     log = logs.setup(plan.absolute(log_file, str(workdir)), run_id, "cli")

@@ -54,10 +54,8 @@ def _archive_listing(run_id: str, stage: str, dataset: str, record: dict) -> sou
     record["missing"] = made.get("missing", [])
     if not made.get("archive"):
         return sources.Listing(root="", missing=record["missing"])
-    path = made["archive"]
-    record.update(archive=os.path.basename(path), archive_created=made["created"])
-    name = os.path.basename(path)
-    return sources.Listing(root=os.path.dirname(path), files=[name], sizes={name: os.path.getsize(path)})
+    record.update(archive=os.path.basename(made["archive"]), archive_created=made["created"])
+    return sources.single_file(made["archive"])
 
 
 def sync(args: argparse.Namespace) -> int:
@@ -102,13 +100,25 @@ def sync(args: argparse.Namespace) -> int:
             tag = args.run_id if args.stage == "manual" else f"{args.run_id}-{args.stage}"
             result = transport.send(transfer, listing, log, version_tag=tag)
             record.update(files_sent=result.files_sent, bytes_sent=result.bytes_sent)
+            if result.vanished:
+                log.warning("vanished from the source while being sent: %s", ", ".join(result.vanished))
+                record["vanished"] = result.vanished
+                listing = sources.without(listing, result.vanished)
             # Success means verified: every file the source holds is at the destination, same bytes.
             check = transport.verify(transfer, listing, log)
+            if check.differing:
+                # Most likely written to while being sent: send those once more (their own version
+                # folder, so the first attempt never replaces the true previous version), check again.
+                log.warning("differ after sending (changed while being sent?), sending again: %s",
+                            ", ".join(check.differing))  # fmt: skip
+                again = sources.without(listing, [f for f in listing.files if f not in check.differing])
+                transport.send(transfer, again, log, version_tag=f"{tag}-retry")
+                check = transport.verify(transfer, listing, log)
             record["files_verified"] = check.verified
             if not check.ok:
                 raise transports.TransferError(check.problem())
             log.info("verified %d files at %s", check.verified, transfer.target)
-        if record["missing"]:
+        if record["missing"] or record.get("vanished"):
             record["status"] = "warning"
 
     _guarded(record, work)

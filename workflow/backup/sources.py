@@ -77,3 +77,22 @@ def list_source(source: Source) -> Listing:
     listing.files = sorted(found)
     listing.sizes = found
     return listing
+
+
+def single_file(path: str | os.PathLike) -> Listing:
+    """A listing of one file (an archive) in its folder, as transports send it."""
+    name = os.path.basename(path)
+    return Listing(root=os.path.dirname(os.fspath(path)), files=[name], sizes={name: os.path.getsize(path)})
+
+
+def without(listing: Listing, names: list[str]) -> Listing:
+    """The same listing less some files (vanished ones, or all but those to resend)."""
+    drop = set(names)
+    files = [f for f in listing.files if f not in drop]
+    return Listing(
+        root=listing.root,
+        files=files,
+        sizes={f: listing.sizes[f] for f in files},
+        missing=listing.missing,
+        links=listing.links - drop,
+    )

@@ -24,12 +24,16 @@ def exit_status(records: list[dict]) -> int:
     return EXIT_OK
 
 
-def table(records: list[dict], title: str = "") -> str:
-    rows = [("destination", "dataset", "mode", "files sent", "bytes sent", "status", "note")]
+def table(records: list[dict], title: str = "", verify: bool = False) -> str:
+    """One row per (destination, dataset); ``verify`` shows verified counts instead of what was sent."""
+    head = ("files verified", "") if verify else ("files sent", "bytes sent")
+    rows = [("destination", "dataset", "mode", *head, "status", "note")]
     for r in sorted(records, key=lambda r: (ORDER.get(r["destination"], 9), r["dataset"])):
         note = r.get("error") or ""
         if not note and r.get("missing"):
             note = "missing: " + ", ".join(r["missing"])
+        if not note and r.get("vanished"):
+            note = "vanished while being sent: " + ", ".join(r["vanished"])
         if not note and r.get("archive"):
             note = r["archive"] + ("" if r.get("archive_created") else " (unchanged, reused)")
         rows.append(
@@ -37,8 +41,8 @@ def table(records: list[dict], title: str = "") -> str:
                 r["destination"],
                 r["dataset"],
                 r.get("mode", ""),
-                f"{r.get('files_sent', 0)}/{r.get('files_total', 0)}",
-                human_bytes(r.get("bytes_sent", 0)),
+                f"{r.get('files_verified' if verify else 'files_sent', 0)}/{r.get('files_total', 0)}",
+                "" if verify else human_bytes(r.get("bytes_sent", 0)),
                 r.get("status", "?").upper(),
                 note,
             )

@@ -78,6 +78,7 @@ class SendResult:
     files_sent: int = 0
     bytes_sent: int = 0
     sent: list[str] = field(default_factory=list)  # names as the tool reported them
+    vanished: list[str] = field(default_factory=list)  # source files that disappeared while being sent
 
 
 @dataclass
@@ -175,11 +176,11 @@ class RsyncTransport:
             opts += ["--rsh", shlex.join(ssh)]
         return opts
 
-    def _run(self, args: list[str], log, what: str, missing_ok: bool = False) -> runner.Result:
+    def _run(self, args: list[str], log, what: str, missing_ok: bool = False, ok_codes=(0,)) -> runner.Result:
         result = runner.run([find_tool("rsync"), *args], log)
         if missing_ok and result.returncode == 23 and "No such file or directory (2)" in result.output:
             return runner.Result(0, [])  # the target folder does not exist yet: it is empty
-        if result.returncode != 0:
+        if result.returncode not in ok_codes:
             reason = RSYNC_EXIT.get(result.returncode, f"rsync failed with exit status {result.returncode}")
             advice = diagnose(result.lines)
             detail = next((ln.strip() for ln in result.lines if ln.startswith("rsync:")), "")
@@ -200,9 +201,17 @@ class RsyncTransport:
                 args += ["--backup", f"--backup-dir={versions_folder(path, version_tag)}"]
             if dry_run:
                 args.append("--dry-run")
-            result = self._run([*args, "--", listing.root.rstrip("/") + "/", target.rstrip("/") + "/"], log, "send")
+            # Exit 24: some source files vanished while being sent; the rest went through.
+            result = self._run([*args, "--", listing.root.rstrip("/") + "/", target.rstrip("/") + "/"], log, "send",
+                               ok_codes=(0, 24))  # fmt: skip
         out = SendResult()
+        root = listing.root.rstrip("/") + "/"
         for line in result.lines:
+            gone = re.match(r'^file has vanished: "(.*)"$', line)
+            if gone:
+                name = gone.group(1)
+                out.vanished.append(name[len(root) :] if name.startswith(root) else name)
+                continue
             match = self.ITEM.match(line)
             if match and match.group(1)[1] in "fL" and match.group(1)[0] in "<>c":
                 out.sent.append(match.group(2))
