@@ -278,8 +278,10 @@ def test_unknown_rclone_remote_is_a_clear_failure(lab):
     lab.config["backups"]["destinations"]["box"]["remote"] = "No-Such-Remote"
     lab.save()
     result = lab.cli("--box-only")
-    assert result.returncode == 1
-    assert "rclone remote 'No-Such-Remote' is not configured" in result.stdout
+    assert result.returncode == 2
+    assert "backups.destinations.box.remote: rclone remote 'No-Such-Remote' is not configured" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (lab.workdir / ".backup").exists()  # stopped before any job
 
 
 def test_relative_paths_are_relative_to_workdir(lab, tmp_path):

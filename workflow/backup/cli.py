@@ -141,6 +141,21 @@ def dry_run(cfg: dict, transfers: list[plan.Transfer], workdir: Path) -> int:
     return status
 
 
+def check_remotes(transfers: list[plan.Transfer], source: str) -> None:
+    """A named rclone remote that rclone's config does not have is a config error: stop before any job."""
+    seen = set()
+    quiet = logs.setup(None, "preflight")
+    for t in transfers:
+        if t.tool != "rclone" or t.target.startswith(":") or (t.rclone_config, t.target.split(":")[0]) in seen:
+            continue
+        seen.add((t.rclone_config, t.target.split(":")[0]))
+        try:
+            transports.RcloneTransport().check_remote(t, quiet)
+        except transports.TransferError as exc:
+            key = "remote" if t.destination == "box" else "rclone_remote"
+            raise ConfigError(f"{source}: backups.destinations.{t.destination}.{key}: {exc}") from None
+
+
 def verify_all(cfg: dict, transfers: list[plan.Transfer], workdir: Path) -> int:
     """Check every enabled destination against the current sources (or the latest archive)."""
     log = logs.setup(plan.absolute(cfg["backups"]["log_file"], str(workdir)), records.new_run_id(), "verify")
@@ -235,6 +250,11 @@ def main(argv: list[str] | None = None) -> int:
         return summary.EXIT_USAGE
     workdir = Path(args.workdir).resolve() if args.workdir else PROJECT_DIR
     transfers = plan.plan(cfg, str(workdir), [args.only] if args.only else None)
+    try:
+        check_remotes(transfers, " + ".join(config_files))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return summary.EXIT_USAGE
     if args.dry_run:
         return dry_run(cfg, transfers, workdir)
 

@@ -13,6 +13,8 @@ from typing import Any
 import jsonschema
 import yaml
 
+from . import mounts
+
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
 DEFAULT_CONFIG = "config/config.yaml"
 
@@ -100,6 +102,13 @@ def _check_semantics(cfg: dict, source: str) -> None:
                     f"{source}: backups.sources.{name}.include: {pattern!r} must be relative to root and stay inside it"
                 )
     smb = backups["destinations"]["smb"]
+    for key in ("base_path", "csvs_path", "results_path"):
+        value = smb.get(key) or ""
+        if smb.get("enabled") and mounts.is_smb_url(value):
+            try:
+                mounts.parse_smb_url(value)
+            except ValueError as exc:
+                raise ConfigError(f"{source}: backups.destinations.smb.{key}: {exc}") from None
     if smb.get("enabled") and smb.get("transport") == "rclone":
         for key in ("base_path", "csvs_path", "results_path"):
             if smb.get(key) and not smb[key].lower().startswith("smb://"):

@@ -104,6 +104,10 @@ def sync(args: argparse.Namespace) -> int:
                 log.warning("vanished from the source while being sent: %s", ", ".join(result.vanished))
                 record["vanished"] = result.vanished
                 listing = sources.without(listing, result.vanished)
+            if result.changed:
+                log.warning("changed while being sent, sending again: %s", ", ".join(result.changed))
+                again = sources.without(listing, [f for f in listing.files if f not in result.changed])
+                transport.send(transfer, again, log, version_tag=f"{tag}-retry")
             # Success means verified: every file the source holds is at the destination, same bytes.
             check = transport.verify(transfer, listing, log)
             if check.differing:

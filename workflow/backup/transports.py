@@ -64,8 +64,8 @@ DIAGNOSES = [
     (r"quota|Insufficient Storage|\b507\b|storage_limit_exceeded|No space left on device|STATUS_DISK_FULL"
      r"|disk was full|disk full",
      "the destination is full (no space left or quota exceeded)"),
-    (r"Permission denied|Access is denied|EACCES|\b403\b|Forbidden",
-     "permission denied at the destination: check who may write there"),
+    (r"Permission denied|Access is denied|EACCES|\b403\b|Forbidden|Read-only file system|Operation not permitted",
+     "permission denied at the destination (or it is read-only): check who may write there"),
 ]  # fmt: skip
 
 
@@ -79,6 +79,7 @@ class SendResult:
     bytes_sent: int = 0
     sent: list[str] = field(default_factory=list)  # names as the tool reported them
     vanished: list[str] = field(default_factory=list)  # source files that disappeared while being sent
+    changed: list[str] = field(default_factory=list)  # source files rewritten while being read
 
 
 @dataclass
@@ -180,12 +181,22 @@ class RsyncTransport:
         result = runner.run([find_tool("rsync"), *args], log)
         if missing_ok and result.returncode == 23 and "No such file or directory (2)" in result.output:
             return runner.Result(0, [])  # the target folder does not exist yet: it is empty
+        if result.returncode == 23 and 24 in ok_codes and self._only_vanished(result.lines):
+            return result  # listed files gone before rsync reached them: vanished, like exit 24
         if result.returncode not in ok_codes:
             reason = RSYNC_EXIT.get(result.returncode, f"rsync failed with exit status {result.returncode}")
             advice = diagnose(result.lines)
             detail = next((ln.strip() for ln in result.lines if ln.startswith("rsync:")), "")
             raise TransferError(f"{what}: {advice or reason}" + (f" ({detail})" if detail and not advice else ""))
         return result
+
+    VANISHED = re.compile(r'^(?:file has vanished: "(.*)"|rsync: \[sender\] link_stat "(.*)" failed: No such file)')
+    CHANGED = re.compile(r'^rsync: \[sender\] read errors mapping "(.*)":')
+
+    def _only_vanished(self, lines: list[str]) -> bool:
+        """Every error is about a source file that vanished or changed under rsync, none about the target."""
+        errors = [ln for ln in lines if ln.startswith("rsync:") or ln.startswith("file has vanished")]
+        return bool(errors) and all(self.VANISHED.match(ln) or self.CHANGED.match(ln) for ln in errors)
 
     def send(
         self, transfer: Transfer, listing: Listing, log, dry_run: bool = False, version_tag: str | None = None
@@ -207,10 +218,10 @@ class RsyncTransport:
         out = SendResult()
         root = listing.root.rstrip("/") + "/"
         for line in result.lines:
-            gone = re.match(r'^file has vanished: "(.*)"$', line)
-            if gone:
-                name = gone.group(1)
-                out.vanished.append(name[len(root) :] if name.startswith(root) else name)
+            gone, changed = self.VANISHED.match(line), self.CHANGED.match(line)
+            if gone or changed:
+                name = gone.group(1) or gone.group(2) if gone else changed.group(1)
+                (out.vanished if gone else out.changed).append(name[len(root) :] if name.startswith(root) else name)
                 continue
             match = self.ITEM.match(line)
             if match and match.group(1)[1] in "fL" and match.group(1)[0] in "<>c":
