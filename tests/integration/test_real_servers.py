@@ -56,6 +56,8 @@ def test_all_three_real_servers_in_the_seed_layout(lab, samba, webdav, sshd, mon
     run = next((lab.workdir / ".backup/runs").iterdir())
     record = json.loads((run / "manual/smb/Results.json").read_text())
     assert record["tool"] == "rclone" and record["files_verified"] == 28
+    # Nowhere: not stdout, backup.log, markers, job logs, nor Snakemake's metadata (params included).
+    assert any((lab.workdir / ".snakemake" / "metadata").iterdir())
     assert samba.password not in all_output(lab, result)
     assert webdav.password not in all_output(lab, result)
 
