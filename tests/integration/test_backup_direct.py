@@ -289,3 +289,21 @@ def test_relative_paths_are_relative_to_workdir(lab, tmp_path):
     lab.save()
     assert lab.cli("--secured-only").returncode == 0
     assert hash_tree(Path(lab.workdir, "relative/secured/CSVs")) == {n: h for n, h in lab.csv_hashes().items()}
+
+
+def test_symlinks_are_copied_as_links_never_followed(lab):
+    link = lab.results_root / "Results/Opto/PER-Envelopes/outside.png"
+    os.symlink("/etc/hostname", link)
+    lab.config["backups"]["destinations"]["secured"]["datasets"] = ["CSVs", "Results"]
+    lab.save()
+    result = lab.cli()
+    assert result.returncode == 3, result.stdout  # SMB cannot hold the link: a warning, named
+    smb_line = next(ln for ln in result.stdout.splitlines() if ln.startswith("smb") and "Results" in ln)
+    assert "WARNING" in smb_line and "1 symlinks not copied" in smb_line
+    copied = lab.secured / "Results/Results/Opto/PER-Envelopes/outside.png"
+    assert copied.is_symlink() and os.readlink(copied) == "/etc/hostname"  # a link, not /etc/hostname's bytes
+    # rclone --links stores NAME.rclonelink on cloud remotes; this local stand-in turns it back into a link.
+    box_link = lab.box / "Ramanlab-Backups/Results/Results/Opto/PER-Envelopes/outside.png"
+    assert box_link.is_symlink() and os.readlink(box_link) == "/etc/hostname"
+    assert not (lab.smb / "Figures/Results/Opto/PER-Envelopes/outside.png").exists()
+    assert hash_tree(lab.smb / "Figures") == lab.results_hashes()

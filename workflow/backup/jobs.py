@@ -88,6 +88,11 @@ def sync(args: argparse.Namespace) -> int:
             record["missing"] = listing.missing
             for pattern in listing.missing:
                 log.warning("source not found: %s", os.path.join(transfer.source.root, pattern))
+        if transfer.on_smb and transfer.tool == "rsync" and listing.links:
+            # A Windows share cannot hold symlinks, and following them could leave the dataset: skip, say so.
+            record["skipped_links"] = sorted(listing.links)
+            log.warning("symlinks not copied (an SMB share cannot hold them): %s", ", ".join(sorted(listing.links)))
+            listing = sources.without(listing, sorted(listing.links))
         record.update(files_total=len(listing.files), bytes_total=listing.total_bytes)
         if listing.files:
             log.info(
@@ -122,7 +127,7 @@ def sync(args: argparse.Namespace) -> int:
             if not check.ok:
                 raise transports.TransferError(check.problem())
             log.info("verified %d files at %s", check.verified, transfer.target)
-        if record["missing"] or record.get("vanished"):
+        if record["missing"] or record.get("vanished") or record.get("skipped_links"):
             record["status"] = "warning"
 
     _guarded(record, work)

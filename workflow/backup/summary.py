@@ -34,6 +34,8 @@ def table(records: list[dict], title: str = "", verify: bool = False) -> str:
             note = "missing: " + ", ".join(r["missing"])
         if not note and r.get("vanished"):
             note = "vanished while being sent: " + ", ".join(r["vanished"])
+        if not note and r.get("skipped_links"):
+            note = f"{len(r['skipped_links'])} symlinks not copied (SMB cannot hold them)"
         if not note and r.get("archive"):
             note = r["archive"] + ("" if r.get("archive_created") else " (unchanged, reused)")
         rows.append(
