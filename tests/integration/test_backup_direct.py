@@ -13,6 +13,7 @@ import re
 import time
 from pathlib import Path
 
+import pytest
 from conftest import CSV_NAMES, TRICKY_NAMES, hash_tree
 
 
@@ -307,3 +308,26 @@ def test_symlinks_are_copied_as_links_never_followed(lab):
     assert box_link.is_symlink() and os.readlink(box_link) == "/etc/hostname"
     assert not (lab.smb / "Figures/Results/Opto/PER-Envelopes/outside.png").exists()
     assert hash_tree(lab.smb / "Figures") == lab.results_hashes()
+
+
+@pytest.mark.parametrize(
+    ("change", "key", "words"),
+    [
+        (lambda d: d["smb"].update(enabeld=True), "backups.destinations.smb.enabeld", "unknown key"),
+        (lambda d: d["box"].update(enabled="yes"), "backups.destinations.box.enabled", "must be boolean"),
+        (lambda d: d["secured"].pop("base_path"), "backups.destinations.secured.base_path", "is required"),
+        (lambda d: d["smb"].update(csvs_path="smb://"), "backups.destinations.smb.csvs_path", "not an smb://"),
+        (lambda d: d["secured"].update(base_path="store:relative/dir"), "backups.destinations.secured.base_path",
+         "needs an absolute path"),
+        (lambda d: d["secured"].update(datasets=[]), "backups.destinations.secured.datasets", "should be non-empty"),
+        (lambda d: d["box"].update(datasets=["Figures"]), "backups.destinations.box.datasets", "is not a source"),
+    ],
+)  # fmt: skip
+def test_every_config_error_stops_before_any_job(lab, change, key, words):
+    change(lab.config["backups"]["destinations"])
+    lab.save()
+    result = lab.cli()
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(lab.config_path) in lines[0] and key in lines[0] and words in lines[0], lines
+    assert not (lab.workdir / ".backup").exists() and not lab.smb.exists() and not lab.secured.exists()
