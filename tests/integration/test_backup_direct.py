@@ -331,3 +331,21 @@ def test_every_config_error_stops_before_any_job(lab, change, key, words):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and str(lab.config_path) in lines[0] and key in lines[0] and words in lines[0], lines
     assert not (lab.workdir / ".backup").exists() and not lab.smb.exists() and not lab.secured.exists()
+
+
+def test_verify_flag_checks_without_sending(lab):
+    assert lab.cli().returncode == 0
+    result = lab.cli("--verify")
+    assert result.returncode == 0, result.stdout
+    assert "Verification (nothing was sent):" in result.stdout and "28/28" in result.stdout
+    bad = lab.box / "Ramanlab-Backups/CSVs/model_predictions.csv"
+    bad.write_bytes(bad.read_bytes()[:-1] + b"X")
+    (lab.smb / "Figures/Results/Opto/PER-Envelopes/fig2.png").unlink()
+    before = hash_tree(lab.root / "dest")
+    result = lab.cli("--verify")
+    assert result.returncode == 1
+    box = next(ln for ln in result.stdout.splitlines() if ln.startswith("box") and "CSVs" in ln)
+    smb = next(ln for ln in result.stdout.splitlines() if ln.startswith("smb") and "Results" in ln)
+    assert "FAILED" in box and "differ from the source (e.g. model_predictions.csv)" in box
+    assert "FAILED" in smb and "missing at the destination (e.g. Results/Opto/PER-Envelopes/fig2.png)" in smb
+    assert hash_tree(lab.root / "dest") == before  # nothing was sent or repaired
