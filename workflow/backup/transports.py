@@ -272,6 +272,17 @@ class RsyncTransport:
         return SendResult(files_sent=len(sent), sent=sent)
 
 
+def _json_entries(lines: list[str]):
+    """The JSON log entries among rclone's output lines (other lines are skipped)."""
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict):
+            yield entry
+
+
 def _render_rclone(line: str) -> str:
     """rclone's JSON log line as 'level object: message' for backup.log."""
     try:
@@ -339,14 +350,11 @@ class RcloneTransport:
         env = self.env(transfer, log)
         result = runner.run(self.base_args(transfer) + args, log, env=env, render=_render_rclone)
         if result.returncode not in ok_codes:
-            errors = []
-            for line in result.lines:
-                try:
-                    entry = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(entry, dict) and entry.get("level") in ("error", "critical"):
-                    errors.append(f"{entry.get('object', '')}: {entry.get('msg', '')}".strip(": "))
+            errors = [
+                f"{e.get('object', '')}: {e.get('msg', '')}".strip(": ")
+                for e in _json_entries(result.lines)
+                if e.get("level") in ("error", "critical")
+            ]
             reason = RCLONE_EXIT.get(result.returncode, f"rclone failed with exit status {result.returncode}")
             advice = diagnose(result.lines)
             detail = errors[-1] if errors else (result.lines[-1] if result.lines else "")
@@ -370,13 +378,8 @@ class RcloneTransport:
                 args.append("--dry-run")
             result = self._run(transfer, [*args, "--", listing.root, transfer.target], log, "send")
         out = SendResult()
-        for line in result.lines:
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue
-            msg = str(entry.get("msg", "")) if isinstance(entry, dict) else ""
-            if msg.startswith(("Copied", "Skipped copy as --dry-run")):
+        for entry in _json_entries(result.lines):
+            if str(entry.get("msg", "")).startswith(("Copied", "Skipped copy as --dry-run")):
                 out.sent.append(entry.get("object", ""))
                 out.bytes_sent += int(entry.get("size") or 0)
         out.files_sent = len(out.sent)
@@ -433,14 +436,7 @@ class RcloneTransport:
             if list_file:
                 args.append(f"--files-from-raw={list_file}")
             result = self._run(transfer, [*args, "--", transfer.target, dest], log, "restore")
-        sent = []
-        for line in result.lines:
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(entry, dict) and str(entry.get("msg", "")).startswith("Copied"):
-                sent.append(entry.get("object", ""))
+        sent = [e.get("object", "") for e in _json_entries(result.lines) if str(e.get("msg", "")).startswith("Copied")]
         return SendResult(files_sent=len(sent), sent=sent)
 
 
