@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import archive, logs, plan, records, sources, summary, transports
+from . import archive, logs, plan, records, sources, status, summary, transports
 from .config import ConfigError, load_config
 from .lock import LockBusy, project_lock
 
@@ -65,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--verify",
         action="store_true",
         help="check that every enabled destination holds the current sources, byte for byte; send nothing",
+    )
+    parser.add_argument(
+        "--status",
+        action="store_true",
+        help="per destination: the last successful backup, its age, and a newer failure; exit 1 if a "
+        "destination never succeeded or its last success is older than backups.warn_after_hours",
     )
     parser.add_argument("--cores", type=int, default=2, help="parallel jobs (default 2)")
     parser.add_argument(
@@ -233,8 +239,8 @@ def _stage_rows(workdir: Path, run_id: str, stage: str, expected: list[plan.Tran
         rows.append(
             found.get(
                 (t.destination, t.dataset),
-                {"destination": t.destination, "dataset": t.dataset, "mode": t.mode, "status": "failed",
-                 "error": f"the job did not finish; see .backup/runs/{run_id}/snakemake.log"},
+                {"stage": stage, "destination": t.destination, "dataset": t.dataset, "mode": t.mode,
+                 "status": "failed", "error": f"the job did not finish; see .backup/runs/{run_id}/snakemake.log"},
             )
         )  # fmt: skip
     return rows
@@ -257,23 +263,29 @@ def main(argv: list[str] | None = None) -> int:
         return summary.EXIT_USAGE
     if args.dry_run:
         return dry_run(cfg, transfers, workdir)
+    if args.status:
+        text, worst = status.report(
+            status.load_runs(workdir), plan.enabled_destinations(cfg["backups"], [args.only] if args.only else None),
+            cfg["backups"]["warn_after_hours"],
+        )  # fmt: skip
+        print(text)
+        return worst
 
+    command = " ".join(["backup_system.py", *(argv if argv is not None else sys.argv[1:])])
     try:
-        with project_lock(
-            workdir, " ".join(["backup_system.py", *(argv if argv is not None else sys.argv[1:])])
-        ) as note:
+        with project_lock(workdir, command) as note:
             if note:
                 print(f"note: {note}")
             if args.verify:
                 return verify_all(cfg, transfers, workdir)
-            return _run(args, cfg, config_files, transfers, workdir)
+            return _run(args, cfg, config_files, transfers, workdir, command)
     except LockBusy as exc:
         print(f"error: {exc}", file=sys.stderr)
         return summary.EXIT_USAGE
 
 
-def _run(args, cfg: dict, config_files: list[str], transfers: list[plan.Transfer], workdir: Path) -> int:
-    run_id = records.new_run_id()
+def _run(args, cfg: dict, config_files: list[str], transfers: list[plan.Transfer], workdir: Path, command: str) -> int:
+    run_id, started = records.new_run_id(), records.now_iso()
     log_file = cfg["backups"]["log_file"]
     log = logs.setup(plan.absolute(log_file, str(workdir)), run_id, "cli")
     target = "run" if args.command == "run" else "backup_all"
@@ -285,16 +297,19 @@ def _run(args, cfg: dict, config_files: list[str], transfers: list[plan.Transfer
 
     exit_code = summary.EXIT_OK
     stages = ["pre", "post"] if args.command == "run" else ["manual"]
-    all_rows = []
+    all_rows: list[dict] = []
+    pipeline = None
     for stage in stages:
         if stage == "post" and not (records.run_dir(run_id, workdir) / "pipeline.json").exists():
             error = records.read_json(records.run_dir(run_id, workdir) / "pipeline-error.json")
             reason = error["error"] if error else f"see .backup/runs/{run_id}/snakemake.log"
             label = "NOT RUN" if error and error.get("status") == "not run" else "FAILED"
+            pipeline = {"status": label.lower(), "error": reason}
             print(f"\nPipeline {label}: {reason}\nPost-pipeline backup: not run.")
             exit_code = summary.EXIT_FAILED
             continue
         if stage == "post":
+            pipeline = {"status": "ok", "error": None}
             print("\nPipeline: ok")
         rows = _stage_rows(workdir, run_id, stage, transfers)
         all_rows += rows
@@ -308,6 +323,13 @@ def _run(args, cfg: dict, config_files: list[str], transfers: list[plan.Transfer
         print("\nThe workflow failed; its last lines:\n" + "\n".join(lines[-15:]))
     else:
         exit_code = rows_status
+    keep = ("stage", "destination", "dataset", "mode", "tool", "target", "files_total", "files_sent", "bytes_sent",
+            "files_verified", "status", "error", "started", "finished", "seconds", "archive", "missing")  # fmt: skip
+    status.write_run_record(
+        workdir, run_id, kind=args.command, command=command, config=config_files, started=started,
+        finished=records.now_iso(), exit_status=exit_code, pipeline=pipeline,
+        transfers=[{k: r.get(k) for k in keep if k in r} for r in all_rows],
+    )  # fmt: skip
     log.info("finished with exit status %d", exit_code)
     print(f"\nLog: {log_file}   Run records: .backup/runs/{run_id}/   Exit status: {exit_code}")
     return exit_code

@@ -70,7 +70,14 @@ def read_json(path: str | Path) -> dict | None:
 
 
 def base_record(run_id: str, **fields) -> dict:
-    return {"run_id": run_id, "host": socket.gethostname(), "pid": os.getpid(), **fields}
+    """Start of every marker: which run (and its run record, written when the run ends), where, who."""
+    return {
+        "run_id": run_id,
+        "run_record": f"{STATE_DIR}/runs/{run_id}/run.json",
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        **fields,
+    }
 
 
 def stage_records(run_id: str, stage: str, project_dir: str | Path = ".") -> list[dict]:

@@ -1,0 +1,59 @@
+"""Run records and --status: what was backed up when, from the records alone."""
+
+from __future__ import annotations
+
+import json
+import time
+
+
+def status_rows(stdout: str) -> dict[str, str]:
+    return {line.split()[0]: line for line in stdout.splitlines()[2:] if line.strip()}
+
+
+def test_status_with_no_runs(lab):
+    result = lab.cli("--status")
+    assert result.returncode == 1
+    rows = status_rows(result.stdout)
+    assert set(rows) == {"smb", "box", "secured"}
+    assert all("never" in row and "NEVER" in row for row in rows.values())
+
+
+def test_run_record_and_status_after_success(lab):
+    assert lab.cli().returncode == 0
+    (run,) = list((lab.workdir / ".backup/runs").iterdir())
+    record = json.loads((run / "run.json").read_text())
+    assert record["run_id"] == run.name and record["exit_status"] == 0 and record["kind"] == "backup"
+    assert record["started"] <= record["finished"]
+    by_key = {(t["destination"], t["dataset"]): t for t in record["transfers"]}
+    expected = {("smb", "CSVs"), ("smb", "Results"), ("box", "CSVs"), ("box", "Results"), ("secured", "CSVs")}
+    assert set(by_key) == expected
+    assert by_key["smb", "Results"]["files_verified"] == 28 and by_key["smb", "Results"]["status"] == "ok"
+    marker = json.loads((run / "manual/box/CSVs.json").read_text())
+    assert marker["run_record"] == f".backup/runs/{run.name}/run.json"
+    result = lab.cli("--status")
+    assert result.returncode == 0, result.stdout
+    rows = status_rows(result.stdout)
+    assert all(" ok" in row for row in rows.values()), result.stdout
+
+
+def test_status_shows_a_newer_failure(lab):
+    assert lab.cli().returncode == 0
+    lab.config["backups"]["destinations"]["secured"]["base_path"] = "/proc/forbidden"
+    lab.save()
+    assert lab.cli().returncode == 1
+    result = lab.cli("--status")
+    rows = status_rows(result.stdout)
+    assert "ok, but failed since" in rows["secured"] and "CSVs:" in rows["secured"]
+    assert rows["smb"].split()[-1] == "ok" and rows["box"].split()[-1] == "ok"
+    assert result.returncode == 0  # the last success is still recent
+
+
+def test_status_flags_a_stale_success(lab):
+    lab.config["backups"]["warn_after_hours"] = 0.0002  # under a second
+    lab.save()
+    assert lab.cli("--smb-only").returncode == 0
+    time.sleep(1.5)
+    result = lab.cli("--status")
+    assert result.returncode == 1
+    rows = status_rows(result.stdout)
+    assert "OVERDUE" in rows["smb"] and "NEVER" in rows["box"]
