@@ -7,7 +7,7 @@ CONFIG ?= config/config.yaml
 # The venv's tools (snakemake, rclone) come first for every command below.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help setup demo run backup dry-run test lint bench clean-demo
+.PHONY: help setup demo demo-snakemake run backup dry-run status test lint bench clean-demo
 
 help:
 	@echo "make demo     set up, then run backup -> demo pipeline -> backup on config/demo.yaml"
@@ -15,6 +15,8 @@ help:
 	@echo "make run      backup (pre) -> analysis pipeline -> backup (post), on CONFIG=$(CONFIG)"
 	@echo "make backup   back up now, on CONFIG=$(CONFIG)"
 	@echo "make dry-run  show what a backup would send, without sending anything"
+	@echo "make status   per destination: last successful backup, its age, newer failures"
+	@echo "make demo-snakemake   the demo with the pipeline as a Snakemake module"
 	@echo "make setup    create .venv with pinned packages; install rsync if missing"
 	@echo "make lint     ruff, snakefmt and snakemake --lint"
 	@echo "make bench    benchmarks against the bare tools (bench/, a few minutes)"
@@ -31,6 +33,11 @@ demo: setup
 	$(PY) scripts/pipeline/run_workflows.py --config config/demo.yaml --if-missing
 	$(PY) scripts/backup_system.py run --config config/demo.yaml
 
+demo-snakemake: setup
+	$(PY) scripts/pipeline/run_workflows.py --config config/demo.yaml --if-missing
+	mkdir -p demo/workspace/raw && echo "session $$(date +%F)" >> demo/workspace/raw/sessions.txt
+	$(PY) scripts/backup_system.py run --config config/demo.yaml --config config/demo-snakemake.yaml
+
 run: setup
 	$(PY) scripts/backup_system.py run --config $(CONFIG)
 
@@ -39,6 +46,9 @@ backup: setup
 
 dry-run: setup
 	$(PY) scripts/backup_system.py backup --dry-run --config $(CONFIG)
+
+status: setup
+	$(PY) scripts/backup_system.py --status --config $(CONFIG)
 
 test: setup
 	@scripts/setup.sh --test

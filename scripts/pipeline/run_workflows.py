@@ -124,13 +124,19 @@ def generate(workspace: Path, seed: int, session: int) -> tuple[int, int]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", required=True, help="config file whose pipeline.workspace receives the outputs")
+    parser.add_argument("--config", help="config file whose pipeline.workspace receives the outputs")
+    parser.add_argument("--workspace", help="the output folder itself (instead of --config)")
+    parser.add_argument("--session", type=int, help="analysis session to write (default: the next one)")
     parser.add_argument("--seed", type=int, default=1, help="change it to simulate a new analysis result")
     parser.add_argument("--if-missing", action="store_true", help="only write when the workspace has no outputs yet")
     args = parser.parse_args(argv)
-    with open(args.config, encoding="utf-8") as fh:
-        cfg = yaml.safe_load(fh) or {}
-    workspace = (cfg.get("pipeline") or {}).get("workspace")
+    workspace = args.workspace
+    if not workspace:
+        if not args.config:
+            parser.error("give --config or --workspace")
+        with open(args.config, encoding="utf-8") as fh:
+            cfg = yaml.safe_load(fh) or {}
+        workspace = (cfg.get("pipeline") or {}).get("workspace")
     if not workspace:
         print(
             f"error: {args.config} has no pipeline.workspace: this script is the demo stand-in for the "
@@ -146,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             written, _ = generate(workspace, args.seed, 0)
             print(f"demo pipeline: {written} files of earlier results written to {workspace}")
         return 0
-    session = sessions_done(workspace) + 1
+    session = args.session if args.session is not None else sessions_done(workspace) + 1
     written, unchanged = generate(workspace, args.seed, session)
     print(f"demo pipeline: session {session}: {written} files written, {unchanged} unchanged in {workspace}")
     return 0

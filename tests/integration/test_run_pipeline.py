@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+from datetime import datetime
 from pathlib import Path
 
 from conftest import PROJECT, hash_tree, run_cli
@@ -101,3 +102,62 @@ def test_demo_config_runs_as_shipped(tmp_path):
     assert hash_tree(dest / "secured/CSVs") == csvs
     assert "demo pipeline: session 2" in (work / "demo/backup.log").read_text()
     assert "post smb/Results: ok (1 of 66 files sent, 66 verified)" in result.stdout
+
+
+def module_project(tmp_path):
+    """A copy of the project's config and scripts, the pipeline as a Snakemake module."""
+    work = tmp_path / "project"
+    work.mkdir()
+    shutil.copytree(PROJECT / "config", work / "config")
+    shutil.copytree(PROJECT / "scripts", work / "scripts")
+    (work / "demo/workspace/raw").mkdir(parents=True)
+    (work / "demo/workspace/raw/sessions.txt").write_text("session 1\n")
+    args = ["run", "--config", str(work / "config/demo.yaml"), "--config", str(work / "config/demo-snakemake.yaml")]
+    return work, args
+
+
+def test_snakemake_pipeline_module_runs_between_the_backups(tmp_path):
+    work, args = module_project(tmp_path)
+    first = run_cli(*args, workdir=work)
+    assert first.returncode == 3, first.stdout  # nothing to back up before the first analysis
+    done = work / "demo/workspace/Results/Opto/figures.done"
+    run = sorted((work / ".backup/runs").iterdir())[-1]
+    pre_finished = max(json.loads(p.read_text())["finished"] for p in run.glob("pre/*/*.json"))
+    assert datetime.fromtimestamp(done.stat().st_mtime).astimezone().isoformat() >= pre_finished
+    csvs = hash_tree(work / "demo/workspace/Data/Opto/Combined")
+    assert len(csvs) == 6 and hash_tree(work / "demo/destinations/smb/flyTrackingData") == csvs
+    assert "analysis_analysis" in (run / "snakemake.log").read_text()
+
+    # Nothing new for the pipeline: its jobs do not run, and the post backup has nothing to send.
+    stamp = done.stat().st_mtime_ns
+    second = run_cli(*args, workdir=work)
+    assert second.returncode == 0, second.stdout
+    assert done.stat().st_mtime_ns == stamp
+    post = [ln for ln in second.stdout.splitlines() if ln.strip().startswith("post ")]
+    assert len(post) == 5 and all(" ok (0 of " in ln for ln in post), post
+
+    # A new session: the analysis runs again and its changed output is in the post backup.
+    with open(work / "demo/workspace/raw/sessions.txt", "a") as fh:
+        fh.write("session 2\n")
+    third = run_cli(*args, workdir=work)
+    assert third.returncode == 0, third.stdout
+    assert done.stat().st_mtime_ns != stamp
+    predictions = hash_tree(work / "demo/workspace/Data/Opto/Combined")["model_predictions.csv"]
+    assert predictions != csvs["model_predictions.csv"]
+    for dest in ("smb/flyTrackingData", "box/Ramanlab-Backups/CSVs", "secured/CSVs"):
+        assert hash_tree(work / "demo/destinations" / dest)["model_predictions.csv"] == predictions
+
+
+def test_snakemake_pipeline_module_waits_for_a_good_pre_backup(tmp_path):
+    work, args = module_project(tmp_path)
+    run_cli(*args, workdir=work)
+    done = work / "demo/workspace/Results/Opto/figures.done"
+    done.unlink()
+    with open(work / "config/demo.yaml", "a") as fh:
+        fh.write("\n")
+    cfg = (work / "config/demo.yaml").read_text().replace("require_mount: false", "require_mount: true")
+    (work / "config/demo.yaml").write_text(cfg)
+    result = run_cli(*args, workdir=work)
+    assert result.returncode == 1
+    assert "Pipeline NOT RUN: pre-pipeline backup failed (smb/CSVs, smb/Results)" in result.stdout
+    assert not done.exists()  # no pipeline job ran

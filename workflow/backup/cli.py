@@ -217,7 +217,7 @@ def _run_snakemake(
     log_path = records.run_dir(run_id, workdir) / "snakemake.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     lines: list[str] = []
-    with open(log_path, "w", encoding="utf-8") as log_fh:
+    with open(log_path, "a", encoding="utf-8") as log_fh:
         proc = subprocess.Popen(
             cmd, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace"
         )
@@ -293,7 +293,15 @@ def _run(args, cfg: dict, config_files: list[str], transfers: list[plan.Transfer
     print(f"Run {run_id}: {args.command}, config {', '.join(config_files)}")
     if not cfg["backups"]["enabled"]:
         print("backups are disabled (backups.enabled: false): no backup step will transfer anything")
-    returncode, lines = _run_snakemake(workdir, config_files, target, run_id, args.only, args.cores)
+    if args.command == "run":
+        # The pre-pipeline backup (and its gate) first, then the pipeline and the post backup:
+        # two invocations of one graph, so no pipeline job can start before the gate.
+        returncode, lines = _run_snakemake(workdir, config_files, "pipeline_gate", run_id, args.only, args.cores)
+        if returncode == 0:
+            returncode, more = _run_snakemake(workdir, config_files, target, run_id, args.only, args.cores)
+            lines += more
+    else:
+        returncode, lines = _run_snakemake(workdir, config_files, target, run_id, args.only, args.cores)
 
     exit_code = summary.EXIT_OK
     stages = ["pre", "post"] if args.command == "run" else ["manual"]

@@ -101,6 +101,8 @@ def _check_semantics(cfg: dict, source: str) -> None:
                 raise ConfigError(
                     f"{source}: backups.sources.{name}.include: {pattern!r} must be relative to root and stay inside it"
                 )
+    if cfg["pipeline"].get("command") and cfg["pipeline"].get("snakefile"):
+        raise ConfigError(f"{source}: pipeline: give either command or snakefile, not both")
     smb = backups["destinations"]["smb"]
     for key in ("base_path", "csvs_path", "results_path"):
         value = smb.get(key) or ""

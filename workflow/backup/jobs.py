@@ -215,8 +215,8 @@ def make_archive(args: argparse.Namespace) -> int:
     return 0
 
 
-def pipeline(args: argparse.Namespace) -> int:
-    """Run the analysis command, but only after a successful pre-pipeline backup."""
+def gate(args: argparse.Namespace) -> int:
+    """Let the pipeline start only after a successful pre-pipeline backup (unless told otherwise)."""
     cfg = load_config(args.config)
     log = logs.setup(cfg["backups"]["log_file"], args.run_id, "pipeline", job_log=args.log)
     failed = [r for r in records.stage_records(args.run_id, "pre") if r.get("status") == "failed"]
@@ -231,6 +231,23 @@ def pipeline(args: argparse.Namespace) -> int:
         records.write_json(error_file, records.base_record(args.run_id, status="not run", error=message))
         _say(f"pipeline: not started: {message}")
         return 1
+    if failed:
+        log.warning("pre-pipeline backup failed, the pipeline runs anyway (pipeline.require_pre_backup: false)")
+    records.write_json(args.marker, records.base_record(args.run_id, status="ok", failed_pre=len(failed)))
+    return 0
+
+
+def pipeline(args: argparse.Namespace) -> int:
+    """Run the analysis command (the gate has passed); for a module pipeline, record that it finished."""
+    cfg = load_config(args.config)
+    log = logs.setup(cfg["backups"]["log_file"], args.run_id, "pipeline", job_log=args.log)
+    error_file = records.run_dir(args.run_id) / "pipeline-error.json"
+    if cfg["pipeline"].get("snakefile"):
+        records.write_json(
+            args.marker, records.base_record(args.run_id, status="ok", snakefile=cfg["pipeline"]["snakefile"])
+        )
+        _say(f"pipeline: ok (the jobs of {cfg['pipeline']['snakefile']} are done)")
+        return 0
     command = cfg["pipeline"].get("command")
     if not command:
         message = "no pipeline.command in the config: nothing to run between the backups"
@@ -309,6 +326,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--marker", required=True)
     p.set_defaults(func=make_archive)
+    p = sub.add_parser("gate", parents=[common])
+    p.add_argument("--marker", required=True)
+    p.set_defaults(func=gate)
     p = sub.add_parser("pipeline", parents=[common])
     p.add_argument("--marker", required=True)
     p.set_defaults(func=pipeline)

@@ -44,6 +44,11 @@ def archive_timestamp(run_id: str) -> str:
     return run_id[:15].replace("-", "_")
 
 
+def gate_marker(run_id: str) -> str:
+    """Written once the pre-pipeline backup allows the pipeline to start."""
+    return f"{STATE_DIR}/runs/{run_id}/pre-gate.json"
+
+
 def pipeline_marker(run_id: str) -> str:
     return f"{STATE_DIR}/runs/{run_id}/pipeline.json"
 

@@ -1,6 +1,13 @@
 # The lab's run: pre-pipeline backup -> analysis pipeline -> post-pipeline backup.
+# The pipeline is a shell command (pipeline.command), or a Snakemake workflow included as
+# a module (pipeline.snakefile) whose jobs become part of this graph. The CLI runs the
+# target pipeline_gate (the pre-pipeline backup) first and `run` after it, so that no
+# pipeline job starts before the pre-pipeline backup is done: a module's rules cannot be
+# given an extra input without changing what their {input} means.
 
 STAGE_INPUTS["post"] = [records.pipeline_marker(RUN_ID)]
+GATE = records.gate_marker(RUN_ID)
+PIPELINE_SNAKEFILE = CFG["pipeline"].get("snakefile")
 
 
 rule run:
@@ -18,9 +25,41 @@ rule run:
         "{params.job} report {params.config} --run-id {params.run_id} --stage pre --stage post --log {log:q}"
 
 
-rule pipeline:
+rule pipeline_gate:
     input:
         stage_markers("pre"),
+    output:
+        GATE,
+    log:
+        f"logs/{RUN_ID}/pipeline_gate.log",
+    localrule: True
+    conda:
+        BACKUP_ENV
+    params:
+        **JOB_PARAMS,
+    shell:
+        "{params.job} gate {params.config} --run-id {params.run_id} --marker {output:q} --log {log:q}"
+
+
+if PIPELINE_SNAKEFILE:
+
+    module analysis:
+        snakefile:
+            backup_plan.absolute(PIPELINE_SNAKEFILE, os.getcwd())
+        config:
+            CFG["pipeline"]["config"]
+
+    use rule * from analysis as analysis_*
+
+    PIPELINE_OUTPUTS = list(rules.analysis_all.input)
+else:
+    PIPELINE_OUTPUTS = []
+
+
+rule pipeline:
+    input:
+        GATE,
+        PIPELINE_OUTPUTS,
     output:
         records.pipeline_marker(RUN_ID),
     log:
