@@ -57,8 +57,9 @@ test: setup
 lint: setup
 	ruff check workflow scripts tests
 	ruff format --check workflow scripts tests
-	snakefmt --check Snakefile workflow
+	snakefmt --check Snakefile workflow scripts/pipeline/Snakefile
 	snakemake --lint --configfile config/demo.yaml
+	snakemake --lint --configfile config/demo.yaml --configfile config/demo-snakemake.yaml
 
 bench: setup
 	@scripts/setup.sh --test

@@ -8,6 +8,7 @@
 STAGE_INPUTS["post"] = [records.pipeline_marker(RUN_ID)]
 GATE = records.gate_marker(RUN_ID)
 PIPELINE_SNAKEFILE = CFG["pipeline"].get("snakefile")
+PIPELINE_OUTPUTS = []
 
 
 rule run:
@@ -52,8 +53,6 @@ if PIPELINE_SNAKEFILE:
     use rule * from analysis as analysis_*
 
     PIPELINE_OUTPUTS = list(rules.analysis_all.input)
-else:
-    PIPELINE_OUTPUTS = []
 
 
 rule pipeline:
