@@ -7,7 +7,7 @@ CONFIG ?= config/config.yaml
 # The venv's tools (snakemake, rclone) come first for every command below.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help setup demo demo-snakemake run backup dry-run status test lint bench clean-demo
+.PHONY: help setup demo demo-snakemake run backup dry-run status report test lint bench clean-demo
 
 help:
 	@echo "make demo     set up, then run backup -> demo pipeline -> backup on config/demo.yaml"
@@ -16,6 +16,7 @@ help:
 	@echo "make backup   back up now, on CONFIG=$(CONFIG)"
 	@echo "make dry-run  show what a backup would send, without sending anything"
 	@echo "make status   per destination: last successful backup, its age, newer failures"
+	@echo "make report   backup-report.html: the last runs, per destination and dataset"
 	@echo "make demo-snakemake   the demo with the pipeline as a Snakemake module"
 	@echo "make setup    create .venv with pinned packages; install rsync if missing"
 	@echo "make lint     ruff, snakefmt and snakemake --lint"
@@ -49,6 +50,9 @@ dry-run: setup
 
 status: setup
 	$(PY) scripts/backup_system.py --status --config $(CONFIG)
+
+report: setup
+	$(PY) scripts/backup_system.py --report backup-report.html --config $(CONFIG)
 
 test: setup
 	@scripts/setup.sh --test

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install what the backup system needs outside Python: rsync (and, with --test,
-# what the test suite's real servers need). Installs with apt-get when run as root,
+# what the test suite's real servers and its browser test need). Installs with apt-get when run as root,
 # otherwise says exactly what to install. Python packages come from requirements.txt.
 set -euo pipefail
 
@@ -14,6 +14,7 @@ if [ "${1:-}" = "--test" ]; then
   command -v fusermount3 >/dev/null 2>&1 || packages+=(fuse3)
   [ -x /usr/sbin/sshd ] || packages+=(openssh-server)
   command -v ssh >/dev/null 2>&1 || packages+=(openssh-client)
+  command -v chromium >/dev/null 2>&1 || packages+=(chromium)  # renders `make report` in a test
 fi
 
 [ ${#packages[@]} -eq 0 ] && exit 0

@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import archive, logs, plan, records, sources, status, summary, transports
+from . import archive, logs, plan, records, report, sources, status, summary, transports
 from .config import ConfigError, load_config
 from .lock import LockBusy, project_lock
 
@@ -71,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="per destination: the last successful backup, its age, and a newer failure; exit 1 if a "
         "destination never succeeded or its last success is older than backups.warn_after_hours",
+    )
+    parser.add_argument(
+        "--report",
+        metavar="FILE",
+        help="write a self-contained HTML page of the last runs (per destination and dataset) to FILE",
     )
     parser.add_argument("--cores", type=int, default=2, help="parallel jobs (default 2)")
     parser.add_argument(
@@ -263,6 +268,11 @@ def main(argv: list[str] | None = None) -> int:
         return summary.EXIT_USAGE
     if args.dry_run:
         return dry_run(cfg, transfers, workdir)
+    if args.report:
+        enabled = plan.enabled_destinations(cfg["backups"])
+        Path(args.report).write_text(report.render(status.load_runs(workdir), enabled), encoding="utf-8")
+        print(f"wrote {args.report}")
+        return summary.EXIT_OK
     if args.status:
         text, worst = status.report(
             status.load_runs(workdir), plan.enabled_destinations(cfg["backups"], [args.only] if args.only else None),
