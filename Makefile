@@ -40,19 +40,19 @@ demo-snakemake: setup
 	$(PY) scripts/backup_system.py run --config config/demo.yaml --config config/demo-snakemake.yaml
 
 run: setup
-	$(PY) scripts/backup_system.py run --config $(CONFIG)
+	$(PY) scripts/backup_system.py run --config "$(CONFIG)"
 
 backup: setup
-	$(PY) scripts/backup_system.py backup --config $(CONFIG)
+	$(PY) scripts/backup_system.py backup --config "$(CONFIG)"
 
 dry-run: setup
-	$(PY) scripts/backup_system.py backup --dry-run --config $(CONFIG)
+	$(PY) scripts/backup_system.py backup --dry-run --config "$(CONFIG)"
 
 status: setup
-	$(PY) scripts/backup_system.py --status --config $(CONFIG)
+	$(PY) scripts/backup_system.py --status --config "$(CONFIG)"
 
 report: setup
-	$(PY) scripts/backup_system.py --report backup-report.html --config $(CONFIG)
+	$(PY) scripts/backup_system.py --report backup-report.html --config "$(CONFIG)"
 
 test: setup
 	@scripts/setup.sh --test

@@ -145,6 +145,7 @@ def test_two_runs_at_once(lab):
     assert time.monotonic() - t0 < 10
     assert second.returncode == 2
     assert f"another backup is running in this project: pid {first.pid}, started" in second.stderr
+    assert str(first.pid) in lock.read_text()  # the refused run left the holder's details alone
     out, _ = first.communicate(timeout=170)
     assert first.returncode == 0, out
     assert not lab.smb.exists()

@@ -161,3 +161,10 @@ def test_snakemake_pipeline_module_waits_for_a_good_pre_backup(tmp_path):
     assert result.returncode == 1
     assert "Pipeline NOT RUN: pre-pipeline backup failed (smb/CSVs, smb/Results)" in result.stdout
     assert not done.exists()  # no pipeline job ran
+
+
+def test_run_without_a_pipeline_is_a_config_error(lab):
+    result = lab.cli("run")
+    assert result.returncode == 2
+    assert "pipeline: `run` needs pipeline.command or pipeline.snakefile" in result.stderr
+    assert not lab.smb.exists() and not (lab.workdir / ".backup").exists()

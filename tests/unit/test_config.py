@@ -73,6 +73,10 @@ def test_defaults_are_filled():
         ),
         (lambda c: c["backups"]["compression"].update(level=12), "backups.compression.level"),
         (lambda c: c["backups"]["destinations"].update(box={"remote": "bad:name"}), "backups.destinations.box.remote"),
+        (
+            lambda c: c["backups"]["destinations"].update(smb={"base_path": "smb://cole:hunter2@nas/share/x"}),
+            "never put a password in the URL",
+        ),
     ],
 )
 def test_errors_name_the_key(change, message):
@@ -102,3 +106,10 @@ def test_later_files_override_earlier(tmp_path):
     cfg = load_config([base, override])
     assert cfg["backups"]["destinations"]["smb"] == {**cfg["backups"]["destinations"]["smb"], "enabled": False}
     assert cfg["backups"]["destinations"]["smb"]["base_path"] == "/mnt"
+
+
+def test_password_never_echoed_from_url():
+    cfg = minimal(smb={"base_path": "smb://cole:hunter2@nas/share/x"})
+    with pytest.raises(ConfigError) as err:
+        validate(cfg)
+    assert "hunter2" not in str(err.value)

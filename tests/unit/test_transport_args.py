@@ -59,7 +59,7 @@ def test_rsync_over_ssh_is_batch_mode_and_strict(monkeypatch):
     transports.RsyncTransport().send(t, Listing(root="/src", files=["a"], sizes={"a": 1}), None)
     (args,) = calls
     rsh = args[args.index("--rsh") + 1]
-    for part in ["BatchMode=yes", "StrictHostKeyChecking=yes", "-p 2222", "-i /k/id", "UserKnownHostsFile=/k/kh"]:
+    for part in ["BatchMode=yes", "StrictHostKeyChecking=yes", "-p 2222", "-i /k/id", 'UserKnownHostsFile="/k/kh"']:
         assert part in rsh
     assert "--chmod=go-rwx" in args and args[-1] == "lab@store:/data/CSVs/"
 

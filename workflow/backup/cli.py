@@ -99,7 +99,8 @@ def _archive_preview(cfg: dict, transfer: plan.Transfer, workdir: Path, cache: d
             files = sources.single_file(previous)
             note = f"  unchanged since {previous.name}: no new archive would be made; that one is sent"
         elif listing.files:
-            name = f"{transfer.dataset}_archive_{records.archive_timestamp(records.new_run_id())}.zip"
+            stamp = records.archive_timestamp(records.new_run_id())
+            name = archive.free_name(folder, transfer.dataset, stamp).name
             files = sources.Listing(root=str(folder))
             note = (
                 f"  would make {folder / name} from {len(listing.files)} files "
@@ -115,31 +116,35 @@ def _archive_preview(cfg: dict, transfer: plan.Transfer, workdir: Path, cache: d
 def dry_run(cfg: dict, transfers: list[plan.Transfer], workdir: Path) -> int:
     """Ask each tool what it would send; print it; touch nothing."""
     quiet = logs.setup(None, "dry-run")
-    status = summary.EXIT_OK
+    outcomes: list[dict] = []
     print("Dry run: nothing is written at any destination.\n")
     if not cfg["backups"]["enabled"]:
         print("backups are disabled (backups.enabled: false): nothing would be backed up")
-        return status
+        return summary.EXIT_OK
     archives: dict = {}
     for transfer in transfers:
         print(f"{transfer.destination} {transfer.dataset} -> {transfer.target} ({transfer.tool}, {transfer.mode})")
-        if transfer.mode == "archive":
-            listing, note = _archive_preview(cfg, transfer, workdir, archives)
-            print(note)
-        else:
-            listing = sources.list_source(transfer.source)
-        for pattern in listing.missing:
-            print(f"  warning: source not found: {os.path.join(transfer.source.root, pattern)}")
-            status = max(status, summary.EXIT_WARNINGS)
         try:
+            skipped: list[str] = []
+            if transfer.mode == "archive":
+                listing, note = _archive_preview(cfg, transfer, workdir, archives)
+                print(note)
+            else:
+                listing, skipped = sources.for_transfer(transfer)
+            for pattern in listing.missing:
+                print(f"  warning: source not found: {os.path.join(transfer.source.root, pattern)}")
+            for link in skipped:
+                print(f"  warning: symlink not copied (an SMB share cannot hold it): {link}")
+            outcomes.append({"status": "warning" if listing.missing or skipped else "ok"})
             result = (
                 transports.for_transfer(transfer).send(transfer, listing, quiet, dry_run=True)
                 if listing.files
                 else transports.SendResult()
             )
-        except transports.TransferError as exc:
-            print(f"  FAILED: {exc}\n")
-            status = summary.EXIT_FAILED
+        except (transports.TransferError, OSError) as exc:
+            reason = f"cannot read {exc.filename}: {exc.strerror}" if isinstance(exc, OSError) else exc
+            print(f"  FAILED: {reason}\n")
+            outcomes.append({"status": "failed"})
             continue
         if listing.files or transfer.mode == "direct":
             print(
@@ -149,7 +154,7 @@ def dry_run(cfg: dict, transfers: list[plan.Transfer], workdir: Path) -> int:
         for name in result.sent:
             print(f"    {name}")
         print()
-    return status
+    return summary.exit_status(outcomes)
 
 
 def check_remotes(transfers: list[plan.Transfer], source: str) -> None:
@@ -167,6 +172,16 @@ def check_remotes(transfers: list[plan.Transfer], source: str) -> None:
             raise ConfigError(f"{source}: backups.destinations.{t.destination}.{key}: {exc}") from None
 
 
+def check_pipeline(cfg: dict, workdir: Path, source: str) -> None:
+    """`run` needs a pipeline to run: say so before anything is sent."""
+    pipeline = cfg["pipeline"]
+    if not pipeline.get("command") and not pipeline.get("snakefile"):
+        raise ConfigError(f"{source}: pipeline: `run` needs pipeline.command or pipeline.snakefile")
+    snakefile = pipeline.get("snakefile")
+    if snakefile and not Path(plan.absolute(snakefile, str(workdir))).is_file():
+        raise ConfigError(f"{source}: pipeline.snakefile: {snakefile} does not exist")
+
+
 def verify_all(cfg: dict, transfers: list[plan.Transfer], workdir: Path) -> int:
     """Check every enabled destination against the current sources (or the latest archive)."""
     log = logs.setup(plan.absolute(cfg["backups"]["log_file"], str(workdir)), records.new_run_id(), "verify")
@@ -178,12 +193,9 @@ def verify_all(cfg: dict, transfers: list[plan.Transfer], workdir: Path) -> int:
                 made = archive.archives_of(Path(plan.archive_dir(cfg, str(workdir))), t.dataset)
                 if not made:
                     raise transports.TransferError("no local archive of this dataset to check against")
-                name = made[-1].name
-                listing = sources.Listing(
-                    root=str(made[-1].parent), files=[name], sizes={name: made[-1].stat().st_size}
-                )
+                listing = sources.single_file(made[-1])
             else:
-                listing = sources.list_source(t.source)
+                listing, _ = sources.for_transfer(t)
                 row["missing"] = listing.missing
             check = transports.for_transfer(t).verify(t, listing, log)
             row.update(files_total=len(listing.files), files_verified=check.verified)
@@ -193,6 +205,8 @@ def verify_all(cfg: dict, transfers: list[plan.Transfer], workdir: Path) -> int:
                 row["status"] = "warning"
         except transports.TransferError as exc:
             row.update(status="failed", error=str(exc))
+        except OSError as exc:  # an unreadable source folder
+            row.update(status="failed", error=f"cannot read {exc.filename}: {exc.strerror}")
         log.info("%s/%s: %s", t.destination, t.dataset, row["error"] or row["status"])
         rows.append(row)
     print(summary.table(rows, "Verification (nothing was sent):", verify=True))
@@ -261,16 +275,13 @@ def main(argv: list[str] | None = None) -> int:
         return summary.EXIT_USAGE
     workdir = Path(args.workdir).resolve() if args.workdir else PROJECT_DIR
     transfers = plan.plan(cfg, str(workdir), [args.only] if args.only else None)
-    try:
-        check_remotes(transfers, " + ".join(config_files))
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return summary.EXIT_USAGE
-    if args.dry_run:
-        return dry_run(cfg, transfers, workdir)
     if args.report:
         enabled = plan.enabled_destinations(cfg["backups"])
-        Path(args.report).write_text(report.render(status.load_runs(workdir), enabled), encoding="utf-8")
+        try:
+            Path(args.report).write_text(report.render(status.load_runs(workdir), enabled), encoding="utf-8")
+        except OSError as exc:
+            print(f"error: cannot write {args.report}: {exc.strerror}", file=sys.stderr)
+            return summary.EXIT_USAGE
         print(f"wrote {args.report}")
         return summary.EXIT_OK
     if args.status:
@@ -280,6 +291,15 @@ def main(argv: list[str] | None = None) -> int:
         )  # fmt: skip
         print(text)
         return worst
+    try:
+        check_remotes(transfers, " + ".join(config_files))
+        if args.command == "run" and not args.dry_run:
+            check_pipeline(cfg, workdir, " + ".join(config_files))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return summary.EXIT_USAGE
+    if args.dry_run:
+        return dry_run(cfg, transfers, workdir)
 
     command = " ".join(["backup_system.py", *(argv if argv is not None else sys.argv[1:])])
     try:
@@ -291,6 +311,9 @@ def main(argv: list[str] | None = None) -> int:
             return _run(args, cfg, config_files, transfers, workdir, command)
     except LockBusy as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return summary.EXIT_USAGE
+    except OSError as exc:  # the log file or the state folder cannot be written
+        print(f"error: cannot write {exc.filename}: {exc.strerror}", file=sys.stderr)
         return summary.EXIT_USAGE
 
 

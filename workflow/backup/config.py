@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import jsonschema
 import yaml
@@ -108,9 +109,19 @@ def _check_semantics(cfg: dict, source: str) -> None:
         value = smb.get(key) or ""
         if smb.get("enabled") and mounts.is_smb_url(value):
             try:
-                mounts.parse_smb_url(value)
+                url = mounts.parse_smb_url(value)
             except ValueError as exc:
                 raise ConfigError(f"{source}: backups.destinations.smb.{key}: {exc}") from None
+            if urlsplit(value).password is not None:
+                raise ConfigError(
+                    f"{source}: backups.destinations.smb.{key}: never put a password in the URL; "
+                    "use password_env (or the mount's credentials file)"
+                )
+            if not url.path and key != "base_path" and smb.get("keep_versions"):
+                raise ConfigError(
+                    f"{source}: backups.destinations.smb.{key}: a dataset needs a folder inside the share "
+                    "(smb://HOST/SHARE/folder), so its versions folder can sit beside it"
+                )
     if smb.get("enabled") and smb.get("transport") == "rclone":
         for key in ("base_path", "csvs_path", "results_path"):
             if smb.get(key) and not smb[key].lower().startswith("smb://"):
@@ -147,6 +158,8 @@ def read_yaml(path: str | Path) -> Any:
             return yaml.safe_load(fh)
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {getattr(exc, 'strerror', None) or exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""

@@ -84,15 +84,13 @@ def sync(args: argparse.Namespace) -> int:
         if transfer.mode == "archive":
             listing = _archive_listing(args.run_id, args.stage, args.dataset, record)
         else:
-            listing = sources.list_source(transfer.source)
+            listing, skipped = sources.for_transfer(transfer)
             record["missing"] = listing.missing
             for pattern in listing.missing:
                 log.warning("source not found: %s", os.path.join(transfer.source.root, pattern))
-        if transfer.on_smb and transfer.tool == "rsync" and listing.links:
-            # A Windows share cannot hold symlinks, and following them could leave the dataset: skip, say so.
-            record["skipped_links"] = sorted(listing.links)
-            log.warning("symlinks not copied (an SMB share cannot hold them): %s", ", ".join(sorted(listing.links)))
-            listing = sources.without(listing, sorted(listing.links))
+            if skipped:
+                record["skipped_links"] = skipped
+                log.warning("symlinks not copied (an SMB share cannot hold them): %s", ", ".join(skipped))
         record.update(files_total=len(listing.files), bytes_total=listing.total_bytes)
         if listing.files:
             log.info(
@@ -112,7 +110,7 @@ def sync(args: argparse.Namespace) -> int:
             if result.changed:
                 log.warning("changed while being sent, sending again: %s", ", ".join(result.changed))
                 again = sources.without(listing, [f for f in listing.files if f not in result.changed])
-                transport.send(transfer, again, log, version_tag=f"{tag}-retry")
+                transport.send(transfer, again, log, version_tag=f"{tag}-retry1", force=True)
             # Success means verified: every file the source holds is at the destination, same bytes.
             check = transport.verify(transfer, listing, log)
             if check.differing:
@@ -121,7 +119,8 @@ def sync(args: argparse.Namespace) -> int:
                 log.warning("differ after sending (changed while being sent?), sending again: %s",
                             ", ".join(check.differing))  # fmt: skip
                 again = sources.without(listing, [f for f in listing.files if f not in check.differing])
-                transport.send(transfer, again, log, version_tag=f"{tag}-retry")
+                # force: a damaged copy may have the source's size and time, which --update would trust.
+                transport.send(transfer, again, log, version_tag=f"{tag}-retry2", force=True)
                 check = transport.verify(transfer, listing, log)
             record["files_verified"] = check.verified
             if not check.ok:
@@ -256,13 +255,17 @@ def pipeline(args: argparse.Namespace) -> int:
         _say(f"pipeline: {message}")
         return 1
     started, t0 = records.now_iso(), time.monotonic()
-    _say(f"pipeline: running {command}")
+    # The pipeline runs in the user's environment, which may hold the SMB password: mask it too.
+    smb_password = os.environ.get(cfg["backups"]["destinations"]["smb"].get("password_env") or "")
+    secrets = [smb_password] if smb_password else []
+    shown = runner.mask(command, secrets)
+    _say(f"pipeline: running {shown}")
     # "python" in the command is this environment's Python (the venv's), as under `make`.
     path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
-    result = runner.run(command, log, shell=True, env={"PATH": path})
+    result = runner.run(command, log, shell=True, env={"PATH": path}, secrets=secrets)
     record = records.base_record(
         args.run_id,
-        command=command,
+        command=shown,
         started=started,
         finished=records.now_iso(),
         seconds=round(time.monotonic() - t0, 3),

@@ -27,14 +27,15 @@ def project_lock(workdir: Path, command: str):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _read(fd)
-            raise LockBusy(
-                f"another backup is running in this project: pid {holder.get('pid', '?')}, started "
-                f"{holder.get('started', '?')} ({holder.get('command', '?')}); wait for it to finish"
-            ) from None
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = _read(fd)
+        os.close(fd)  # without touching the holder's details
+        raise LockBusy(
+            f"another backup is running in this project: pid {holder.get('pid', '?')}, started "
+            f"{holder.get('started', '?')} ({holder.get('command', '?')}); wait for it to finish"
+        ) from None
+    try:
         previous = _read(fd)
         note = None
         if previous.get("pid"):

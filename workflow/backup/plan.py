@@ -43,10 +43,6 @@ class Transfer:
     on_smb: bool = False  # a Windows-style share: no owners, permissions or symlinks
     keep_versions: bool = False  # overwritten files go to TARGET.versions/RUN_ID first
 
-    @property
-    def key(self) -> str:
-        return f"{self.destination}/{self.dataset}"
-
 
 SSH_TARGET = re.compile(r"^(?:[^@/:]+@)?[^/:]+:")
 

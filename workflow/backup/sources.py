@@ -12,7 +12,7 @@ import glob
 import os
 from dataclasses import dataclass, field
 
-from .plan import Source
+from .plan import Source, Transfer
 
 GLOB_CHARS = set("*?[")
 
@@ -67,11 +67,11 @@ def list_source(source: Source) -> Listing:
         return listing
     for pattern in source.include:
         rel = pattern.rstrip("/")
-        if GLOB_CHARS & set(rel):
+        # A name that exists as written wins over reading it as a glob ("Plot[final].png").
+        ok = [rel] if _add(source.root, rel, found, listing.links) else []
+        if not ok and GLOB_CHARS & set(rel):
             matches = sorted(glob.glob(rel, root_dir=source.root, recursive=True))
             ok = [m for m in matches if _add(source.root, m, found, listing.links)]
-        else:
-            ok = [rel] if _add(source.root, rel, found, listing.links) else []
         if not ok:
             listing.missing.append(pattern)
     listing.files = sorted(found)
@@ -96,3 +96,14 @@ def without(listing: Listing, names: list[str]) -> Listing:
         missing=listing.missing,
         links=listing.links - drop,
     )
+
+
+def for_transfer(transfer: Transfer) -> tuple[Listing, list[str]]:
+    """What a transfer sends (and verifies): the source's files, less symlinks when the target
+    is an SMB share written by rsync (a share cannot hold them; following them could leave the
+    dataset). Returns the listing and the skipped links."""
+    listing = list_source(transfer.source)
+    if transfer.on_smb and transfer.tool == "rsync" and listing.links:
+        skipped = sorted(listing.links)
+        return without(listing, skipped), skipped
+    return listing, []

@@ -12,7 +12,7 @@ def human_bytes(n: int) -> str:
         if value < 1000 or unit == "TB":
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1000
-    return f"{n} B"
+    raise AssertionError("unreachable")
 
 
 def exit_status(records: list[dict]) -> int:

@@ -158,7 +158,9 @@ class RsyncTransport:
         return target
 
     def options(self, transfer: Transfer) -> list[str]:
-        opts = ["--recursive", "--times", "--links", "--devices", "--specials"]
+        # --8-bit-output: names in rsync's itemized output as they are (only control characters
+        # stay escaped as \#ooo, which unescape() undoes), so they match the file list.
+        opts = ["--recursive", "--times", "--links", "--devices", "--specials", "--8-bit-output"]
         if transfer.on_smb:
             # SMB keeps no Unix owners or permissions, and times only to 1-2 s.
             opts += ["--modify-window=2"]
@@ -173,7 +175,7 @@ class RsyncTransport:
             if transfer.ssh_key:
                 ssh += ["-i", transfer.ssh_key, "-o", "IdentitiesOnly=yes"]
             if transfer.known_hosts:
-                ssh += ["-o", f"UserKnownHostsFile={transfer.known_hosts}"]
+                ssh += ["-o", f'UserKnownHostsFile="{transfer.known_hosts}"']  # ssh splits it on spaces
             opts += ["--rsh", shlex.join(ssh)]
         return opts
 
@@ -199,8 +201,15 @@ class RsyncTransport:
         return bool(errors) and all(self.VANISHED.match(ln) or self.CHANGED.match(ln) for ln in errors)
 
     def send(
-        self, transfer: Transfer, listing: Listing, log, dry_run: bool = False, version_tag: str | None = None
+        self,
+        transfer: Transfer,
+        listing: Listing,
+        log,
+        dry_run: bool = False,
+        version_tag: str | None = None,
+        force: bool = False,
     ) -> SendResult:
+        """Send the listed files; ``force`` ignores matching size and time (still never older over newer)."""
         target = self.resolve(transfer)
         with file_list(listing.files, "\0") as list_file:
             # --delay-updates: new files wait in .~tmp~ and take their final names together at the end,
@@ -210,6 +219,8 @@ class RsyncTransport:
             if transfer.keep_versions and version_tag:
                 path = target.split(":", 1)[1] if is_ssh_target(target) else target
                 args += ["--backup", f"--backup-dir={versions_folder(path, version_tag)}"]
+            if force:
+                args.append("--ignore-times")
             if dry_run:
                 args.append("--dry-run")
             # Exit 24: some source files vanished while being sent; the rest went through.
@@ -220,12 +231,12 @@ class RsyncTransport:
         for line in result.lines:
             gone, changed = self.VANISHED.match(line), self.CHANGED.match(line)
             if gone or changed:
-                name = gone.group(1) or gone.group(2) if gone else changed.group(1)
+                name = unescape(gone.group(1) or gone.group(2) if gone else changed.group(1))
                 (out.vanished if gone else out.changed).append(name[len(root) :] if name.startswith(root) else name)
                 continue
             match = self.ITEM.match(line)
             if match and match.group(1)[1] in "fL" and match.group(1)[0] in "<>c":
-                out.sent.append(match.group(2))
+                out.sent.append(unescape(match.group(2)))
             elif line.startswith("Total transferred file size:"):
                 out.bytes_sent = int(re.sub(r"[^0-9]", "", line.split(":", 1)[1]) or 0)
         out.files_sent = len(out.sent)
@@ -242,7 +253,7 @@ class RsyncTransport:
         for line in result.lines:
             match = self.LIST.match(line)
             if match and match.group(1)[0] in "-l" and match.group(5) != ".":
-                found[match.group(5)] = int(re.sub(r"[^0-9]", "", match.group(2)))
+                found[unescape(match.group(5))] = int(re.sub(r"[^0-9]", "", match.group(2)))
         return found
 
     def verify(self, transfer: Transfer, listing: Listing, log) -> VerifyResult:
@@ -256,7 +267,7 @@ class RsyncTransport:
         for line in result.lines:
             match = self.ITEM.match(line)
             if match and match.group(1)[0] in "<>c" and match.group(1)[1] in "fL":
-                (out.missing if "+++++++" in match.group(1) else out.differing).append(match.group(2))
+                (out.missing if "+++++++" in match.group(1) else out.differing).append(unescape(match.group(2)))
         out.verified = len(listing.files) - len(out.missing) - len(out.differing)
         return out
 
@@ -268,8 +279,16 @@ class RsyncTransport:
             if list_file:
                 args += ["--from0", f"--files-from={list_file}"]
             result = self._run([*args, "--", source, dest.rstrip("/") + "/"], log, "restore")
-        sent = [m.group(2) for m in map(self.ITEM.match, result.lines) if m and m.group(1)[1] in "fL"]
+        sent = [unescape(m.group(2)) for m in map(self.ITEM.match, result.lines) if m and m.group(1)[1] in "fL"]
         return SendResult(files_sent=len(sent), sent=sent)
+
+
+def unescape(name: str) -> str:
+    """rsync writes unprintable bytes of names as \\#ooo (octal)."""
+    if "\\#" not in name:
+        return name
+    raw = re.sub(rb"\\#([0-7]{3})", lambda m: bytes([int(m.group(1), 8)]), name.encode("utf-8", "surrogateescape"))
+    return raw.decode("utf-8", "surrogateescape")
 
 
 def _json_entries(lines: list[str]):
@@ -362,7 +381,13 @@ class RcloneTransport:
         return result
 
     def send(
-        self, transfer: Transfer, listing: Listing, log, dry_run: bool = False, version_tag: str | None = None
+        self,
+        transfer: Transfer,
+        listing: Listing,
+        log,
+        dry_run: bool = False,
+        version_tag: str | None = None,
+        force: bool = False,
     ) -> SendResult:
         self.check_remote(transfer, log)
         # With --links rclone shows a symlink as NAME.rclonelink, so list it under that name.
@@ -374,6 +399,8 @@ class RcloneTransport:
                     *self.COMMON]  # fmt: skip
             if transfer.keep_versions and version_tag:
                 args.append(f"--backup-dir={versions_folder(transfer.target, version_tag)}")
+            if force:
+                args.append("--ignore-times")
             if dry_run:
                 args.append("--dry-run")
             result = self._run(transfer, [*args, "--", listing.root, transfer.target], log, "send")
@@ -412,7 +439,7 @@ class RcloneTransport:
         self.check_remote(transfer, log)
         names = [f + ".rclonelink" if f in listing.links else f for f in listing.files]
         with file_list(names, "\n") as list_file:
-            args = ["check", "--one-way", f"--files-from-raw={list_file}", "--combined", "-", *self.COMMON]
+            args = ["check", "--one-way", "--links", f"--files-from-raw={list_file}", "--combined", "-", *self.COMMON]
             if not self.has_hashes(transfer, log):
                 args.append("--download")  # no hashes there: compare the bytes themselves
             result = self._run(transfer, [*args, listing.root, transfer.target], log, "verify", ok_codes=(0, 1))
@@ -427,6 +454,9 @@ class RcloneTransport:
                 out.missing.append(name)
         if result.returncode == 1 and out.ok:
             raise TransferError("verify: rclone check failed without naming a file; see backup.log")
+        unseen = len(names) - out.verified - len(out.differing) - len(out.missing)
+        if unseen:
+            raise TransferError(f"verify: rclone checked only {len(names) - unseen} of {len(names)} files")
         return out
 
     def restore(self, transfer: Transfer, dest: str, log, files: list[str] | None = None) -> SendResult:
