@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import archive, logs, plan, records, report, sources, status, summary, transports
+from . import archive, logs, notify, plan, records, report, sources, status, summary, transports
 from .config import ConfigError, load_config
 from .lock import LockBusy, project_lock
 
@@ -322,7 +322,9 @@ def _run(args, cfg: dict, config_files: list[str], transfers: list[plan.Transfer
     log_file = cfg["backups"]["log_file"]
     log = logs.setup(plan.absolute(log_file, str(workdir)), run_id, "cli")
     target = "run" if args.command == "run" else "backup_all"
+    monitor = cfg["backups"]["notify"]
     log.info("started: %s (config %s)", args.command, ", ".join(config_files))
+    notify.ping(monitor["ping_url"], "start", log, monitor["timeout_seconds"])
     print(f"Run {run_id}: {args.command}, config {', '.join(config_files)}")
     if not cfg["backups"]["enabled"]:
         print("backups are disabled (backups.enabled: false): no backup step will transfer anything")
@@ -371,6 +373,13 @@ def _run(args, cfg: dict, config_files: list[str], transfers: list[plan.Transfer
         finished=records.now_iso(), exit_status=exit_code, pipeline=pipeline,
         transfers=[{k: r.get(k) for k in keep if k in r} for r in all_rows],
     )  # fmt: skip
+    title, body = notify.message(run_id, args.command, exit_code, all_rows, pipeline)
+    failed = exit_code == summary.EXIT_FAILED
+    notify.ping(monitor["ping_url"], "fail" if failed else "success", log, monitor["timeout_seconds"], body)
+    told = notify.notify(monitor["on_failure" if failed else "on_success"], title, body, log,
+                         monitor["timeout_seconds"], failed)  # fmt: skip
+    if told:
+        log.info("notified %d services", told)
     log.info("finished with exit status %d", exit_code)
     print(f"\nLog: {log_file}   Run records: .backup/runs/{run_id}/   Exit status: {exit_code}")
     return exit_code
