@@ -15,6 +15,7 @@ if [ "${1:-}" = "--test" ]; then
   [ -x /usr/sbin/sshd ] || packages+=(openssh-server)
   command -v ssh >/dev/null 2>&1 || packages+=(openssh-client)
   command -v chromium >/dev/null 2>&1 || packages+=(chromium)  # renders `make report` in a test
+  command -v tmux >/dev/null 2>&1 || packages+=(tmux)  # a real terminal for the progress test
 fi
 
 [ ${#packages[@]} -eq 0 ] && exit 0

@@ -126,8 +126,9 @@ class ZipWriter:
 
     MAX_PENDING_BYTES = 16 << 20  # raw bytes in flight: the memory bound
 
-    def __init__(self, fh, level: int, pool: ThreadPoolExecutor, in_flight: int):
+    def __init__(self, fh, level: int, pool: ThreadPoolExecutor, in_flight: int, on_bytes=None):
         self.fh, self.level, self.pool, self.in_flight = fh, level, pool, in_flight
+        self.on_bytes, self.done = on_bytes, 0  # progress: raw bytes written so far
         self.entries: list[Entry] = []
         self.pending: deque = deque()  # (entry, future, chunk length, first, last)
         self.pending_bytes = 0
@@ -161,6 +162,9 @@ class ZipWriter:
         entry.size += length
         entry.compressed += len(out)
         self.fh.write(out)
+        self.done += length
+        if self.on_bytes:
+            self.on_bytes(self.done)
         if last:
             if not entry.zip64_local and (entry.size >= ZIP64_LIMIT or entry.compressed >= ZIP64_LIMIT):
                 raise ArchiveError(f"{entry.name} grew past 4 GiB while it was being archived")
@@ -352,8 +356,9 @@ def process_alive(pid: int) -> bool:
 
 
 def create(
-    archive_dir: Path, dataset: str, timestamp: str, root: str, files: list[str], level: int, threads: int
-) -> ArchiveResult:
+    archive_dir: Path, dataset: str, timestamp: str, root: str, files: list[str], level: int, threads: int,
+    on_bytes=None,
+) -> ArchiveResult:  # fmt: skip
     """Write a new archive of ``files`` (relative to ``root``); see the module docstring."""
     archive_dir.mkdir(parents=True, exist_ok=True)
     clear_stale_partials(archive_dir)
@@ -361,7 +366,7 @@ def create(
     tmp = archive_dir / f".{final.name}.{os.getpid()}.partial"
     try:
         with ThreadPoolExecutor(max_workers=threads) as pool, open(tmp, "wb") as fh:
-            writer = ZipWriter(fh, level, pool, in_flight=2 * threads)
+            writer = ZipWriter(fh, level, pool, in_flight=2 * threads, on_bytes=on_bytes)
             for name in files:
                 path = os.path.join(root, name)
                 try:

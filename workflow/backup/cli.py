@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from . import archive, logs, notify, plan, records, report, sources, status, summary, transports
+from . import archive, logs, notify, plan, progress, records, report, sources, status, summary, transports
 from .config import ConfigError, load_config
 from .lock import LockBusy, project_lock
 
@@ -213,6 +214,26 @@ def verify_all(cfg: dict, transfers: list[plan.Transfer], workdir: Path) -> int:
     return summary.exit_status(rows)
 
 
+class StatusLine:
+    """One redrawn line at the bottom of the terminal: the latest progress of each running job."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[str, str] = {}
+        self.width = shutil.get_terminal_size((100, 20)).columns - 1
+
+    def update(self, text: str) -> None:
+        label, _, state = text.partition(": ")
+        self.jobs[label] = state
+        line = " | ".join(f"{k}: {v}" for k, v in self.jobs.items())
+        sys.stdout.write("\r\x1b[K" + line[: self.width])
+        sys.stdout.flush()
+
+    def clear(self) -> None:
+        self.jobs.clear()
+        sys.stdout.write("\r\x1b[K")
+        sys.stdout.flush()
+
+
 def _run_snakemake(
     workdir: Path, config_files: list[str], target: str, run_id: str, only: str | None, cores: int
 ) -> tuple[int, list[str]]:
@@ -228,9 +249,11 @@ def _run_snakemake(
         "--config", f"run_id={run_id}", *([f"only={only}"] if only else []),
         "--", target,
     ]  # fmt: skip
+    tty = sys.stdout.isatty()
     env = {
         **os.environ,
         "BACKUP_CLI": "1",
+        "BACKUP_PROGRESS": "1" if tty else "0",
         "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]),
     }
     log_path = records.run_dir(run_id, workdir) / "snakemake.log"
@@ -241,11 +264,20 @@ def _run_snakemake(
             cmd, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace"
         )
         assert proc.stdout is not None
+        live = StatusLine() if tty else None
         for line in proc.stdout:
+            if line.startswith(progress.PREFIX):
+                if live:
+                    live.update(line[len(progress.PREFIX) :].rstrip("\n"))
+                continue  # progress is for the eyes only: not in logs
             log_fh.write(line)
             lines.append(line.rstrip("\n"))
             if line.startswith("backup: "):
+                if live:
+                    live.clear()
                 print("  " + line[len("backup: ") :], end="", flush=True)
+        if live:
+            live.clear()
         returncode = proc.wait()
     return returncode, lines
 

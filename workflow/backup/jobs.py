@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import archive, logs, plan, records, runner, sources, summary, transports
+from . import archive, logs, plan, progress, records, runner, sources, summary, transports
 from .config import ConfigError, load_config
 
 
@@ -101,7 +101,9 @@ def sync(args: argparse.Namespace) -> int:
             )
             transport = transports.for_transfer(transfer)
             tag = args.run_id if args.stage == "manual" else f"{args.run_id}-{args.stage}"
-            result = transport.send(transfer, listing, log, version_tag=tag)
+            label = f"{args.stage} {args.dest}/{args.dataset}"
+            reporter = progress.Reporter(label, len(listing.files), listing.total_bytes) if progress.wanted() else None
+            result = transport.send(transfer, listing, log, version_tag=tag, progress=reporter)
             record.update(files_sent=result.files_sent, bytes_sent=result.bytes_sent)
             if result.vanished:
                 log.warning("vanished from the source while being sent: %s", ", ".join(result.vanished))
@@ -181,9 +183,16 @@ def make_archive(args: argparse.Namespace) -> int:
             )
         else:
             level = cfg["backups"]["compression"]["level"]
-            made = archive.create(
-                folder, args.dataset, records.archive_timestamp(args.run_id), source.root, listing.files, level, threads
+            reporter = (
+                progress.Reporter(f"{args.stage} archive {args.dataset}", len(listing.files), listing.total_bytes)
+                if progress.wanted()
+                else None
             )
+            stamp = records.archive_timestamp(args.run_id)
+            made = archive.create(
+                folder, args.dataset, stamp, source.root, listing.files, level, threads,
+                on_bytes=reporter.archived if reporter else None,
+            )  # fmt: skip
             record.update(
                 archive=str(made.path),
                 created=True,

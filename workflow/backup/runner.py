@@ -82,12 +82,16 @@ def run(
     render=None,
     stdin_text: str | None = None,
     log_output: bool = True,
+    progress=None,
 ) -> Result:
     """Run a command, log it and each output line (masked), return code and lines.
 
     ``render`` turns a raw output line into the text logged for it (for JSON logs).
     ``stdin_text`` is sent to the command's input (small data only, such as a password:
     never on the command line, where other users could see it).
+    ``progress`` is a callable taking an output line and returning True when the line was a
+    progress report it consumed (those are neither logged nor kept); lines are then also split
+    at carriage returns, which is how rsync redraws its progress line.
     """
     secrets = list(secrets) + secret_env_values(env)
     shown = mask(args if isinstance(args, str) else shlex.join(mask_args(list(args), secrets)), secrets)
@@ -113,8 +117,10 @@ def run(
         proc.stdin.close()
     lines = []
     assert proc.stdout is not None
-    for raw in proc.stdout:
+    for raw in _split(proc.stdout, progress is not None):
         line = mask(raw.decode("utf-8", errors="replace").rstrip("\n"), secrets)
+        if progress is not None and progress(line):
+            continue
         lines.append(line)
         shown_line = render(line) if render else line
         if shown_line and log_output:
@@ -122,3 +128,18 @@ def run(
     returncode = proc.wait()
     log.info("exit status %d", returncode)
     return Result(returncode, lines)
+
+
+def _split(stream, at_carriage_returns: bool):
+    """Output lines; with ``at_carriage_returns`` also the pieces between \\r (progress redraws)."""
+    if not at_carriage_returns:
+        yield from stream
+        return
+    pending = b""
+    while chunk := stream.read1(65536):
+        pending += chunk
+        parts = re.split(rb"[\r\n]", pending)
+        pending = parts.pop()
+        yield from (p for p in parts if p.strip())
+    if pending.strip():
+        yield pending

@@ -179,8 +179,10 @@ class RsyncTransport:
             opts += ["--rsh", shlex.join(ssh)]
         return opts
 
-    def _run(self, args: list[str], log, what: str, missing_ok: bool = False, ok_codes=(0,)) -> runner.Result:
-        result = runner.run([find_tool("rsync"), *args], log)
+    def _run(
+        self, args: list[str], log, what: str, missing_ok: bool = False, ok_codes=(0,), progress=None
+    ) -> runner.Result:
+        result = runner.run([find_tool("rsync"), *args], log, progress=progress)
         if missing_ok and result.returncode == 23 and "No such file or directory (2)" in result.output:
             return runner.Result(0, [])  # the target folder does not exist yet: it is empty
         if result.returncode == 23 and 24 in ok_codes and self._only_vanished(result.lines):
@@ -208,8 +210,12 @@ class RsyncTransport:
         dry_run: bool = False,
         version_tag: str | None = None,
         force: bool = False,
+        progress=None,
     ) -> SendResult:
-        """Send the listed files; ``force`` ignores matching size and time (still never older over newer)."""
+        """Send the listed files; ``force`` ignores matching size and time (still never older over newer).
+
+        ``progress``: a progress.Reporter, fed rsync's --info=progress2 lines.
+        """
         target = self.resolve(transfer)
         with file_list(listing.files, "\0") as list_file:
             # --delay-updates: new files wait in .~tmp~ and take their final names together at the end,
@@ -223,9 +229,11 @@ class RsyncTransport:
                 args.append("--ignore-times")
             if dry_run:
                 args.append("--dry-run")
+            if progress and not dry_run:
+                args.append("--info=progress2")
             # Exit 24: some source files vanished while being sent; the rest went through.
             result = self._run([*args, "--", listing.root.rstrip("/") + "/", target.rstrip("/") + "/"], log, "send",
-                               ok_codes=(0, 24))  # fmt: skip
+                               ok_codes=(0, 24), progress=progress.rsync if progress else None)  # fmt: skip
         out = SendResult()
         root = listing.root.rstrip("/") + "/"
         for line in result.lines:
@@ -365,9 +373,9 @@ class RcloneTransport:
                 f"rclone remote '{remote}' is not configured in {where}; create it with 'rclone config' (see README)"
             )
 
-    def _run(self, transfer: Transfer, args: list[str], log, what: str, ok_codes=(0,)) -> runner.Result:
+    def _run(self, transfer: Transfer, args: list[str], log, what: str, ok_codes=(0,), progress=None) -> runner.Result:
         env = self.env(transfer, log)
-        result = runner.run(self.base_args(transfer) + args, log, env=env, render=_render_rclone)
+        result = runner.run(self.base_args(transfer) + args, log, env=env, render=_render_rclone, progress=progress)
         if result.returncode not in ok_codes:
             errors = [
                 f"{e.get('object', '')}: {e.get('msg', '')}".strip(": ")
@@ -388,6 +396,7 @@ class RcloneTransport:
         dry_run: bool = False,
         version_tag: str | None = None,
         force: bool = False,
+        progress=None,
     ) -> SendResult:
         self.check_remote(transfer, log)
         # With --links rclone shows a symlink as NAME.rclonelink, so list it under that name.
@@ -403,7 +412,10 @@ class RcloneTransport:
                 args.append("--ignore-times")
             if dry_run:
                 args.append("--dry-run")
-            result = self._run(transfer, [*args, "--", listing.root, transfer.target], log, "send")
+            if progress and not dry_run:
+                args.append("--stats=1s")
+            result = self._run(transfer, [*args, "--", listing.root, transfer.target], log, "send",
+                               progress=progress.rclone if progress else None)  # fmt: skip
         out = SendResult()
         for entry in _json_entries(result.lines):
             if str(entry.get("msg", "")).startswith(("Copied", "Skipped copy as --dry-run")):
