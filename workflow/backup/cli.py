@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from . import archive, logs, notify, plan, progress, records, report, sources, status, summary, transports
+from . import restore as restore_mod
 from .config import ConfigError, load_config
 from .lock import LockBusy, project_lock
 
@@ -24,6 +25,8 @@ EPILOG = """\
 commands:
   backup    back up every enabled destination now (the default)
   run       backup (pre) -> analysis pipeline (pipeline.command) -> backup (post)
+  restore   bring a dataset back from a destination, as it was after a run:
+            restore --from box --dataset CSVs --to DIR [--run RUN_ID | --at "2026-11-20 14:00"]
 
 exit status:
   0  every enabled destination succeeded
@@ -44,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG.format(project=PROJECT_DIR),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("command", nargs="?", choices=["backup", "run"], default="backup", help="default: backup")
+    parser.add_argument(
+        "command", nargs="?", choices=["backup", "run", "restore"], default="backup", help="default: backup"
+    )
     parser.add_argument(
         "--config",
         action="append",
@@ -79,6 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="write a self-contained HTML page of the last runs (per destination and dataset) to FILE",
     )
     parser.add_argument("--cores", type=int, default=2, help="parallel jobs (default 2)")
+    rest = parser.add_argument_group("restore (python scripts/backup_system.py restore ...)")
+    rest.add_argument("--from", dest="source", choices=plan.DESTINATIONS, help="the destination to restore from")
+    rest.add_argument("--dataset", help="CSVs, Results, ...")
+    rest.add_argument("--to", metavar="DIR", help="an empty or new folder to restore into")
+    when = rest.add_mutually_exclusive_group()
+    when.add_argument("--run", metavar="RUN_ID", help="the state after this run (default: the latest)")
+    when.add_argument("--at", metavar="'YYYY-MM-DD HH:MM'", help="the state of the last backup before this time")
+    rest.add_argument("--force", action="store_true", help="allow a non-empty folder or the live sources")
     parser.add_argument(
         "--workdir",
         metavar="DIR",
@@ -171,6 +184,33 @@ def check_remotes(transfers: list[plan.Transfer], source: str) -> None:
         except transports.TransferError as exc:
             key = "remote" if t.destination == "box" else "rclone_remote"
             raise ConfigError(f"{source}: backups.destinations.{t.destination}.{key}: {exc}") from None
+
+
+def _restore(args, cfg: dict, workdir: Path) -> int:
+    if not (args.source and args.dataset and args.to):
+        print("error: restore needs --from, --dataset and --to", file=sys.stderr)
+        return summary.EXIT_USAGE
+    log = logs.setup(None if args.dry_run else plan.absolute(cfg["backups"]["log_file"], str(workdir)),
+                     records.new_run_id(), f"restore {args.source}/{args.dataset}")  # fmt: skip
+    to = Path(args.to).resolve()
+    try:
+        matched, expected, label = restore_mod.restore(
+            cfg, workdir, args.source, args.dataset, to, log, run_id=args.run, at=args.at,
+            dry_run=args.dry_run, force=args.force,
+        )  # fmt: skip
+    except (restore_mod.RestoreError, KeyError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return summary.EXIT_USAGE
+    except (transports.TransferError, archive.ArchiveError) as exc:
+        print(f"error: restore failed: {exc}", file=sys.stderr)
+        return summary.EXIT_FAILED
+    if args.dry_run:
+        print(f"Dry run: {expected} files of {args.dataset} from {args.source}, {label}; nothing written")
+        return summary.EXIT_OK
+    print(f"Restored {args.dataset} from {args.source}, {label}, into {to}: "
+          f"{matched} of {expected} files match that run's manifest")  # fmt: skip
+    log.info("restored into %s: %d of %d files match (%s)", to, matched, expected, label)
+    return summary.EXIT_OK if matched == expected else summary.EXIT_FAILED
 
 
 def check_pipeline(cfg: dict, workdir: Path, source: str) -> None:
@@ -316,6 +356,8 @@ def main(argv: list[str] | None = None) -> int:
             return summary.EXIT_USAGE
         print(f"wrote {args.report}")
         return summary.EXIT_OK
+    if args.command == "restore":
+        return _restore(args, cfg, workdir)
     if args.status:
         text, worst = status.report(
             status.load_runs(workdir), plan.enabled_destinations(cfg["backups"], [args.only] if args.only else None),

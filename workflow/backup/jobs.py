@@ -128,6 +128,9 @@ def sync(args: argparse.Namespace) -> int:
             if not check.ok:
                 raise transports.TransferError(check.problem())
             log.info("verified %d files at %s", check.verified, transfer.target)
+            if transfer.mode == "direct":  # what this run holds at the destination, for restores
+                manifest = records.manifest_path(args.run_id, args.stage, args.dest, args.dataset)
+                records.write_manifest(manifest, listing.root, listing.files)
         if record["missing"] or record.get("vanished") or record.get("skipped_links"):
             record["status"] = "warning"
 
@@ -319,6 +322,24 @@ def report(args: argparse.Namespace) -> int:
     return 0
 
 
+def restore_job(args: argparse.Namespace) -> int:
+    """`snakemake restore --config restore_from=... restore_dataset=... restore_to=...`."""
+    from . import restore as restore_mod
+
+    cfg = load_config(args.config)
+    log = logs.setup(cfg["backups"]["log_file"], args.run_id, f"restore {args.source}/{args.dataset}", args.log)
+    try:
+        matched, expected, label = restore_mod.restore(
+            cfg, Path.cwd(), args.source, args.dataset, Path(args.to).resolve(), log, run_id=args.run, at=args.at
+        )
+    except (restore_mod.RestoreError, transports.TransferError, archive.ArchiveError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"Restored {args.dataset} from {args.source}, {label}, into {args.to}: "
+          f"{matched} of {expected} files match that run's manifest")  # fmt: skip
+    return 0 if matched == expected else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m backup", description="Jobs of the backup workflow.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -338,6 +359,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--marker", required=True)
     p.set_defaults(func=make_archive)
+    p = sub.add_parser("restore", parents=[common])
+    p.add_argument("--from", dest="source", required=True, choices=plan.DESTINATIONS)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--to", required=True)
+    p.add_argument("--run")
+    p.add_argument("--at")
+    p.set_defaults(func=restore_job)
     p = sub.add_parser("gate", parents=[common])
     p.add_argument("--marker", required=True)
     p.set_defaults(func=gate)

@@ -7,6 +7,7 @@ contacts every enabled destination, and earlier runs stay on disk as history.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import secrets
@@ -42,6 +43,33 @@ def archive_marker(run_id: str, stage: str, dataset: str) -> str:
 def archive_timestamp(run_id: str) -> str:
     """TIMESTAMP of CSVs_archive_TIMESTAMP.zip: the run's start, the same for every archive of the run."""
     return run_id[:15].replace("-", "_")
+
+
+def manifest_path(run_id: str, stage: str, destination: str, dataset: str) -> str:
+    """What a transfer sent: every file of the dataset with size and time (gzip'd JSON)."""
+    return f"{STATE_DIR}/runs/{run_id}/{stage}/{destination}/{dataset}.files.json.gz"
+
+
+def write_manifest(path: str | Path, root: str, files: list[str]) -> None:
+    """Sizes and modification times of ``files`` under ``root`` (both tools keep times)."""
+    entries = {}
+    for name in files:
+        st = os.lstat(os.path.join(root, name))
+        entries[name] = [st.st_size, st.st_mtime_ns]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with gzip.open(tmp, "wt", encoding="utf-8") as fh:
+        json.dump(entries, fh)
+    os.replace(tmp, path)
+
+
+def read_manifest(path: str | Path) -> dict[str, list[int]] | None:
+    try:
+        with gzip.open(path, "rt", encoding="utf-8") as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return None
 
 
 def gate_marker(run_id: str) -> str:

@@ -71,3 +71,19 @@ def sync_inputs(wildcards):
             records.archive_marker(RUN_ID, wildcards.stage, wildcards.dataset)
         )
     return inputs
+
+
+def restore_args(wildcards):
+    """The restore target's options, from --config restore_from=... restore_dataset=... restore_to=..."""
+    wanted = {"from": "restore_from", "dataset": "restore_dataset", "to": "restore_to"}
+    missing = [key for key in wanted.values() if not config.get(key)]
+    if missing:
+        raise WorkflowError(
+            "snakemake restore needs --config restore_from=smb|box|secured restore_dataset=NAME "
+            "restore_to=DIR [restore_run=RUN_ID | restore_at='YYYY-MM-DD HH:MM']"
+        )
+    args = [f"--{flag} {shlex.quote(str(config[key]))}" for flag, key in wanted.items()]
+    for flag in ("run", "at"):
+        if config.get(f"restore_{flag}"):
+            args.append(f"--{flag} {shlex.quote(str(config[f'restore_{flag}']))}")
+    return " ".join(args)

@@ -43,3 +43,16 @@ for _dest in backup_plan.DESTINATIONS:
         shell:
             "{params.job} report {params.config} --run-id {params.run_id} --stage manual"
             " --dest {params.dest} --log {log:q}"
+
+
+rule restore:
+    log:
+        f"logs/{RUN_ID}/restore.log",
+    localrule: True
+    conda:
+        BACKUP_ENV
+    params:
+        **JOB_PARAMS,
+        options=restore_args,
+    shell:
+        "{params.job} restore {params.config} --run-id {params.run_id} {params.options} --log {log:q}"
