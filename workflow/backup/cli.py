@@ -417,8 +417,8 @@ def _run(args, cfg: dict, config_files: list[str], transfers: list[plan.Transfer
     all_rows: list[dict] = []
     pipeline = None
     for stage in stages:
-        if stage == "post" and not (records.run_dir(run_id, workdir) / "pipeline.json").exists():
-            error = records.read_json(records.run_dir(run_id, workdir) / "pipeline-error.json")
+        if stage == "post" and not (workdir / records.pipeline_marker(run_id)).exists():
+            error = records.read_json(workdir / records.pipeline_error(run_id))
             reason = error["error"] if error else f"see .backup/runs/{run_id}/snakemake.log"
             label = "NOT RUN" if error and error.get("status") == "not run" else "FAILED"
             pipeline = {"status": label.lower(), "error": reason}

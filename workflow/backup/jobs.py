@@ -231,7 +231,7 @@ def gate(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     log = logs.setup(cfg["backups"]["log_file"], args.run_id, "pipeline", job_log=args.log)
     failed = [r for r in records.stage_records(args.run_id, "pre") if r.get("status") == "failed"]
-    error_file = records.run_dir(args.run_id) / "pipeline-error.json"
+    error_file = records.pipeline_error(args.run_id)
     if failed and cfg["pipeline"]["require_pre_backup"]:
         names = ", ".join(f"{r['destination']}/{r['dataset']}" for r in failed)
         message = (
@@ -252,7 +252,7 @@ def pipeline(args: argparse.Namespace) -> int:
     """Run the analysis command (the gate has passed); for a module pipeline, record that it finished."""
     cfg = load_config(args.config)
     log = logs.setup(cfg["backups"]["log_file"], args.run_id, "pipeline", job_log=args.log)
-    error_file = records.run_dir(args.run_id) / "pipeline-error.json"
+    error_file = records.pipeline_error(args.run_id)
     if cfg["pipeline"].get("snakefile"):
         records.write_json(
             args.marker, records.base_record(args.run_id, status="ok", snakefile=cfg["pipeline"]["snakefile"])

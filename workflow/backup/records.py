@@ -77,6 +77,11 @@ def gate_marker(run_id: str) -> str:
     return f"{STATE_DIR}/runs/{run_id}/pre-gate.json"
 
 
+def pipeline_error(run_id: str) -> str:
+    """Why the pipeline did not run or failed (not a Snakemake output: it survives the failure)."""
+    return f"{STATE_DIR}/runs/{run_id}/pipeline-error.json"
+
+
 def pipeline_marker(run_id: str) -> str:
     return f"{STATE_DIR}/runs/{run_id}/pipeline.json"
 

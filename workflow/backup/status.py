@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 
 from . import records
-from .summary import ORDER
+from .summary import ORDER, columns
 
 RECORD = "run.json"
 
@@ -88,7 +88,4 @@ def report(
                 newer_failure,
             )
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    lines = ["  ".join(c.ljust(widths[i]) for i, c in enumerate(r[:4])) + "  " + r[4] for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths) + "  ----")
-    return "\n".join(line.rstrip() for line in lines), worst
+    return columns(rows), worst

@@ -49,10 +49,16 @@ def table(records: list[dict], title: str = "", verify: bool = False) -> str:
                 note,
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(6)]
-    lines = [title] if title else []
+    return ((title + "\n") if title else "") + columns(rows)
+
+
+def columns(rows: list[tuple[str, ...]]) -> str:
+    """A plain text table: a header row, a rule, aligned columns; the last column runs free."""
+    fixed = len(rows[0]) - 1
+    widths = [max(len(row[i]) for row in rows) for i in range(fixed)]
+    lines = []
     for i, row in enumerate(rows):
-        lines.append("  ".join(cell.ljust(widths[j]) for j, cell in enumerate(row[:6])) + "  " + row[6])
+        lines.append("  ".join(cell.ljust(widths[j]) for j, cell in enumerate(row[:fixed])) + "  " + row[fixed])
         if i == 0:
             lines.append("  ".join("-" * w for w in widths) + "  " + "-" * 4)
     return "\n".join(line.rstrip() for line in lines)
