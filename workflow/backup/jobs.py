@@ -164,8 +164,7 @@ def make_archive(args: argparse.Namespace) -> int:
         nonlocal log
         cfg = load_config(args.config)
         log = logs.setup(cfg["backups"]["log_file"], args.run_id, f"{args.stage} archive {args.dataset}", args.log)
-        spec = cfg["backups"]["sources"][args.dataset]
-        source = plan.Source(args.dataset, plan.absolute(spec["root"], os.getcwd()), tuple(spec["include"]))
+        source = plan.source_of(cfg, args.dataset, os.getcwd())
         listing = sources.list_source(source)
         record["missing"] = listing.missing
         for pattern in listing.missing:

@@ -27,10 +27,6 @@ class SmbUrl:
     share: str
     path: str  # inside the share, without leading slash
 
-    @property
-    def display(self) -> str:
-        return f"smb://{self.host}/{self.share}" + (f"/{self.path}" if self.path else "")
-
 
 @dataclass(frozen=True)
 class Mount:

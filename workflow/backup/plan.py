@@ -113,6 +113,12 @@ def enabled_destinations(backups: dict, only: list[str] | None = None) -> list[s
     ]
 
 
+def source_of(cfg: dict, dataset: str, project_dir: str) -> Source:
+    """A dataset of backups.sources, with its root made absolute."""
+    spec = cfg["backups"]["sources"][dataset]
+    return Source(dataset, absolute(spec["root"], project_dir), tuple(spec["include"]))
+
+
 def plan(cfg: dict, project_dir: str, only: list[str] | None = None) -> list[Transfer]:
     """All transfers of a run, one per (enabled destination, dataset)."""
     backups = cfg["backups"]
@@ -120,8 +126,7 @@ def plan(cfg: dict, project_dir: str, only: list[str] | None = None) -> list[Tra
     for destination in enabled_destinations(backups, only):
         dest = backups["destinations"][destination]
         for dataset in dest["datasets"]:
-            spec = backups["sources"][dataset]
-            source = Source(dataset, absolute(spec["root"], project_dir), tuple(spec["include"]))
+            source = source_of(cfg, dataset, project_dir)
             rclone_config = dest.get("rclone_config")
             tool = "rclone" if destination == "box" or dest.get("transport") == "rclone" else "rsync"
             transfers.append(

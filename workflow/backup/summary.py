@@ -7,12 +7,11 @@ ORDER = {"smb": 0, "box": 1, "secured": 2}
 
 
 def human_bytes(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if value < 1000 or unit == "TB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    raise AssertionError("unreachable")
+    units = ("B", "KB", "MB", "GB", "TB")
+    value, i = float(n), 0
+    while value >= 1000 and i < len(units) - 1:
+        value, i = value / 1000, i + 1
+    return f"{int(n)} B" if i == 0 else f"{value:.1f} {units[i]}"
 
 
 def exit_status(records: list[dict]) -> int:
