@@ -279,7 +279,7 @@ def _run_snakemake(
 ) -> tuple[int, list[str]]:
     """Run the workflow; stream job lines to the terminal, everything to a log file."""
     cmd = [
-        sys.executable, "-m", "snakemake",
+        sys.executable, "-m", "backup.engine",  # snakemake's command line (see engine.py)
         "--snakefile", str(PROJECT_DIR / "Snakefile"),
         "--directory", str(workdir),
         "--cores", str(cores),
@@ -295,6 +295,7 @@ def _run_snakemake(
         "BACKUP_CLI": "1",
         "BACKUP_PROGRESS": "1" if tty else "0",
         "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_DIR / "workflow"), os.environ.get("PYTHONPATH")])),
     }
     log_path = records.run_dir(run_id, workdir) / "snakemake.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)

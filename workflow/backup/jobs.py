@@ -109,28 +109,45 @@ def sync(args: argparse.Namespace) -> int:
                 log.warning("vanished from the source while being sent: %s", ", ".join(result.vanished))
                 record["vanished"] = result.vanished
                 listing = sources.without(listing, result.vanished)
-            if result.changed:
-                log.warning("changed while being sent, sending again: %s", ", ".join(result.changed))
-                again = sources.without(listing, [f for f in listing.files if f not in result.changed])
-                transport.send(transfer, again, log, version_tag=f"{tag}-retry1", force=True)
+            # A file written to while it was read may have reached the destination as a mix of old and
+            # new: send those once more (own version folder) and compare them by content afterwards.
+            changed = sorted(set(result.changed) | set(sources.changed_since_listed(listing, result.sent)))
+            if changed:
+                log.warning("changed while being sent, sending again: %s", ", ".join(changed))
+                listing = sources.relisted(listing, changed)
+                gone = [name for name in changed if name not in listing.sizes]
+                if gone:
+                    record["vanished"] = sorted(set(record.get("vanished", [])) | set(gone))
+                    changed = [name for name in changed if name in listing.sizes]
+                transport.send(transfer, sources.subset(listing, changed), log, version_tag=f"{tag}-retry1", force=True)
+            content = cfg["backups"]["verify"] == "content"
             # Success means verified: every file the source holds is at the destination, same bytes.
-            check = transport.verify(transfer, listing, log)
+            check = (
+                transport.verify(transfer, listing, log)
+                if content
+                else transport.confirm(transfer, listing, result, log, recheck=changed)
+            )
             if check.differing:
-                # Most likely written to while being sent: send those once more (their own version
-                # folder, so the first attempt never replaces the true previous version), check again.
-                log.warning("differ after sending (changed while being sent?), sending again: %s",
-                            ", ".join(check.differing))  # fmt: skip
-                again = sources.without(listing, [f for f in listing.files if f not in check.differing])
-                # force: a damaged copy may have the source's size and time, which --update would trust.
-                transport.send(transfer, again, log, version_tag=f"{tag}-retry2", force=True)
-                check = transport.verify(transfer, listing, log)
+                # Newer at the destination (left alone), or damaged: sent once more (own version folder;
+                # force: a damaged copy may have the source's size and time, which --update would trust).
+                log.warning("differ after sending, sending again: %s", ", ".join(check.differing))
+                again = transport.send(transfer, sources.subset(listing, check.differing), log,
+                                       version_tag=f"{tag}-retry2", force=True)  # fmt: skip
+                check = (
+                    transport.verify(transfer, listing, log)
+                    if content
+                    else transport.confirm(
+                        transfer, listing, again, log, recheck=sorted(set(changed) | set(check.differing))
+                    )
+                )
             record["files_verified"] = check.verified
             if not check.ok:
                 raise transports.TransferError(check.problem())
-            log.info("verified %d files at %s", check.verified, transfer.target)
+            log.info("verified %d files at %s (%s)", check.verified, transfer.target,
+                     "content" if content else "checksums of what was sent, size and time of the rest")  # fmt: skip
             if transfer.mode == "direct":  # what this run holds at the destination, for restores
                 manifest = records.manifest_path(args.run_id, args.stage, args.dest, args.dataset)
-                records.write_manifest(manifest, listing.root, listing.files)
+                records.write_manifest(manifest, listing)
         if record["missing"] or record.get("vanished") or record.get("skipped_links"):
             record["status"] = "warning"
 

@@ -50,17 +50,14 @@ def manifest_path(run_id: str, stage: str, destination: str, dataset: str) -> st
     return f"{STATE_DIR}/runs/{run_id}/{stage}/{destination}/{dataset}.files.json.gz"
 
 
-def write_manifest(path: str | Path, root: str, files: list[str]) -> None:
-    """Sizes and modification times of ``files`` under ``root`` (both tools keep times)."""
-    entries = {}
-    for name in files:
-        st = os.lstat(os.path.join(root, name))
-        entries[name] = [st.st_size, st.st_mtime_ns]
+def write_manifest(path: str | Path, listing) -> None:
+    """Size and modification time of every file of a listing, as it was sent (both tools keep times)."""
+    entries = {name: [listing.sizes[name], listing.mtimes[name]] for name in listing.files}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with gzip.open(tmp, "wt", encoding="utf-8") as fh:
-        json.dump(entries, fh)
+    with gzip.open(tmp, "wt", encoding="utf-8", compresslevel=6) as fh:
+        json.dump(entries, fh, separators=(",", ":"))
     os.replace(tmp, path)
 
 

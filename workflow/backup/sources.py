@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import os
+import stat
 from dataclasses import dataclass, field
 
 from .plan import Source, Transfer
@@ -22,6 +23,7 @@ class Listing:
     root: str
     files: list[str] = field(default_factory=list)  # relative POSIX paths, sorted
     sizes: dict[str, int] = field(default_factory=dict)
+    mtimes: dict[str, int] = field(default_factory=dict)  # st_mtime_ns as listed, to see later changes
     missing: list[str] = field(default_factory=list)  # include patterns that matched nothing
     links: set[str] = field(default_factory=set)  # entries that are symlinks
 
@@ -30,7 +32,7 @@ class Listing:
         return sum(self.sizes.values())
 
 
-def _walk(root: str, rel_dir: str, out: dict[str, int], links: set[str]) -> None:
+def _walk(root: str, rel_dir: str, out: dict[str, os.stat_result], links: set[str]) -> None:
     stack = [rel_dir]
     while stack:
         rel = stack.pop()
@@ -40,19 +42,23 @@ def _walk(root: str, rel_dir: str, out: dict[str, int], links: set[str]) -> None
                 if entry.is_dir(follow_symlinks=False):
                     stack.append(rel_path)
                 else:
-                    out[rel_path] = entry.stat(follow_symlinks=False).st_size
+                    out[rel_path] = entry.stat(follow_symlinks=False)
                     if entry.is_symlink():
                         links.add(rel_path)
 
 
-def _add(root: str, rel: str, out: dict[str, int], links: set[str]) -> bool:
+def _add(root: str, rel: str, out: dict[str, os.stat_result], links: set[str]) -> bool:
     path = os.path.join(root, rel)
-    if os.path.islink(path) or os.path.isfile(path):
-        out[rel] = os.lstat(path).st_size
-        if os.path.islink(path):
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    if stat.S_ISLNK(st.st_mode) or stat.S_ISREG(st.st_mode):
+        out[rel] = st
+        if stat.S_ISLNK(st.st_mode):
             links.add(rel)
         return True
-    if os.path.isdir(path):
+    if stat.S_ISDIR(st.st_mode):
         _walk(root, rel, out, links)
         return True
     return False
@@ -61,7 +67,7 @@ def _add(root: str, rel: str, out: dict[str, int], links: set[str]) -> bool:
 def list_source(source: Source) -> Listing:
     """Expand the include patterns of ``source``; patterns that match nothing go to ``missing``."""
     listing = Listing(root=source.root)
-    found: dict[str, int] = {}
+    found: dict[str, os.stat_result] = {}
     if not os.path.isdir(source.root):
         listing.missing = list(source.include)
         return listing
@@ -75,14 +81,46 @@ def list_source(source: Source) -> Listing:
         if not ok:
             listing.missing.append(pattern)
     listing.files = sorted(found)
-    listing.sizes = found
+    listing.sizes = {name: st.st_size for name, st in found.items()}
+    listing.mtimes = {name: st.st_mtime_ns for name, st in found.items()}
     return listing
+
+
+def changed_since_listed(listing: Listing, names: list[str]) -> list[str]:
+    """Those of ``names`` whose size or time is no longer what the listing saw (or that are gone)."""
+    changed = []
+    for name in names:
+        try:
+            st = os.lstat(os.path.join(listing.root, name))
+        except FileNotFoundError:
+            changed.append(name)
+            continue
+        if st.st_size != listing.sizes.get(name) or st.st_mtime_ns != listing.mtimes.get(name):
+            changed.append(name)
+    return changed
+
+
+def relisted(listing: Listing, names: list[str]) -> Listing:
+    """The listing with the current size and time of ``names``; those that are gone are left out."""
+    sizes, mtimes, gone = dict(listing.sizes), dict(listing.mtimes), []
+    for name in names:
+        try:
+            st = os.lstat(os.path.join(listing.root, name))
+        except FileNotFoundError:
+            gone.append(name)
+            continue
+        sizes[name], mtimes[name] = st.st_size, st.st_mtime_ns
+    fresh = without(listing, gone)
+    fresh.sizes.update({n: sizes[n] for n in fresh.files if n in names})
+    fresh.mtimes.update({n: mtimes[n] for n in fresh.files if n in names})
+    return fresh
 
 
 def single_file(path: str | os.PathLike) -> Listing:
     """A listing of one file (an archive) in its folder, as transports send it."""
-    name = os.path.basename(path)
-    return Listing(root=os.path.dirname(os.fspath(path)), files=[name], sizes={name: os.path.getsize(path)})
+    name, st = os.path.basename(path), os.stat(path)
+    return Listing(root=os.path.dirname(os.fspath(path)), files=[name], sizes={name: st.st_size},
+                   mtimes={name: st.st_mtime_ns})  # fmt: skip
 
 
 def without(listing: Listing, names: list[str]) -> Listing:
@@ -93,9 +131,16 @@ def without(listing: Listing, names: list[str]) -> Listing:
         root=listing.root,
         files=files,
         sizes={f: listing.sizes[f] for f in files},
+        mtimes={f: listing.mtimes[f] for f in files if f in listing.mtimes},
         missing=listing.missing,
         links=listing.links - drop,
     )
+
+
+def subset(listing: Listing, names) -> Listing:
+    """The same listing with only ``names`` (files to check or send again)."""
+    keep = set(names)
+    return without(listing, [f for f in listing.files if f not in keep])
 
 
 def for_transfer(transfer: Transfer) -> tuple[Listing, list[str]]:

@@ -9,6 +9,7 @@ Both only ever add or update files: no ``--delete``, no ``rclone sync``.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -18,11 +19,12 @@ import sys
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from . import mounts, runner
 from .plan import Transfer, is_ssh_target, versions_folder
-from .sources import Listing
+from .sources import Listing, subset
 
 RSYNC_EXIT = {
     1: "rsync usage error",
@@ -69,6 +71,21 @@ DIAGNOSES = [
 ]  # fmt: skip
 
 
+# Times within this of each other are the same (Box and SMB keep seconds, FAT two).
+MTIME_SLACK_NS = 2_000_000_000
+
+
+def _ns(stamp: str) -> int:
+    """Nanoseconds since the epoch of an RFC 3339 time as rclone prints it (any fraction length)."""
+    main, _, rest = stamp.partition(".")
+    digits = "".join(itertools.takewhile(str.isdigit, rest))
+    zone = rest[len(digits) :] if rest else ""
+    if not rest:
+        main, zone = stamp[:19], stamp[19:]
+    when = datetime.fromisoformat(main + (zone.replace("Z", "+00:00") or "+00:00"))
+    return int(when.timestamp()) * 1_000_000_000 + int((digits + "000000000")[:9])
+
+
 class TransferError(Exception):
     """A transfer that failed; the message is one line for the summary."""
 
@@ -80,6 +97,7 @@ class SendResult:
     sent: list[str] = field(default_factory=list)  # names as the tool reported them
     vanished: list[str] = field(default_factory=list)  # source files that disappeared while being sent
     changed: list[str] = field(default_factory=list)  # source files rewritten while being read
+    newer: list[str] = field(default_factory=list)  # newer at the destination: left alone (--update)
 
 
 @dataclass
@@ -220,8 +238,9 @@ class RsyncTransport:
         with file_list(listing.files, "\0") as list_file:
             # --delay-updates: new files wait in .~tmp~ and take their final names together at the end,
             # so a killed transfer never leaves a partial file under a final name.
+            # --info=skip1: rsync names each file it leaves alone because the destination's is newer.
             args = [*self.options(transfer), "--update", "--mkpath", "--itemize-changes", "--stats", "--from0",
-                    "--delay-updates", f"--files-from={list_file}"]  # fmt: skip
+                    "--delay-updates", "--info=skip1", f"--files-from={list_file}"]  # fmt: skip
             if transfer.keep_versions and version_tag:
                 path = target.split(":", 1)[1] if is_ssh_target(target) else target
                 args += ["--backup", f"--backup-dir={versions_folder(path, version_tag)}"]
@@ -245,9 +264,13 @@ class RsyncTransport:
             match = self.ITEM.match(line)
             if match and match.group(1)[1] in "fL" and match.group(1)[0] in "<>c":
                 out.sent.append(unescape(match.group(2)))
+            elif line.endswith(" is newer") and unescape(line[: -len(" is newer")]) in listing.sizes:
+                out.newer.append(unescape(line[: -len(" is newer")]))
             elif line.startswith("Total transferred file size:"):
                 out.bytes_sent = int(re.sub(r"[^0-9]", "", line.split(":", 1)[1]) or 0)
         out.files_sent = len(out.sent)
+        if transfer.on_smb and out.newer:
+            out.newer = _really_newer(target, listing, out.newer)
         return out
 
     def list(self, transfer: Transfer, log) -> dict[str, int]:
@@ -279,6 +302,13 @@ class RsyncTransport:
         out.verified = len(listing.files) - len(out.missing) - len(out.differing)
         return out
 
+    def confirm(self, transfer: Transfer, listing: Listing, sent: SendResult, log, recheck=()) -> VerifyResult:
+        """After a send: rsync checked every file it wrote against the source's whole-file checksum,
+        and left the others because they had the source's size and time, unless newer there.
+        Only ``recheck`` (files that changed while being read) are compared again, by content."""
+        content = self.verify(transfer, subset(listing, recheck), log) if recheck else None
+        return _confirmed(listing, sent.newer, content)
+
     def restore(self, transfer: Transfer, dest: str, log, files: list[str] | None = None) -> SendResult:
         """Copy what the target holds (or the listed files) into the local folder ``dest``."""
         source = self.resolve(transfer).rstrip("/") + "/"
@@ -289,6 +319,32 @@ class RsyncTransport:
             result = self._run([*args, "--", source, dest.rstrip("/") + "/"], log, "restore")
         sent = [unescape(m.group(2)) for m in map(self.ITEM.match, result.lines) if m and m.group(1)[1] in "fL"]
         return SendResult(files_sent=len(sent), sent=sent)
+
+
+def _really_newer(target: str, listing: Listing, names: list[str]) -> list[str]:
+    """With --modify-window, rsync's "is newer" also names files whose times are within the window
+    (the same file, as SMB keeps times): keep those that are newer there or differ in size."""
+    out = []
+    for name in names:
+        try:
+            st = os.lstat(os.path.join(target, name))
+        except OSError:
+            out.append(name)
+            continue
+        if st.st_size != listing.sizes[name] or st.st_mtime_ns - listing.mtimes[name] > MTIME_SLACK_NS:
+            out.append(name)
+    return out
+
+
+def _confirmed(listing: Listing, differing: list[str], content: VerifyResult | None, missing=()) -> VerifyResult:
+    """The result of a check after sending: size and time (or the tool's own checks), plus
+    the content check of some files where there was one."""
+    out = VerifyResult(differing=sorted(set(differing)), missing=sorted(set(missing)))
+    if content:
+        out.differing = sorted(set(out.differing) | set(content.differing))
+        out.missing = sorted(set(out.missing) | set(content.missing) - set(out.differing))
+    out.verified = len(listing.files) - len(out.differing) - len(out.missing)
+    return out
 
 
 def unescape(name: str) -> str:
@@ -332,6 +388,7 @@ class RcloneTransport:
 
     def __init__(self) -> None:
         self._env: dict[str, str] | None = None
+        self._features: dict | None = None
 
     def base_args(self, transfer: Transfer) -> list[str]:
         args = [find_tool("rclone")]
@@ -377,16 +434,21 @@ class RcloneTransport:
         env = self.env(transfer, log)
         result = runner.run(self.base_args(transfer) + args, log, env=env, render=_render_rclone, progress=progress)
         if result.returncode not in ok_codes:
-            errors = [
-                f"{e.get('object', '')}: {e.get('msg', '')}".strip(": ")
-                for e in _json_entries(result.lines)
-                if e.get("level") in ("error", "critical")
-            ]
-            reason = RCLONE_EXIT.get(result.returncode, f"rclone failed with exit status {result.returncode}")
-            advice = diagnose(result.lines)
-            detail = errors[-1] if errors else (result.lines[-1] if result.lines else "")
-            raise TransferError(f"{what}: {advice or reason}" + (f" ({detail[:200]})" if detail else ""))
+            self._fail(transfer, result, log, what)
         return result
+
+    def _fail(self, transfer: Transfer, result: runner.Result, log, what: str) -> None:
+        """Raise the one-line reason of a failed rclone command; an unknown remote is named as such."""
+        self.check_remote(transfer, log)  # asked only now: a run that works never pays for it
+        errors = [
+            f"{e.get('object', '')}: {e.get('msg', '')}".strip(": ")
+            for e in _json_entries(result.lines)
+            if e.get("level") in ("error", "critical")
+        ]
+        reason = RCLONE_EXIT.get(result.returncode, f"rclone failed with exit status {result.returncode}")
+        advice = diagnose(result.lines)
+        detail = errors[-1] if errors else (result.lines[-1] if result.lines else "")
+        raise TransferError(f"{what}: {advice or reason}" + (f" ({detail[:200]})" if detail else ""))
 
     def send(
         self,
@@ -398,7 +460,6 @@ class RcloneTransport:
         force: bool = False,
         progress=None,
     ) -> SendResult:
-        self.check_remote(transfer, log)
         # With --links rclone shows a symlink as NAME.rclonelink, so list it under that name.
         names = [f + ".rclonelink" if f in listing.links else f for f in listing.files]
         if any("\n" in n for n in names):
@@ -419,36 +480,74 @@ class RcloneTransport:
         out = SendResult()
         for entry in _json_entries(result.lines):
             if str(entry.get("msg", "")).startswith(("Copied", "Skipped copy as --dry-run")):
-                out.sent.append(entry.get("object", ""))
+                name = entry.get("object", "")
+                link = name.removesuffix(".rclonelink")
+                out.sent.append(link if link in listing.links else name)
                 out.bytes_sent += int(entry.get("size") or 0)
         out.files_sent = len(out.sent)
         return out
 
     def list(self, transfer: Transfer, log) -> dict[str, int]:
-        self.check_remote(transfer, log)
-        result = self._run(transfer, ["lsjson", "--recursive", "--files-only", *self.COMMON, transfer.target], log,
-                           "list", ok_codes=(0, 3))  # fmt: skip
+        return {path: size for path, (size, _) in self._entries(transfer, log).items()}
+
+    def _entries(self, transfer: Transfer, log) -> dict[str, tuple[int, int]]:
+        """Every file at the target: path -> (size, modification time in ns); none if it does not exist."""
+        result = runner.run(self.base_args(transfer) + ["lsjson", "--recursive", "--files-only", *self.COMMON,
+                            transfer.target], log, env=self.env(transfer, log), log_output=False)  # fmt: skip
         if result.returncode == 3:
             return {}  # the folder does not exist yet
+        if result.returncode != 0:
+            self._fail(transfer, result, log, "list")
         # stdout holds one JSON array (one object a line); log lines around it are not JSON.
-        items = []
+        found = {}
         for line in result.lines:
             line = line.strip().rstrip(",")
             if line.startswith('{"Path"'):
-                items.append(json.loads(line))
-        return {item["Path"]: item["Size"] for item in items}
+                item = json.loads(line)
+                found[item["Path"]] = (item["Size"], _ns(item["ModTime"]))
+        return found
+
+    def confirm(self, transfer: Transfer, listing: Listing, sent: SendResult, log, recheck=()) -> VerifyResult:
+        """After a send: every file is at the target with the source's size and time (a newer one was
+        left alone). rclone checked the hash of each file it sent where the remote keeps hashes; where
+        it keeps none, the sent files (and ``recheck``) are compared by content."""
+        held = self._entries(transfer, log)
+        missing, differing, off_time = [], [], []
+        for name in listing.files:
+            there = held.get(name + ".rclonelink" if name in listing.links else name)
+            if there is None:
+                missing.append(name)
+            elif there[0] != listing.sizes[name] and name not in listing.links:
+                differing.append(name)
+            elif name not in listing.links and abs(there[1] - listing.mtimes[name]) > MTIME_SLACK_NS:
+                off_time.append(name)
+        if off_time and self.keeps_times(transfer, log):
+            differing += off_time  # not updated: newer there (--update), or not written at all
+        content = sorted(set(recheck) | (set() if self.has_hashes(transfer, log) else set(sent.sent)))
+        check = self.verify(transfer, subset(listing, content), log) if content else None
+        return _confirmed(listing, differing, check, missing)
+
+    def features(self, transfer: Transfer, log) -> dict:
+        """What the remote can keep (hashes, time precision), asked once per transport."""
+        if self._features is None:
+            result = self._run(transfer, ["backend", "features", transfer.target], log, "features")
+            text = "\n".join(result.lines)
+            try:
+                self._features = json.loads(text[text.find("{") :])
+            except ValueError:
+                self._features = {}
+        return self._features
 
     def has_hashes(self, transfer: Transfer, log) -> bool:
-        result = self._run(transfer, ["backend", "features", transfer.target], log, "features")
-        text = "\n".join(result.lines)
-        try:
-            return bool(json.loads(text[text.find("{") :]).get("Hashes"))
-        except ValueError:
-            return False
+        return bool(self.features(transfer, log).get("Hashes"))
+
+    def keeps_times(self, transfer: Transfer, log) -> bool:
+        """The remote stores modification times (rclone reports 'not supported' as a huge precision)."""
+        precision = self.features(transfer, log).get("Precision")
+        return isinstance(precision, int) and precision <= MTIME_SLACK_NS
 
     def verify(self, transfer: Transfer, listing: Listing, log) -> VerifyResult:
         """rclone check of every listed file; by content where the remote keeps no hashes."""
-        self.check_remote(transfer, log)
         names = [f + ".rclonelink" if f in listing.links else f for f in listing.files]
         with file_list(names, "\n") as list_file:
             args = ["check", "--one-way", "--links", f"--files-from-raw={list_file}", "--combined", "-", *self.COMMON]
@@ -472,7 +571,6 @@ class RcloneTransport:
         return out
 
     def restore(self, transfer: Transfer, dest: str, log, files: list[str] | None = None) -> SendResult:
-        self.check_remote(transfer, log)
         args = ["copy", "--links", "--use-json-log", "--verbose", *self.COMMON]
         with file_list(files, "\n") as list_file:
             if list_file:

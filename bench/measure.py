@@ -1,0 +1,97 @@
+"""Time a command and sample the memory of its whole process tree.
+
+Peak memory is the largest sum, over one sample, of the proportional set size (PSS,
+from /proc/PID/smaps_rollup) of the command and every process below it: shared pages
+(the Python interpreter, libc) count once, not once per process. Samples every 20 ms.
+The sampler also notes when the first transfer process (rsync, or rclone copy) appeared.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+
+
+@dataclass
+class Measured:
+    seconds: float
+    peak_mb: float  # the whole tree's PSS at its largest
+    first_transfer: float | None  # seconds from start until the first rsync / rclone copy began
+
+
+def _children() -> dict[int, list[int]]:
+    tree: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(b")") + 2 :].split()[1])
+        tree.setdefault(ppid, []).append(int(name))
+    return tree
+
+
+def _pss_kb(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _is_transfer(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            argv = fh.read().split(b"\0")
+    except OSError:
+        return False
+    name = os.path.basename(argv[0])
+    return name == b"rsync" or (name == b"rclone" and b"copy" in argv)
+
+
+class Sampler(threading.Thread):
+    def __init__(self, root: int, interval: float = 0.02) -> None:
+        super().__init__(daemon=True)
+        self.root, self.interval = root, interval
+        self.peak_kb, self.first_transfer_at = 0, None
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            tree, todo, total = _children(), [self.root], 0
+            while todo:
+                pid = todo.pop()
+                total += _pss_kb(pid)
+                kids = tree.get(pid, [])
+                todo += kids
+                if self.first_transfer_at is None and any(_is_transfer(k) for k in kids):
+                    self.first_transfer_at = time.perf_counter()
+            self.peak_kb = max(self.peak_kb, total)
+            self.done.wait(self.interval)
+
+
+def run(cmd: list[str], cwd=None, env=None, ok=(0,)) -> Measured:
+    """Run ``cmd`` to its end; wall time, peak tree memory, first transfer start."""
+    os.sync()  # nobody pays for the dirty pages another command left
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    sampler = Sampler(proc.pid)
+    sampler.start()
+    output, _ = proc.communicate()
+    elapsed = time.perf_counter() - t0
+    sampler.done.set()
+    sampler.join()
+    if proc.returncode not in ok:
+        tail = output.decode(errors="replace").strip().splitlines()[-15:]
+        raise SystemExit(f"failed ({proc.returncode}): {' '.join(map(str, cmd))[:200]}\n" + "\n".join(tail))
+    first = sampler.first_transfer_at - t0 if sampler.first_transfer_at else None
+    return Measured(elapsed, round(sampler.peak_kb / 1024, 1), first)

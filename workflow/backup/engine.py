@@ -1,0 +1,28 @@
+"""``python -m backup.engine ARGS``: Snakemake's own command line, without its job-rate limiter.
+
+Snakemake's default ``--max-jobs-per-timespan 100/1s`` re-arms a one-second timer after
+every scheduling round, and the interpreter waits for the last one at exit: one second
+added to every run, longer than a whole backup that finds nothing to send. The backup
+jobs are few (one per destination and dataset), so there is nothing to limit.
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    from snakemake import cli
+
+    try:
+        parser, args = cli.parse_args(argv if argv is not None else sys.argv[1:])
+        args.max_jobs_per_timespan = None
+        ok = cli.args_to_api(args, parser)
+    except Exception as exc:  # noqa: BLE001 - printed the way snakemake's own main prints it
+        cli.print_exception(exc)
+        return 1
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
