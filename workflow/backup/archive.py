@@ -32,6 +32,8 @@ from pathlib import Path
 
 from zlib_ng import zlib_ng
 
+from .errors import ArchiveError  # noqa: F401 - raised here, caught as archive.ArchiveError too
+
 CHUNK = 1 << 20
 WINDOW = 1 << 15
 ZIP64_LIMIT = 0xFFFFFFFF  # sizes and offsets from here on need ZIP64 records
@@ -44,10 +46,6 @@ STORED_SUFFIXES = {
     ".docx", ".xlsx", ".pptx", ".odt", ".ods", ".npz", ".jar", ".whl",
 }  # fmt: skip
 MANIFEST_SUFFIX = ".manifest.json"
-
-
-class ArchiveError(Exception):
-    """The archive could not be made; the message says why in one line."""
 
 
 @dataclass

@@ -15,8 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import archive, logs, notify, plan, progress, records, report, sources, status, summary, transports
-from . import restore as restore_mod
+from . import logs, notify, plan, progress, records, sources, status, summary, transports
 from .config import ConfigError, load_config
 from .lock import LockBusy, project_lock
 
@@ -103,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _archive_preview(cfg: dict, transfer: plan.Transfer, workdir: Path, cache: dict) -> tuple[sources.Listing, str]:
     """What the archive job would do for a dataset: reuse an unchanged archive or make a new one."""
+    from . import archive
+
     if transfer.dataset not in cache:
         listing = sources.list_source(transfer.source)
         folder = Path(plan.archive_dir(cfg, str(workdir)))
@@ -187,6 +188,9 @@ def check_remotes(transfers: list[plan.Transfer], source: str) -> None:
 
 
 def _restore(args, cfg: dict, workdir: Path) -> int:
+    from . import restore as restore_mod
+    from .errors import ArchiveError
+
     if not (args.source and args.dataset and args.to):
         print("error: restore needs --from, --dataset and --to", file=sys.stderr)
         return summary.EXIT_USAGE
@@ -201,7 +205,7 @@ def _restore(args, cfg: dict, workdir: Path) -> int:
     except (restore_mod.RestoreError, KeyError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return summary.EXIT_USAGE
-    except (transports.TransferError, archive.ArchiveError) as exc:
+    except (transports.TransferError, ArchiveError) as exc:
         print(f"error: restore failed: {exc}", file=sys.stderr)
         return summary.EXIT_FAILED
     if args.dry_run:
@@ -225,6 +229,8 @@ def check_pipeline(cfg: dict, workdir: Path, source: str) -> None:
 
 def verify_all(cfg: dict, transfers: list[plan.Transfer], workdir: Path) -> int:
     """Check every enabled destination against the current sources (or the latest archive)."""
+    from . import archive
+
     log = logs.setup(plan.absolute(cfg["backups"]["log_file"], str(workdir)), records.new_run_id(), "verify")
     rows = []
     for t in transfers:
@@ -351,6 +357,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.report:
         enabled = plan.enabled_destinations(cfg["backups"])
         try:
+            from . import report
+
             Path(args.report).write_text(report.render(status.load_runs(workdir), enabled), encoding="utf-8")
         except OSError as exc:
             print(f"error: cannot write {args.report}: {exc.strerror}", file=sys.stderr)

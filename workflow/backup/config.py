@@ -7,14 +7,24 @@ that they all see the same validated, defaulted settings.
 from __future__ import annotations
 
 import copy
+import hashlib
+import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import jsonschema
 import yaml
 
 from . import mounts
+
+if TYPE_CHECKING:
+    import jsonschema
+
+# libyaml's loader where PyYAML has it (ten times faster than the pure-Python one).
+Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# Set to a digest of the config files once they passed validation: the Snakefile and every
+# job (child processes) then skip validating the very same bytes again.
+VALIDATED_ENV = "BACKUP_CONFIG_VALIDATED"
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
 DEFAULT_CONFIG = "config/config.yaml"
@@ -26,7 +36,7 @@ class ConfigError(Exception):
 
 def _load_schema() -> dict:
     with open(SCHEMA_PATH, encoding="utf-8") as fh:
-        return yaml.safe_load(fh)
+        return yaml.load(fh, Loader=Loader)
 
 
 def _fill_defaults(instance: Any, schema: dict) -> None:
@@ -72,8 +82,10 @@ def _describe(error: jsonschema.ValidationError) -> str:
     return error.message
 
 
-def validate(data: Any, source: str = "config") -> dict:
-    """Return a defaulted copy of ``data``; raise ConfigError naming the first problem."""
+def validate(data: Any, source: str = "config", checked: bool = False) -> dict:
+    """Return a defaulted copy of ``data``; raise ConfigError naming the first problem.
+
+    ``checked``: these exact settings passed validation before (in a parent process): only fill defaults."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -81,6 +93,10 @@ def validate(data: Any, source: str = "config") -> dict:
     data = copy.deepcopy(data)
     schema = _load_schema()
     _fill_defaults(data, schema)
+    if checked:
+        return data
+    import jsonschema  # only here: a job that inherits a validated config never needs it
+
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(data), key=lambda e: (len(e.absolute_path), str(e.path)))
     if errors:
@@ -155,7 +171,7 @@ def _check_semantics(cfg: dict, source: str) -> None:
 def read_yaml(path: str | Path) -> Any:
     try:
         with open(path, encoding="utf-8") as fh:
-            return yaml.safe_load(fh)
+            return yaml.load(fh, Loader=Loader)
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except (OSError, UnicodeError) as exc:
@@ -186,4 +202,7 @@ def load_config(paths: list[str | Path] | None = None) -> dict:
         if content is not None and not isinstance(content, dict):
             raise ConfigError(f"{path}: the file must hold a mapping with a 'backups' key")
         data = merge(data, content or {})
-    return validate(data, source=" + ".join(paths))
+    digest = hashlib.sha256(repr(data).encode()).hexdigest()
+    cfg = validate(data, source=" + ".join(paths), checked=os.environ.get(VALIDATED_ENV) == digest)
+    os.environ[VALIDATED_ENV] = digest  # inherited by Snakemake and its jobs
+    return cfg

@@ -14,8 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-from . import archive, logs, plan, progress, records, runner, sources, summary, transports
+from . import logs, plan, progress, records, runner, sources, summary, transports
 from .config import ConfigError, load_config
+from .errors import ArchiveError
 
 
 def _say(line: str) -> None:
@@ -28,7 +29,7 @@ def _guarded(record: dict, work) -> None:
     """Run ``work``; any failure becomes status 'failed' with a one-line, masked error."""
     try:
         work()
-    except (transports.TransferError, archive.ArchiveError, ConfigError, KeyError) as exc:
+    except (transports.TransferError, ArchiveError, ConfigError, KeyError) as exc:
         record.update(status="failed", error=runner.mask(str(exc)))
     except Exception as exc:  # noqa: BLE001 - a bug must still leave a record and free the others
         record.update(status="failed", error=runner.mask(f"internal error: {type(exc).__name__}: {exc}"))
@@ -48,9 +49,9 @@ def _archive_listing(run_id: str, stage: str, dataset: str, record: dict) -> sou
     """In compressed mode a destination receives one file: the archive its archive job chose."""
     made = records.read_json(records.archive_marker(run_id, stage, dataset))
     if made is None:
-        raise archive.ArchiveError("the archive job left no record")
+        raise ArchiveError("the archive job left no record")
     if made["status"] == "failed":
-        raise archive.ArchiveError(f"no archive to send: {made['error']}")
+        raise ArchiveError(f"no archive to send: {made['error']}")
     record["missing"] = made.get("missing", [])
     if not made.get("archive"):
         return sources.Listing(root="", missing=record["missing"])
@@ -161,6 +162,8 @@ def sync(args: argparse.Namespace) -> int:
 
 def make_archive(args: argparse.Namespace) -> int:
     """Make (or reuse, when nothing changed) the dataset's ZIP for this stage."""
+    from . import archive  # zlib-ng and threads: only for archive jobs
+
     t0 = time.monotonic()
     record = records.base_record(
         args.run_id,
@@ -348,7 +351,7 @@ def restore_job(args: argparse.Namespace) -> int:
         matched, expected, label = restore_mod.restore(
             cfg, Path.cwd(), args.source, args.dataset, Path(args.to).resolve(), log, run_id=args.run, at=args.at
         )
-    except (restore_mod.RestoreError, transports.TransferError, archive.ArchiveError) as exc:
+    except (restore_mod.RestoreError, transports.TransferError, ArchiveError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"Restored {args.dataset} from {args.source}, {label}, into {args.to}: "

@@ -8,8 +8,6 @@ tokens, so they are never logged (only their scheme is).
 from __future__ import annotations
 
 import socket
-import urllib.error
-import urllib.request
 
 
 def _scheme(url: str) -> str:
@@ -20,6 +18,9 @@ def ping(url: str | None, event: str, log, timeout: float, body: str = "") -> bo
     """GET/POST the Healthchecks convention: URL/start, URL (success), URL/fail."""
     if not url:
         return False
+    import urllib.error  # only when there is a monitor to ping
+    import urllib.request
+
     target = url.rstrip("/") + {"start": "/start", "success": "", "fail": "/fail"}[event]
     try:
         request = urllib.request.Request(target, data=body.encode()[:10000] if body else None, method="POST")

@@ -23,6 +23,7 @@ from datetime import datetime
 from pathlib import Path
 
 from . import mounts, runner
+from .errors import TransferError
 from .plan import Transfer, is_ssh_target, versions_folder
 from .sources import Listing, subset
 
@@ -84,10 +85,6 @@ def _ns(stamp: str) -> int:
         main, zone = stamp[:19], stamp[19:]
     when = datetime.fromisoformat(main + (zone.replace("Z", "+00:00") or "+00:00"))
     return int(when.timestamp()) * 1_000_000_000 + int((digits + "000000000")[:9])
-
-
-class TransferError(Exception):
-    """A transfer that failed; the message is one line for the summary."""
 
 
 @dataclass
@@ -154,7 +151,24 @@ def file_list(names: list[str] | None, sep: str):
         os.unlink(path)
 
 
-class RsyncTransport:
+class Transport:
+    """What both tools share: the check after sending."""
+
+    def unchecked(self, transfer: Transfer, sent: SendResult, log) -> list[str]:
+        """Files the tool sent without checking their content at the target."""
+        return []
+
+    def confirm(self, transfer: Transfer, listing: Listing, sent: SendResult, log, recheck=()) -> VerifyResult:
+        """After a send: the tool checked what it wrote (rsync: whole-file checksum; rclone: the remote's
+        hash) and left alone what the target held with the source's size and time, or newer (--update:
+        those fail). Compared again by content: ``recheck`` (changed while being read) and anything
+        the tool could not check itself."""
+        content = sorted(set(recheck) | set(self.unchecked(transfer, sent, log)))
+        check = self.verify(transfer, subset(listing, content), log) if content else None
+        return _confirmed(listing, sent.newer, check)
+
+
+class RsyncTransport(Transport):
     """rsync to a local folder, the mount point of a share, or [user@]host:/path over SSH."""
 
     name = "rsync"
@@ -302,13 +316,6 @@ class RsyncTransport:
         out.verified = len(listing.files) - len(out.missing) - len(out.differing)
         return out
 
-    def confirm(self, transfer: Transfer, listing: Listing, sent: SendResult, log, recheck=()) -> VerifyResult:
-        """After a send: rsync checked every file it wrote against the source's whole-file checksum,
-        and left the others because they had the source's size and time, unless newer there.
-        Only ``recheck`` (files that changed while being read) are compared again, by content."""
-        content = self.verify(transfer, subset(listing, recheck), log) if recheck else None
-        return _confirmed(listing, sent.newer, content)
-
     def restore(self, transfer: Transfer, dest: str, log, files: list[str] | None = None) -> SendResult:
         """Copy what the target holds (or the listed files) into the local folder ``dest``."""
         source = self.resolve(transfer).rstrip("/") + "/"
@@ -334,6 +341,27 @@ def _really_newer(target: str, listing: Listing, names: list[str]) -> list[str]:
         if st.st_size != listing.sizes[name] or st.st_mtime_ns - listing.mtimes[name] > MTIME_SLACK_NS:
             out.append(name)
     return out
+
+
+def _has_section(path: str, remote: str) -> bool:
+    """The plain-text rclone config file defines ``remote`` (an encrypted one cannot be read here)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return any(line.strip() == f"[{remote}]" for line in fh)
+    except (OSError, UnicodeError):
+        return False
+
+
+def _not_held(listing: Listing, held: dict[str, tuple[int, int]]) -> list[str]:
+    """The listed files the target does not hold with the same size and time (symlinks: same size)."""
+    todo = []
+    for name in listing.files:
+        link = name in listing.links
+        there = held.get(name + ".rclonelink" if link else name)
+        same_time = link or (there is not None and abs(there[1] - listing.mtimes[name]) <= MTIME_SLACK_NS)
+        if there is None or there[0] != listing.sizes[name] or not same_time:
+            todo.append(name)
+    return todo
 
 
 def _confirmed(listing: Listing, differing: list[str], content: VerifyResult | None, missing=()) -> VerifyResult:
@@ -380,7 +408,7 @@ def _render_rclone(line: str) -> str:
     return f"{entry.get('level', '')}: {obj + ': ' if obj else ''}{entry.get('msg', '')}"
 
 
-class RcloneTransport:
+class RcloneTransport(Transport):
     """rclone copy onto a remote: Box, an SMB server without a mount, or any rclone backend."""
 
     name = "rclone"
@@ -421,6 +449,8 @@ class RcloneTransport:
             raise TransferError(f"rclone config file {transfer.rclone_config} does not exist (rclone_config)")
         if transfer.target.startswith(":"):
             return  # an on-the-fly remote: nothing to look up
+        if transfer.rclone_config and _has_section(transfer.rclone_config, remote):
+            return  # found in the file itself, without starting rclone
         result = runner.run(self.base_args(transfer) + ["listremotes"], log)
         if result.returncode != 0:
             raise TransferError(f"rclone cannot read its config: {result.output.strip()[:200]}")
@@ -460,8 +490,17 @@ class RcloneTransport:
         force: bool = False,
         progress=None,
     ) -> SendResult:
+        """Send what the target lacks or holds in another version (never over a newer one: --update).
+
+        The target is listed first (one listing, as rclone's own check would make): files it holds with
+        the source's size and time are left out, so a run that finds nothing new starts no copy at all.
+        ``force`` sends every listed file, ignoring size and time."""
+        out = SendResult()
+        todo = listing.files if force else _not_held(listing, self._entries(transfer, log))
+        if not todo:
+            return out
         # With --links rclone shows a symlink as NAME.rclonelink, so list it under that name.
-        names = [f + ".rclonelink" if f in listing.links else f for f in listing.files]
+        names = [f + ".rclonelink" if f in listing.links else f for f in todo]
         if any("\n" in n for n in names):
             raise TransferError("rclone cannot send file names that contain a newline; rename them")
         with file_list(names, "\n") as list_file:
@@ -477,7 +516,6 @@ class RcloneTransport:
                 args.append("--stats=1s")
             result = self._run(transfer, [*args, "--", listing.root, transfer.target], log, "send",
                                progress=progress.rclone if progress else None)  # fmt: skip
-        out = SendResult()
         for entry in _json_entries(result.lines):
             if str(entry.get("msg", "")).startswith(("Copied", "Skipped copy as --dry-run")):
                 name = entry.get("object", "")
@@ -485,6 +523,12 @@ class RcloneTransport:
                 out.sent.append(link if link in listing.links else name)
                 out.bytes_sent += int(entry.get("size") or 0)
         out.files_sent = len(out.sent)
+        # Files rclone left although their size or time differ: newer at the target (--update),
+        # where the remote keeps times (elsewhere rclone compared sizes or hashes, and they match).
+        sent = set(out.sent)
+        left = [f for f in todo if f not in sent and f not in listing.links]
+        if left and not dry_run and self.keeps_times(transfer, log):
+            out.newer = left
         return out
 
     def list(self, transfer: Transfer, log) -> dict[str, int]:
@@ -507,25 +551,9 @@ class RcloneTransport:
                 found[item["Path"]] = (item["Size"], _ns(item["ModTime"]))
         return found
 
-    def confirm(self, transfer: Transfer, listing: Listing, sent: SendResult, log, recheck=()) -> VerifyResult:
-        """After a send: every file is at the target with the source's size and time (a newer one was
-        left alone). rclone checked the hash of each file it sent where the remote keeps hashes; where
-        it keeps none, the sent files (and ``recheck``) are compared by content."""
-        held = self._entries(transfer, log)
-        missing, differing, off_time = [], [], []
-        for name in listing.files:
-            there = held.get(name + ".rclonelink" if name in listing.links else name)
-            if there is None:
-                missing.append(name)
-            elif there[0] != listing.sizes[name] and name not in listing.links:
-                differing.append(name)
-            elif name not in listing.links and abs(there[1] - listing.mtimes[name]) > MTIME_SLACK_NS:
-                off_time.append(name)
-        if off_time and self.keeps_times(transfer, log):
-            differing += off_time  # not updated: newer there (--update), or not written at all
-        content = sorted(set(recheck) | (set() if self.has_hashes(transfer, log) else set(sent.sent)))
-        check = self.verify(transfer, subset(listing, content), log) if content else None
-        return _confirmed(listing, differing, check, missing)
+    def unchecked(self, transfer: Transfer, sent: SendResult, log) -> list[str]:
+        """rclone compares the hash of each file it sent, where the remote keeps hashes (Box, local)."""
+        return sent.sent if sent.sent and not self.has_hashes(transfer, log) else []
 
     def features(self, transfer: Transfer, log) -> dict:
         """What the remote can keep (hashes, time precision), asked once per transport."""
