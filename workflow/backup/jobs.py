@@ -331,7 +331,7 @@ def report(args: argparse.Namespace) -> int:
             if not args.dest or r["destination"] == args.dest
         ]
         text = summary.table(rows, f"Backup summary (run {args.run_id}, {' + '.join(args.stage)})")
-        log.info("\n%s", text)
+        log.info("%s", text)
         if not os.environ.get("BACKUP_CLI"):
             print(text, flush=True)
         return 1 if summary.exit_status(rows) == summary.EXIT_FAILED else 0

@@ -14,6 +14,18 @@ FORMAT = "%(asctime)s %(levelname)-7s [%(run_id)s] %(context)s%(message)s"
 DATEFMT = "%Y-%m-%d %H:%M:%S"
 
 
+class LineFormatter(logging.Formatter):
+    """Each line of a multi-line message gets the timestamp, run id and context of its own."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        message = record.getMessage()
+        if "\n" not in message or not text.endswith(message):
+            return text
+        head = text[: len(text) - len(message)]
+        return "\n".join(head + line for line in message.split("\n"))
+
+
 def setup(log_file: str | Path | None, run_id: str, context: str = "", job_log: str | Path | None = None):
     """Return a logger adapter writing to ``log_file`` (and ``job_log``) with run id and context."""
     logger = logging.getLogger(f"backup.{run_id}.{context}")
@@ -22,7 +34,7 @@ def setup(log_file: str | Path | None, run_id: str, context: str = "", job_log: 
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
         handler.close()
-    formatter = logging.Formatter(FORMAT, DATEFMT)
+    formatter = LineFormatter(FORMAT, DATEFMT)
     for path in (log_file, job_log):
         if path is None:
             continue

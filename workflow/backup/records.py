@@ -10,8 +10,6 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import secrets
-import socket
 from datetime import datetime
 from pathlib import Path
 
@@ -21,7 +19,7 @@ STATE_DIR = ".backup"
 def new_run_id(now: datetime | None = None) -> str:
     """Sortable, unique even for two runs within one second."""
     now = now or datetime.now()
-    return now.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+    return now.strftime("%Y%m%d-%H%M%S-") + os.urandom(2).hex()
 
 
 def now_iso() -> str:
@@ -109,7 +107,7 @@ def base_record(run_id: str, **fields) -> dict:
     return {
         "run_id": run_id,
         "run_record": f"{STATE_DIR}/runs/{run_id}/run.json",
-        "host": socket.gethostname(),
+        "host": os.uname().nodename,
         "pid": os.getpid(),
         **fields,
     }

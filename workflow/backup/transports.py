@@ -193,10 +193,10 @@ class RsyncTransport(Transport):
         # --8-bit-output: names in rsync's itemized output as they are (only control characters
         # stay escaped as \#ooo, which unescape() undoes), so they match the file list.
         opts = ["--recursive", "--times", "--links", "--devices", "--specials", "--8-bit-output"]
-        if transfer.on_smb:
-            # SMB keeps no Unix owners or permissions, and times only to 1-2 s.
-            opts += ["--modify-window=2"]
-        else:
+        # SMB keeps no Unix owners or permissions. Times are compared in whole seconds (rsync's default
+        # window), which SMB keeps; a wider --modify-window would make --update call every unchanged
+        # file "newer" at the destination.
+        if not transfer.on_smb:
             opts += ["--perms", "--owner", "--group"]
         if transfer.private:
             opts.append("--chmod=go-rwx")
@@ -283,8 +283,6 @@ class RsyncTransport(Transport):
             elif line.startswith("Total transferred file size:"):
                 out.bytes_sent = int(re.sub(r"[^0-9]", "", line.split(":", 1)[1]) or 0)
         out.files_sent = len(out.sent)
-        if transfer.on_smb and out.newer:
-            out.newer = _really_newer(target, listing, out.newer)
         return out
 
     def list(self, transfer: Transfer, log) -> dict[str, int]:
@@ -326,21 +324,6 @@ class RsyncTransport(Transport):
             result = self._run([*args, "--", source, dest.rstrip("/") + "/"], log, "restore")
         sent = [unescape(m.group(2)) for m in map(self.ITEM.match, result.lines) if m and m.group(1)[1] in "fL"]
         return SendResult(files_sent=len(sent), sent=sent)
-
-
-def _really_newer(target: str, listing: Listing, names: list[str]) -> list[str]:
-    """With --modify-window, rsync's "is newer" also names files whose times are within the window
-    (the same file, as SMB keeps times): keep those that are newer there or differ in size."""
-    out = []
-    for name in names:
-        try:
-            st = os.lstat(os.path.join(target, name))
-        except OSError:
-            out.append(name)
-            continue
-        if st.st_size != listing.sizes[name] or st.st_mtime_ns - listing.mtimes[name] > MTIME_SLACK_NS:
-            out.append(name)
-    return out
 
 
 def _has_section(path: str, remote: str) -> bool:
