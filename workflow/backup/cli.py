@@ -281,7 +281,7 @@ class StatusLine:
 
 
 def _run_snakemake(
-    workdir: Path, config_files: list[str], target: str, run_id: str, only: str | None, cores: int
+    workdir: Path, config_files: list[str], targets: list[str], run_id: str, only: str | None, cores: int
 ) -> tuple[int, list[str]]:
     """Run the workflow; stream job lines to the terminal, everything to a log file."""
     cmd = [
@@ -293,7 +293,7 @@ def _run_snakemake(
         "--resources", "network=2",
         "--configfile", *config_files,
         "--config", f"run_id={run_id}", *([f"only={only}"] if only else []),
-        "--", target,
+        "--", *targets,
     ]  # fmt: skip
     tty = sys.stdout.isatty()
     env = {
@@ -404,7 +404,12 @@ def _run(args, cfg: dict, config_files: list[str], transfers: list[plan.Transfer
     run_id, started = records.new_run_id(), records.now_iso()
     log_file = cfg["backups"]["log_file"]
     log = logs.setup(plan.absolute(log_file, str(workdir)), run_id, "cli")
-    target = "run" if args.command == "run" else "backup_all"
+
+    # The marker files are the targets, not the rules backup_all and run: their report job would
+    # only print the summary this command prints itself, and cost a process at the end of the run.
+    def markers(stage: str) -> list[str]:
+        return [records.marker_path(run_id, stage, t.destination, t.dataset) for t in transfers]
+
     monitor = cfg["backups"]["notify"]
     log.info("started: %s (config %s)", args.command, ", ".join(config_files))
     notify.ping(monitor["ping_url"], "start", log, monitor["timeout_seconds"])
@@ -414,12 +419,14 @@ def _run(args, cfg: dict, config_files: list[str], transfers: list[plan.Transfer
     if args.command == "run":
         # The pre-pipeline backup (and its gate) first, then the pipeline and the post backup:
         # two invocations of one graph, so no pipeline job can start before the gate.
-        returncode, lines = _run_snakemake(workdir, config_files, "pipeline_gate", run_id, args.only, args.cores)
+        returncode, lines = _run_snakemake(workdir, config_files, ["pipeline_gate"], run_id, args.only, args.cores)
         if returncode == 0:
-            returncode, more = _run_snakemake(workdir, config_files, target, run_id, args.only, args.cores)
+            targets = [records.pipeline_marker(run_id), *markers("post")]
+            returncode, more = _run_snakemake(workdir, config_files, targets, run_id, args.only, args.cores)
             lines += more
     else:
-        returncode, lines = _run_snakemake(workdir, config_files, target, run_id, args.only, args.cores)
+        targets = markers("manual") or ["backup_all"]
+        returncode, lines = _run_snakemake(workdir, config_files, targets, run_id, args.only, args.cores)
 
     exit_code = summary.EXIT_OK
     stages = ["pre", "post"] if args.command == "run" else ["manual"]
@@ -440,7 +447,9 @@ def _run(args, cfg: dict, config_files: list[str], transfers: list[plan.Transfer
         rows = _stage_rows(workdir, run_id, stage, transfers)
         all_rows += rows
         if rows:
-            print("\n" + summary.table(rows, f"Backup summary ({stage}):" if stage != "manual" else "Backup summary:"))
+            text = summary.table(rows, f"Backup summary ({stage}):" if stage != "manual" else "Backup summary:")
+            log.info("%s", text)
+            print("\n" + text)
     rows_status = summary.exit_status(all_rows)
     if rows_status == summary.EXIT_FAILED or exit_code == summary.EXIT_FAILED:
         exit_code = summary.EXIT_FAILED

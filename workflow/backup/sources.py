@@ -26,6 +26,9 @@ class Listing:
     mtimes: dict[str, int] = field(default_factory=dict)  # st_mtime_ns as listed, to see later changes
     missing: list[str] = field(default_factory=list)  # include patterns that matched nothing
     links: set[str] = field(default_factory=set)  # entries that are symlinks
+    # What the include patterns matched (folders and files), when the listing is all of them: a tool
+    # is then given these few names to walk itself (a list of every file is slow for rsync to read).
+    tops: list[str] | None = None
 
     @property
     def total_bytes(self) -> int:
@@ -66,7 +69,7 @@ def _add(root: str, rel: str, out: dict[str, os.stat_result], links: set[str]) -
 
 def list_source(source: Source) -> Listing:
     """Expand the include patterns of ``source``; patterns that match nothing go to ``missing``."""
-    listing = Listing(root=source.root)
+    listing = Listing(root=source.root, tops=[])
     found: dict[str, os.stat_result] = {}
     if not os.path.isdir(source.root):
         listing.missing = list(source.include)
@@ -80,6 +83,8 @@ def list_source(source: Source) -> Listing:
             ok = [m for m in matches if _add(source.root, m, found, listing.links)]
         if not ok:
             listing.missing.append(pattern)
+        listing.tops += ok
+    listing.tops = sorted(set(listing.tops))
     listing.files = sorted(found)
     listing.sizes = {name: st.st_size for name, st in found.items()}
     listing.mtimes = {name: st.st_mtime_ns for name, st in found.items()}
@@ -120,7 +125,7 @@ def single_file(path: str | os.PathLike) -> Listing:
     """A listing of one file (an archive) in its folder, as transports send it."""
     name, st = os.path.basename(path), os.stat(path)
     return Listing(root=os.path.dirname(os.fspath(path)), files=[name], sizes={name: st.st_size},
-                   mtimes={name: st.st_mtime_ns})  # fmt: skip
+                   mtimes={name: st.st_mtime_ns}, tops=[name])  # fmt: skip
 
 
 def without(listing: Listing, names: list[str]) -> Listing:
@@ -150,5 +155,7 @@ def for_transfer(transfer: Transfer) -> tuple[Listing, list[str]]:
     listing = list_source(transfer.source)
     if transfer.on_smb and transfer.tool == "rsync" and listing.links:
         skipped = sorted(listing.links)
-        return without(listing, skipped), skipped
+        trimmed = without(listing, skipped)
+        trimmed.tops = [t for t in listing.tops or [] if t not in listing.links]  # rsync --no-links skips the rest
+        return trimmed, skipped
     return listing, []

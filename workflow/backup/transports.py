@@ -9,7 +9,6 @@ Both only ever add or update files: no ``--delete``, no ``rclone sync``.
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import re
@@ -19,7 +18,6 @@ import sys
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 from . import mounts, runner
@@ -74,17 +72,8 @@ DIAGNOSES = [
 
 # Times within this of each other are the same (Box and SMB keep seconds, FAT two).
 MTIME_SLACK_NS = 2_000_000_000
-
-
-def _ns(stamp: str) -> int:
-    """Nanoseconds since the epoch of an RFC 3339 time as rclone prints it (any fraction length)."""
-    main, _, rest = stamp.partition(".")
-    digits = "".join(itertools.takewhile(str.isdigit, rest))
-    zone = rest[len(digits) :] if rest else ""
-    if not rest:
-        main, zone = stamp[:19], stamp[19:]
-    when = datetime.fromisoformat(main + (zone.replace("Z", "+00:00") or "+00:00"))
-    return int(when.timestamp()) * 1_000_000_000 + int((digits + "000000000")[:9])
+# rclone is given the folders to walk, rather than a list of files, when it sends more than this.
+WALK_ABOVE = 200
 
 
 @dataclass
@@ -196,7 +185,9 @@ class RsyncTransport(Transport):
         # SMB keeps no Unix owners or permissions. Times are compared in whole seconds (rsync's default
         # window), which SMB keeps; a wider --modify-window would make --update call every unchanged
         # file "newer" at the destination.
-        if not transfer.on_smb:
+        if transfer.on_smb:
+            opts.append("--no-links")  # a share cannot hold symlinks (the listing names those skipped)
+        else:
             opts += ["--perms", "--owner", "--group"]
         if transfer.private:
             opts.append("--chmod=go-rwx")
@@ -249,7 +240,7 @@ class RsyncTransport(Transport):
         ``progress``: a progress.Reporter, fed rsync's --info=progress2 lines.
         """
         target = self.resolve(transfer)
-        with file_list(listing.files, "\0") as list_file:
+        with file_list(_walked(listing), "\0") as list_file:
             # --delay-updates: new files wait in .~tmp~ and take their final names together at the end,
             # so a killed transfer never leaves a partial file under a final name.
             # --info=skip1: rsync names each file it leaves alone because the destination's is newer.
@@ -302,7 +293,7 @@ class RsyncTransport(Transport):
     def verify(self, transfer: Transfer, listing: Listing, log) -> VerifyResult:
         """Compare every listed file's full checksum at the target with the source's."""
         target = self.resolve(transfer)
-        with file_list(listing.files, "\0") as list_file:
+        with file_list(_walked(listing), "\0") as list_file:
             args = [*self.options(transfer), "--checksum", "--dry-run", "--itemize-changes", "--from0",
                     f"--files-from={list_file}"]  # fmt: skip
             result = self._run([*args, "--", listing.root.rstrip("/") + "/", target.rstrip("/") + "/"], log, "verify")
@@ -324,6 +315,24 @@ class RsyncTransport(Transport):
             result = self._run([*args, "--", source, dest.rstrip("/") + "/"], log, "restore")
         sent = [unescape(m.group(2)) for m in map(self.ITEM.match, result.lines) if m and m.group(1)[1] in "fL"]
         return SendResult(files_sent=len(sent), sent=sent)
+
+
+def _walked(listing: Listing) -> list[str]:
+    """What to name in rsync's --files-from: the matched folders and files (rsync walks them), or
+    every file for a part of a dataset. rsync reads that list a byte per system call."""
+    return listing.tops if listing.tops is not None else listing.files
+
+
+def _filters(listing: Listing) -> list[str]:
+    """rclone filter rules that take exactly the matched folders and files of a listing."""
+    rules = []
+    for top in listing.tops or []:
+        name = re.sub(r"([\\*?\[\]{}])", r"\\\1", top)
+        if os.path.isdir(os.path.join(listing.root, top)) and top not in listing.links:
+            rules.append(f"+ /{name}/**")
+        else:
+            rules += [f"+ /{name}", f"+ /{name}.rclonelink"]
+    return [*rules, "- **"]
 
 
 def _has_section(path: str, remote: str) -> bool:
@@ -486,9 +495,12 @@ class RcloneTransport(Transport):
         names = [f + ".rclonelink" if f in listing.links else f for f in todo]
         if any("\n" in n for n in names):
             raise TransferError("rclone cannot send file names that contain a newline; rename them")
-        with file_list(names, "\n") as list_file:
-            args = ["copy", "--update", "--links", f"--files-from-raw={list_file}", "--use-json-log", "--verbose",
-                    *self.COMMON]  # fmt: skip
+        # Many files: name the matched folders and let rclone walk them (on a remote, --files-from
+        # looks up every file on its own; a walk lists a folder at a time). Few: name each one.
+        walk = listing.tops is not None and len(todo) > WALK_ABOVE
+        with file_list(_filters(listing) if walk else names, "\n") as list_file:
+            args = ["copy", "--update", "--links", f"--filter-from={list_file}" if walk else
+                    f"--files-from-raw={list_file}", "--use-json-log", "--verbose", *self.COMMON]  # fmt: skip
             if transfer.keep_versions and version_tag:
                 args.append(f"--backup-dir={versions_folder(transfer.target, version_tag)}")
             if force:
@@ -519,19 +531,18 @@ class RcloneTransport(Transport):
 
     def _entries(self, transfer: Transfer, log) -> dict[str, tuple[int, int]]:
         """Every file at the target: path -> (size, modification time in ns); none if it does not exist."""
-        result = runner.run(self.base_args(transfer) + ["lsjson", "--recursive", "--files-only", *self.COMMON,
-                            transfer.target], log, env=self.env(transfer, log), log_output=False)  # fmt: skip
+        args = ["lsf", "--recursive", "--files-only", "--format", "stp", "--separator", "|", "--time-format",
+                "unixnano", *self.COMMON, transfer.target]  # fmt: skip
+        result = runner.run(self.base_args(transfer) + args, log, env=self.env(transfer, log), log_output=False)
         if result.returncode == 3:
             return {}  # the folder does not exist yet
         if result.returncode != 0:
             self._fail(transfer, result, log, "list")
-        # stdout holds one JSON array (one object a line); log lines around it are not JSON.
         found = {}
         for line in result.lines:
-            line = line.strip().rstrip(",")
-            if line.startswith('{"Path"'):
-                item = json.loads(line)
-                found[item["Path"]] = (item["Size"], _ns(item["ModTime"]))
+            size, stamp, path = (line.split("|", 2) + ["", ""])[:3]
+            if size.isdigit() and stamp.isdigit() and path:
+                found[path] = (int(size), int(stamp))
         return found
 
     def unchecked(self, transfer: Transfer, sent: SendResult, log) -> list[str]:
