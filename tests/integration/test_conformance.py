@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import time
 import uuid
 from pathlib import Path
 
@@ -41,8 +42,13 @@ def make_source(root: Path) -> dict[str, bytes]:
 class Case:
     """A transfer of the dataset 'Data' to one kind of destination, and where its bytes land on disk."""
 
-    def __init__(self, transfer: plan.Transfer, backing: Path, env: dict[str, str] | None = None):
-        self.transfer, self.backing, self.env = transfer, backing, env or {}
+    def __init__(self, transfer: plan.Transfer, backing: Path, kind: str):
+        self.transfer, self.backing, self.kind = transfer, backing, kind
+
+    def settle(self) -> None:
+        """The FUSE mount and the WebDAV server cache folder listings for a second (dir-cache-time)."""
+        if self.kind in ("rsync-fuse-smb", "rclone-webdav-box"):
+            time.sleep(1.2)
 
 
 @pytest.fixture(params=KINDS)
@@ -79,7 +85,7 @@ def case(request, tmp_path, monkeypatch):
         backing = tmp_path / "remote" / "Data"
     cfg = validate({"backups": {"sources": sources_cfg, "destinations": dest}})
     (transfer,) = plan.plan(cfg, str(tmp_path))
-    return Case(transfer, backing)
+    return Case(transfer, backing, kind)
 
 
 def sha(data: bytes) -> str:
@@ -98,6 +104,26 @@ def test_send_is_complete_idempotent_and_verified(case):
     assert again.files_sent == 0
     check = transport.verify(t, listing, LOG)
     assert check.ok and check.verified == 6
+
+
+def test_check_after_sending_trusts_the_tool_and_names_a_newer_copy(case):
+    t = case.transfer
+    listing = sources.list_source(t.source)
+    transport = transports.for_transfer(t)
+    first = transport.send(t, listing, LOG)
+    check = transport.confirm(t, listing, first, LOG)
+    assert check.ok and check.verified == 6 and hash_tree(case.backing) == hash_tree(Path(t.source.root))
+    edited = case.backing / "model_predictions.csv"
+    edited.write_bytes(b"edited in the backup copy\n")
+    later = time.time() + 3600
+    os.utime(edited, (later, later))
+    case.settle()
+    again = transport.send(t, listing, LOG)
+    assert again.files_sent == 0 and again.newer == ["model_predictions.csv"]
+    assert edited.read_bytes() == b"edited in the backup copy\n"  # never overwritten (--update)
+    check = transport.confirm(t, listing, again, LOG)
+    assert not check.ok and check.differing == ["model_predictions.csv"] and check.verified == 5
+    assert "1 files differ from the source (e.g. model_predictions.csv)" in check.problem()
 
 
 def test_list_shows_names_and_sizes(case):

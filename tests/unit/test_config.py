@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import yaml
 from backup.config import ConfigError, load_config, validate
@@ -113,3 +115,18 @@ def test_password_never_echoed_from_url():
     with pytest.raises(ConfigError) as err:
         validate(cfg)
     assert "hunter2" not in str(err.value)
+
+
+def test_a_validated_config_is_not_trusted_for_other_content(tmp_path, monkeypatch):
+    """Children skip validating the bytes their parent validated (BACKUP_CONFIG_VALIDATED), nothing else."""
+    from backup import config
+
+    monkeypatch.delenv(config.VALIDATED_ENV, raising=False)
+    good = tmp_path / "good.yaml"
+    good.write_text("backups:\n  sources: {}\n  destinations: {smb: {enabled: false}, box: {enabled: false}}\n")
+    config.load_config([good])
+    assert len(os.environ[config.VALIDATED_ENV]) == 64
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("backups:\n  sources: {}\n  verify: sometimes\n")
+    with pytest.raises(config.ConfigError, match="backups.verify: must be one of transfer, content"):
+        config.load_config([bad])

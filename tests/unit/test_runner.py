@@ -43,3 +43,15 @@ def test_run_logs_command_and_output_masked():
 def test_missing_command_is_reported():
     result = runner.run(["definitely-not-a-command-xyz"], logging.getLogger("t"))
     assert result.returncode == 127 and "command not found" in result.output
+
+
+def test_many_output_lines_reach_the_log_each_with_its_prefix(tmp_path):
+    from backup import logs
+
+    log = logs.setup(tmp_path / "b.log", "RUN1", "ctx")
+    result = runner.run(["seq", "5000"], log)
+    assert result.returncode == 0 and len(result.lines) == 5000
+    lines = (tmp_path / "b.log").read_text().splitlines()
+    body = [ln for ln in lines if ln.endswith(("  1", "  2500", "  5000"))]
+    assert len(body) == 3 and all("[RUN1] ctx:" in ln and ln[:4].isdigit() for ln in body)
+    assert all("[RUN1] ctx:" in ln for ln in lines)

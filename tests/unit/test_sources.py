@@ -24,3 +24,28 @@ def test_literal_names_win_over_globs_and_globs_still_work(tmp_path):
 def test_missing_root_lists_every_pattern_as_missing(tmp_path):
     listing = sources.list_source(Source("D", str(tmp_path / "nope"), ("a.csv", "R/")))
     assert listing.files == [] and listing.missing == ["a.csv", "R/"]
+
+
+def test_tops_name_what_the_patterns_matched_and_parts_have_none(tmp_path):
+    for name in ["a1.csv", "a2.csv", "dir/x.svg", "dir/sub/y.svg"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(name)
+    listing = sources.list_source(Source("D", str(tmp_path), ("a?.csv", "dir/", "none/")))
+    assert listing.tops == ["a1.csv", "a2.csv", "dir"]
+    assert sources.subset(listing, ["a1.csv"]).tops is None  # a part is named file by file
+    assert sources.without(listing, ["a1.csv"]).files == ["a2.csv", "dir/sub/y.svg", "dir/x.svg"]
+
+
+def test_changes_since_listing_are_seen_by_size_time_or_absence(tmp_path):
+    for name in ["same.csv", "grown.csv", "touched.csv", "gone.csv"]:
+        (tmp_path / name).write_text("12345")
+    listing = sources.list_source(Source("D", str(tmp_path), ("*.csv",)))
+    (tmp_path / "grown.csv").write_text("123456")
+    st = (tmp_path / "touched.csv").stat()
+    os.utime(tmp_path / "touched.csv", ns=(st.st_atime_ns, st.st_mtime_ns + 1))
+    (tmp_path / "gone.csv").unlink()
+    names = ["same.csv", "grown.csv", "touched.csv", "gone.csv"]
+    assert sources.changed_since_listed(listing, names) == ["grown.csv", "touched.csv", "gone.csv"]
+    fresh = sources.relisted(listing, ["grown.csv", "gone.csv"])
+    assert "gone.csv" not in fresh.files and fresh.sizes["grown.csv"] == 6
+    assert fresh.mtimes["grown.csv"] == (tmp_path / "grown.csv").stat().st_mtime_ns

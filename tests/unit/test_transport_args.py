@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from backup import runner, transports
 from backup.plan import Source, Transfer
 from backup.sources import Listing
@@ -70,3 +72,25 @@ def test_rsync_on_smb_keeps_no_owners_or_permissions(monkeypatch, tmp_path):
     transports.RsyncTransport().send(t, Listing(root="/src", files=["a"], sizes={"a": 1}), None)
     (args,) = calls
     assert "--owner" not in args and "--perms" not in args and not any("modify-window" in a for a in args)
+
+
+def test_rclone_walks_matched_folders_for_large_sends(monkeypatch, tmp_path):
+    """Above WALK_ABOVE files, rclone gets filter rules for the matched folders, escaped, not a file list."""
+    (tmp_path / "Results/Opto").mkdir(parents=True)
+    (tmp_path / "Plot[final].png").write_text("p")
+    files = [f"Results/Opto/f{i}.png" for i in range(transports.WALK_ABOVE + 1)] + ["Plot[final].png"]
+    listing = Listing(root=str(tmp_path), files=files, sizes=dict.fromkeys(files, 1),
+                      tops=["Plot[final].png", "Results/Opto"])  # fmt: skip
+    seen = {}
+
+    def fake_run(args, log, **kw):
+        flag = next((a for a in args if a.startswith("--filter-from=")), None)
+        if flag:
+            seen["rules"] = Path(flag.split("=", 1)[1]).read_text().split("\n")
+        return runner.Result(0, [])
+
+    monkeypatch.setattr(runner, "run", fake_run)
+    monkeypatch.setattr(transports.RcloneTransport, "keeps_times", lambda *a: False)
+    transports.RcloneTransport().send(transfer("rclone", "Box-Folder:x"), listing, None)
+    assert seen["rules"][:4] == ["+ /Plot\\[final\\].png", "+ /Plot\\[final\\].png.rclonelink", "+ /Results/Opto/**",
+                                 "- **"]  # fmt: skip

@@ -227,13 +227,17 @@ def check_pipeline(cfg: dict, workdir: Path, source: str) -> None:
         raise ConfigError(f"{source}: pipeline.snakefile: {snakefile} does not exist")
 
 
-def verify_all(cfg: dict, transfers: list[plan.Transfer], workdir: Path) -> int:
-    """Check every enabled destination against the current sources (or the latest archive)."""
+def verify_all(cfg: dict, transfers: list[plan.Transfer], workdir: Path, workers: int = 2) -> int:
+    """Check every enabled destination against the current sources (or the latest archive).
+
+    Destinations are checked ``workers`` at a time: each check waits mostly on its tool's reading."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from . import archive
 
     log = logs.setup(plan.absolute(cfg["backups"]["log_file"], str(workdir)), records.new_run_id(), "verify")
-    rows = []
-    for t in transfers:
+
+    def check_one(t: plan.Transfer) -> dict:
         row = {"destination": t.destination, "dataset": t.dataset, "mode": t.mode, "status": "ok", "error": None}
         try:
             if t.mode == "archive":
@@ -255,7 +259,10 @@ def verify_all(cfg: dict, transfers: list[plan.Transfer], workdir: Path) -> int:
         except OSError as exc:  # an unreadable source folder
             row.update(status="failed", error=f"cannot read {exc.filename}: {exc.strerror}")
         log.info("%s/%s: %s", t.destination, t.dataset, row["error"] or row["status"])
-        rows.append(row)
+        return row
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        rows = list(pool.map(check_one, transfers))
     print(summary.table(rows, "Verification (nothing was sent):", verify=True))
     return summary.exit_status(rows)
 
@@ -390,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
             if note:
                 print(f"note: {note}")
             if args.verify:
-                return verify_all(cfg, transfers, workdir)
+                return verify_all(cfg, transfers, workdir, args.cores)
             return _run(args, cfg, config_files, transfers, workdir, command)
     except LockBusy as exc:
         print(f"error: {exc}", file=sys.stderr)

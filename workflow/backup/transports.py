@@ -206,6 +206,10 @@ class RsyncTransport(Transport):
         self, args: list[str], log, what: str, missing_ok: bool = False, ok_codes=(0,), progress=None
     ) -> runner.Result:
         result = runner.run([find_tool("rsync"), *args], log, progress=progress)
+        if result.returncode == 11 and re.search(r'mkdir ".*" failed: File exists \(17\)', result.output):
+            # Two rsyncs creating the same parent folder at once (--mkpath is not safe against
+            # that): the folder exists now, so the second attempt goes through.
+            result = runner.run([find_tool("rsync"), *args], log, progress=progress)
         if missing_ok and result.returncode == 23 and "No such file or directory (2)" in result.output:
             return runner.Result(0, [])  # the target folder does not exist yet: it is empty
         if result.returncode == 23 and 24 in ok_codes and self._only_vanished(result.lines):
@@ -350,7 +354,8 @@ def _not_held(listing: Listing, held: dict[str, tuple[int, int]]) -> list[str]:
     for name in listing.files:
         link = name in listing.links
         there = held.get(name + ".rclonelink" if link else name)
-        same_time = link or (there is not None and abs(there[1] - listing.mtimes[name]) <= MTIME_SLACK_NS)
+        mtime = listing.mtimes.get(name)
+        same_time = link or (there is not None and mtime is not None and abs(there[1] - mtime) <= MTIME_SLACK_NS)
         if there is None or there[0] != listing.sizes[name] or not same_time:
             todo.append(name)
     return todo
@@ -573,8 +578,11 @@ class RcloneTransport(Transport):
         names = [f + ".rclonelink" if f in listing.links else f for f in listing.files]
         with file_list(names, "\n") as list_file:
             args = ["check", "--one-way", "--links", f"--files-from-raw={list_file}", "--combined", "-", *self.COMMON]
-            if not self.has_hashes(transfer, log):
-                args.append("--download")  # no hashes there: compare the bytes themselves
+            local = str(self.features(transfer, log).get("String", "")).startswith("Local file system")
+            if local or not self.has_hashes(transfer, log):
+                # Compare the bytes themselves: where there are no hashes, and on a local disk, where
+                # reading both sides costs less than hashing both (MD5).
+                args.append("--download")
             result = self._run(transfer, [*args, listing.root, transfer.target], log, "verify", ok_codes=(0, 1))
         out = VerifyResult()
         for line in result.lines:
