@@ -82,9 +82,11 @@ def sync(args: argparse.Namespace) -> int:
         log = logs.setup(cfg["backups"]["log_file"], args.run_id, f"{args.stage} {args.dest}/{args.dataset}", args.log)
         transfer = plan.find(plan.plan(cfg, os.getcwd()), args.dest, args.dataset)
         record.update(mode=transfer.mode, tool=transfer.tool, target=transfer.target, source=transfer.source.root)
+        transport = transports.for_transfer(transfer)
         if transfer.mode == "archive":
             listing = _archive_listing(args.run_id, args.stage, args.dataset, record)
         else:
+            transport.prefetch(transfer, log)  # rclone lists the target while this walks the source
             listing, skipped = sources.for_transfer(transfer)
             record["missing"] = listing.missing
             for pattern in listing.missing:
@@ -100,7 +102,6 @@ def sync(args: argparse.Namespace) -> int:
                 summary.human_bytes(listing.total_bytes),
                 transfer.target,
             )
-            transport = transports.for_transfer(transfer)
             tag = args.run_id if args.stage == "manual" else f"{args.run_id}-{args.stage}"
             label = f"{args.stage} {args.dest}/{args.dataset}"
             reporter = progress.Reporter(label, len(listing.files), listing.total_bytes) if progress.wanted() else None

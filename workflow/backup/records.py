@@ -50,21 +50,27 @@ def manifest_path(run_id: str, stage: str, destination: str, dataset: str) -> st
 
 def write_manifest(path: str | Path, listing) -> None:
     """Size and modification time of every file of a listing, as it was sent (both tools keep times)."""
-    entries = {name: [listing.sizes[name], listing.mtimes[name]] for name in listing.files}
+    files = listing.files
+    entries = {"files": files, "sizes": [listing.sizes[f] for f in files], "mtimes": [listing.mtimes[f] for f in files]}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with gzip.open(tmp, "wt", encoding="utf-8", compresslevel=6) as fh:
-        json.dump(entries, fh, separators=(",", ":"))
+    # Three lists, one json.dumps (a C call) and one gzip.compress: a mapping per file, dumped into a
+    # gzip stream, took half a second for 100,000 files.
+    tmp.write_bytes(gzip.compress(json.dumps(entries, separators=(",", ":")).encode(), compresslevel=1, mtime=0))
     os.replace(tmp, path)
 
 
 def read_manifest(path: str | Path) -> dict[str, list[int]] | None:
+    """File name -> [size, mtime_ns] (also from manifests written as that mapping before)."""
     try:
         with gzip.open(path, "rt", encoding="utf-8") as fh:
-            return json.load(fh)
+            data = json.load(fh)
     except (OSError, ValueError):
         return None
+    if isinstance(data.get("files"), list) and isinstance(data.get("sizes"), list):
+        return {f: [size, mtime] for f, size, mtime in zip(data["files"], data["sizes"], data["mtimes"], strict=True)}
+    return data
 
 
 def gate_marker(run_id: str) -> str:

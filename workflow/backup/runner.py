@@ -122,9 +122,15 @@ def run(
         assert proc.stdin is not None
         proc.stdin.write(stdin_text.encode())
         proc.stdin.close()
+    assert proc.stdout is not None
+    if not log_output and progress is None:
+        # Output kept but not logged (a listing of 100,000 files): read and mask it whole.
+        text = mask(proc.stdout.read().decode("utf-8", errors="replace"), secrets)
+        returncode = proc.wait()
+        log.info("exit status %d", returncode)
+        return Result(returncode, text.splitlines())
     lines: list[str] = []
     batch = _Batch(log)
-    assert proc.stdout is not None
     for raw in _split(proc.stdout, progress is not None):
         line = mask(raw.decode("utf-8", errors="replace").rstrip("\n"), secrets)
         if progress is not None and progress(line):

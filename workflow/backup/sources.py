@@ -39,15 +39,16 @@ def _walk(root: str, rel_dir: str, out: dict[str, os.stat_result], links: set[st
     stack = [rel_dir]
     while stack:
         rel = stack.pop()
+        prefix = rel + "/" if rel else ""
         with os.scandir(os.path.join(root, rel) if rel else root) as entries:
             for entry in entries:
-                rel_path = f"{rel}/{entry.name}" if rel else entry.name
                 if entry.is_dir(follow_symlinks=False):
-                    stack.append(rel_path)
-                else:
-                    out[rel_path] = entry.stat(follow_symlinks=False)
-                    if entry.is_symlink():
-                        links.add(rel_path)
+                    stack.append(prefix + entry.name)
+                    continue
+                st = entry.stat(follow_symlinks=False)
+                out[prefix + entry.name] = st
+                if stat.S_ISLNK(st.st_mode):
+                    links.add(prefix + entry.name)
 
 
 def _add(root: str, rel: str, out: dict[str, os.stat_result], links: set[str]) -> bool:

@@ -16,6 +16,7 @@ import shlex
 import shutil
 import sys
 import tempfile
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,6 +144,9 @@ def file_list(names: list[str] | None, sep: str):
 class Transport:
     """What both tools share: the check after sending."""
 
+    def prefetch(self, transfer: Transfer, log) -> None:
+        """Start what ``send`` will need from the target, while the source is being listed."""
+
     def unchecked(self, transfer: Transfer, sent: SendResult, log) -> list[str]:
         """Files the tool sent without checking their content at the target."""
         return []
@@ -244,12 +248,12 @@ class RsyncTransport(Transport):
         ``progress``: a progress.Reporter, fed rsync's --info=progress2 lines.
         """
         target = self.resolve(transfer)
-        with file_list(_walked(listing), "\0") as list_file:
-            # --delay-updates: new files wait in .~tmp~ and take their final names together at the end,
-            # so a killed transfer never leaves a partial file under a final name.
-            # --info=skip1: rsync names each file it leaves alone because the destination's is newer.
-            args = [*self.options(transfer), "--update", "--mkpath", "--itemize-changes", "--stats", "--from0",
-                    "--delay-updates", "--info=skip1", f"--files-from={list_file}"]  # fmt: skip
+        with _naming(listing) as what:
+            # rsync writes each file under a temporary name (.NAME.XXXXXX) and renames it when it is
+            # complete and its checksum matches, so a killed transfer never leaves a partial file
+            # under a final name. --info=skip1: it names each file it leaves alone because the
+            # destination's is newer.
+            args = [*self.options(transfer), "--update", "--mkpath", "--itemize-changes", "--stats", "--info=skip1"]
             if transfer.keep_versions and version_tag:
                 path = target.split(":", 1)[1] if is_ssh_target(target) else target
                 args += ["--backup", f"--backup-dir={versions_folder(path, version_tag)}"]
@@ -260,15 +264,16 @@ class RsyncTransport(Transport):
             if progress and not dry_run:
                 args.append("--info=progress2")
             # Exit 24: some source files vanished while being sent; the rest went through.
-            result = self._run([*args, "--", listing.root.rstrip("/") + "/", target.rstrip("/") + "/"], log, "send",
-                               ok_codes=(0, 24), progress=progress.rsync if progress else None)  # fmt: skip
+            result = self._run([*args, *what, target.rstrip("/") + "/"], log, "send", ok_codes=(0, 24),
+                               progress=progress.rsync if progress else None)  # fmt: skip
         out = SendResult()
         root = listing.root.rstrip("/") + "/"
         for line in result.lines:
             gone, changed = self.VANISHED.match(line), self.CHANGED.match(line)
             if gone or changed:
                 name = unescape(gone.group(1) or gone.group(2) if gone else changed.group(1))
-                (out.vanished if gone else out.changed).append(name[len(root) :] if name.startswith(root) else name)
+                rel = name[len(root) :] if name.startswith(root) else name
+                (out.vanished if gone else out.changed).append(rel.removeprefix("./"))  # ROOT/./NAME
                 continue
             match = self.ITEM.match(line)
             if match and match.group(1)[1] in "fL" and match.group(1)[0] in "<>c":
@@ -296,11 +301,12 @@ class RsyncTransport(Transport):
 
     def verify(self, transfer: Transfer, listing: Listing, log) -> VerifyResult:
         """Compare every listed file's full checksum at the target with the source's."""
+        if not listing.files:
+            return VerifyResult()
         target = self.resolve(transfer)
-        with file_list(_walked(listing), "\0") as list_file:
-            args = [*self.options(transfer), "--checksum", "--dry-run", "--itemize-changes", "--from0",
-                    f"--files-from={list_file}"]  # fmt: skip
-            result = self._run([*args, "--", listing.root.rstrip("/") + "/", target.rstrip("/") + "/"], log, "verify")
+        with _naming(listing) as what:
+            args = [*self.options(transfer), "--checksum", "--dry-run", "--itemize-changes"]
+            result = self._run([*args, *what, target.rstrip("/") + "/"], log, "verify")
         out = VerifyResult()
         for line in result.lines:
             match = self.ITEM.match(line)
@@ -321,10 +327,18 @@ class RsyncTransport(Transport):
         return SendResult(files_sent=len(sent), sent=sent)
 
 
-def _walked(listing: Listing) -> list[str]:
-    """What to name in rsync's --files-from: the matched folders and files (rsync walks them), or
-    every file for a part of a dataset. rsync reads that list a byte per system call."""
-    return listing.tops if listing.tops is not None else listing.files
+@contextmanager
+def _naming(listing: Listing):
+    """rsync's arguments naming what to send, up to the target: the folders and files the include
+    patterns matched, as ROOT/./NAME with --relative (rsync walks them as fast as a plain copy), or,
+    for a part of a dataset, a --files-from list of its files (rsync reads that a byte per system
+    call, and walks without incremental recursion: slow for a whole dataset)."""
+    root = listing.root.rstrip("/")
+    if listing.tops is not None:
+        yield ["--relative", "--", *(f"{root}/./{top}" for top in listing.tops)]
+        return
+    with file_list(listing.files, "\0") as path:
+        yield ["--from0", f"--files-from={path}", "--", root + "/"]
 
 
 def _filters(listing: Listing) -> list[str]:
@@ -414,6 +428,14 @@ class RcloneTransport(Transport):
     def __init__(self) -> None:
         self._env: dict[str, str] | None = None
         self._features: dict | None = None
+        self._held: Future | None = None
+
+    def prefetch(self, transfer: Transfer, log) -> None:
+        """List the target in a thread (rclone does the work; this process walks the source meanwhile)."""
+        self.env(transfer, log)  # the password, if any, before the thread needs it
+        pool = ThreadPoolExecutor(max_workers=1)
+        self._held = pool.submit(self._entries, transfer, log)
+        pool.shutdown(wait=False)
 
     def base_args(self, transfer: Transfer) -> list[str]:
         args = [find_tool("rclone")]
@@ -493,7 +515,11 @@ class RcloneTransport(Transport):
         the source's size and time are left out, so a run that finds nothing new starts no copy at all.
         ``force`` sends every listed file, ignoring size and time."""
         out = SendResult()
-        todo = listing.files if force else _not_held(listing, self._entries(transfer, log))
+        held, self._held = self._held, None  # a prefetched listing serves one send
+        if not force:
+            todo = _not_held(listing, held.result() if held else self._entries(transfer, log))
+        else:
+            todo = listing.files
         if not todo:
             return out
         # With --links rclone shows a symlink as NAME.rclonelink, so list it under that name.
