@@ -20,7 +20,7 @@ help:
 	@echo "make demo-snakemake   the demo with the pipeline as a Snakemake module"
 	@echo "make setup    create .venv with pinned packages; install rsync if missing"
 	@echo "make lint     ruff, snakefmt and snakemake --lint"
-	@echo "make bench    benchmarks against the bare tools (bench/, a few minutes)"
+	@echo "make bench    benchmarks against the bare tools: rsync, rclone, sha256sum, zip -9 (bench/, ~10 minutes)"
 
 setup: $(VENV)/.installed
 	@scripts/setup.sh
@@ -67,6 +67,7 @@ lint: setup
 
 bench: setup
 	@scripts/setup.sh --test
+	$(PY) bench/transfer_bench.py
 	$(PY) bench/archive_bench.py
 
 clean-demo:

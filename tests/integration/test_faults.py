@@ -36,7 +36,7 @@ def no_half_written(dest: Path, source: Path) -> None:
     """Every file at the destination under a final name equals its source file."""
     want = hash_tree(source)
     for name, digest in hash_tree(dest).items():
-        if ".~tmp~" in name or ".versions/" in name or Path(name).name.startswith("."):
+        if ".versions/" in name or Path(name).name.startswith("."):
             continue  # rsync's temporary names, never a final one
         assert want.get(name) == digest, f"{name} at the destination is not the source's file"
 
@@ -56,7 +56,7 @@ def start_cli(lab, *args: str) -> subprocess.Popen:
 
 
 def writing(folder: Path) -> bool:
-    """rsync is writing into folder: a temporary .NAME.XXXXXX file or its .~tmp~ folder exists."""
+    """rsync is writing into folder: a temporary .NAME.XXXXXX file exists."""
     return folder.is_dir() and any(p.name.startswith(".") for p in folder.iterdir())
 
 
