@@ -3,7 +3,9 @@
 Peak memory is the largest sum, over one sample, of the proportional set size (PSS,
 from /proc/PID/smaps_rollup) of the command and every process below it: shared pages
 (the Python interpreter, libc) count once, not once per process. Samples every 20 ms.
-The sampler also notes when the first transfer process (rsync, or rclone copy) appeared.
+Reading smaps_rollup costs the kernel a walk of each process's memory, enough to slow a
+two-core machine down, so timed runs do not sample memory (``memory=False``): they only
+note when the first transfer process (rsync, or rclone copy) appeared.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 @dataclass
 class Measured:
     seconds: float
-    peak_mb: float  # the whole tree's PSS at its largest
+    peak_mb: float | None  # the whole tree's PSS at its largest (None: not sampled)
     first_transfer: float | None  # seconds from start until the first rsync / rclone copy began
 
 
@@ -59,9 +61,9 @@ def _is_transfer(pid: int) -> bool:
 
 
 class Sampler(threading.Thread):
-    def __init__(self, root: int, interval: float = 0.02) -> None:
+    def __init__(self, root: int, memory: bool, interval: float = 0.02) -> None:
         super().__init__(daemon=True)
-        self.root, self.interval = root, interval
+        self.root, self.memory, self.interval = root, memory, interval
         self.peak_kb, self.first_transfer_at = 0, None
         self.done = threading.Event()
 
@@ -70,7 +72,7 @@ class Sampler(threading.Thread):
             tree, todo, total = _children(), [self.root], 0
             while todo:
                 pid = todo.pop()
-                total += _pss_kb(pid)
+                total += _pss_kb(pid) if self.memory else 0
                 kids = tree.get(pid, [])
                 todo += kids
                 if self.first_transfer_at is None and any(_is_transfer(k) for k in kids):
@@ -79,12 +81,12 @@ class Sampler(threading.Thread):
             self.done.wait(self.interval)
 
 
-def run(cmd: list[str], cwd=None, env=None, ok=(0,)) -> Measured:
-    """Run ``cmd`` to its end; wall time, peak tree memory, first transfer start."""
+def run(cmd: list[str], cwd=None, env=None, ok=(0,), memory: bool = False) -> Measured:
+    """Run ``cmd`` to its end; wall time, first transfer start, and (``memory``) peak tree memory."""
     os.sync()  # nobody pays for the dirty pages another command left
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    sampler = Sampler(proc.pid)
+    sampler = Sampler(proc.pid, memory, 0.02 if memory else 0.01)
     sampler.start()
     output, _ = proc.communicate()
     elapsed = time.perf_counter() - t0
@@ -94,4 +96,4 @@ def run(cmd: list[str], cwd=None, env=None, ok=(0,)) -> Measured:
         tail = output.decode(errors="replace").strip().splitlines()[-15:]
         raise SystemExit(f"failed ({proc.returncode}): {' '.join(map(str, cmd))[:200]}\n" + "\n".join(tail))
     first = sampler.first_transfer_at - t0 if sampler.first_transfer_at else None
-    return Measured(elapsed, round(sampler.peak_kb / 1024, 1), first)
+    return Measured(elapsed, round(sampler.peak_kb / 1024, 1) if memory else None, first)

@@ -43,9 +43,6 @@ import measure
 HERE = Path(__file__).resolve().parent
 PROJECT = HERE.parent
 WORK = HERE / "data" / "work"
-# Destinations on a RAM disk where there is one: the overhead being measured is then not
-# drowned in the disk's noise (and 100,000 files are written in seconds, not a minute).
-RAM = Path("/dev/shm/backup-bench")
 RESULTS = HERE / "results"
 VENV_BIN = Path(sys.executable).parent
 RCLONE = shutil.which("rclone", path=str(VENV_BIN)) or shutil.which("rclone")
@@ -126,9 +123,9 @@ def tree_digest(root: Path) -> dict[str, str]:
 class Case:
     """One dataset, with a bare and an ours workspace side by side."""
 
-    def __init__(self, name: str, data: Path, on_disk: bool = False) -> None:
+    def __init__(self, name: str, data: Path) -> None:
         self.name, self.data = name, data
-        self.root = (WORK if on_disk or not _ram_disk() else RAM) / name
+        self.root = WORK / name
         shutil.rmtree(self.root, ignore_errors=True)
         self.ours_work, self.bare_work = self.root / "ours", self.root / "bare"
         for w in (self.ours_work, self.bare_work):
@@ -143,11 +140,11 @@ class Case:
             d.mkdir()
         shutil.rmtree(self.ours_work / ".backup", ignore_errors=True)
 
-    def bare(self) -> measure.Measured:
-        return measure.run(bare_script(self.data, self.bare_dest, self.bare_work))
+    def bare(self, memory: bool = False) -> measure.Measured:
+        return measure.run(bare_script(self.data, self.bare_dest, self.bare_work), memory=memory)
 
-    def ours(self, *extra: str) -> measure.Measured:
-        return measure.run(ours_cmd(self.config, self.ours_work, *extra), cwd=self.ours_work)
+    def ours(self, *extra: str, memory: bool = False) -> measure.Measured:
+        return measure.run(ours_cmd(self.config, self.ours_work, *extra), cwd=self.ours_work, memory=memory)
 
     def check_same(self) -> None:
         """Both hold the source's bytes at every destination (hashed here, not by the system)."""
@@ -167,45 +164,39 @@ class Case:
         return int(found[0]) if found else -1
 
 
-def _ram_disk() -> bool:
-    try:
-        RAM.mkdir(parents=True, exist_ok=True)
-        st = os.statvfs(RAM)
-    except OSError:
-        return False
-    return st.f_bavail * st.f_frsize > 8e9  # two copies of the 700 MB case at three destinations, and room
-
-
 def median(values: list[float]) -> float:
     return round(statistics.median(values), 2)
 
 
 def row(case: str, target: str, bare: list[measure.Measured], ours: list[measure.Measured], limit: float,
         extra_bare: float = 0.0, **more) -> dict:  # fmt: skip
-    b, o = median([m.seconds for m in bare]), median([m.seconds for m in ours])
+    """Medians of the timed runs; peaks from the runs that sampled memory."""
+    b = median([m.seconds for m in bare if m.peak_mb is None])
+    o = median([m.seconds for m in ours if m.peak_mb is None])
     ratio = round(o / (b + extra_bare), 3) if b + extra_bare else 0
     return {
         "case": case, "bare_s": b, "ours_s": o, "ratio": ratio, "target": target,
         "met": "yes" if ratio <= limit else "NO",
-        "bare_peak_MB": max(m.peak_mb for m in bare), "ours_peak_MB": max(m.peak_mb for m in ours),
-        "runs": len(ours), **more,
+        "bare_peak_MB": max(m.peak_mb or 0 for m in bare), "ours_peak_MB": max(m.peak_mb or 0 for m in ours),
+        "runs": len([m for m in ours if m.peak_mb is None]), **more,
     }  # fmt: skip
 
 
 def first_and_unchanged(case: Case, runs: int, label: str, first_limit: float, rows: list[dict],
                         unchanged_limit: float, snakemake_s: float = 0.0) -> None:  # fmt: skip
     first_b, first_o, again_b, again_o = [], [], [], []
-    for i in range(runs):
+    # The timed runs, then one more of each that samples memory.
+    for i, memory in [(i, False) for i in range(runs)] + [(runs, True)]:
         case.clear()
         # Alternate who goes first, so neither always meets the other's page cache.
-        order = (("bare", case.bare), ("ours", case.ours)) if i % 2 == 0 else (("ours", case.ours), ("bare", case.bare))
-        for who, fn in order:
-            (first_b if who == "bare" else first_o).append(fn())
-        for who, fn in order:
-            (again_b if who == "bare" else again_o).append(fn())
+        order = [("bare", case.bare), ("ours", case.ours)]
+        for who, fn in order if i % 2 == 0 else order[::-1]:
+            (first_b if who == "bare" else first_o).append(fn(memory=memory))
+        for who, fn in order if i % 2 == 0 else order[::-1]:
+            (again_b if who == "bare" else again_o).append(fn(memory=memory))
     case.check_same()
     jobs = case.jobs()
-    starts = [m.first_transfer for m in first_o if m.first_transfer is not None]
+    starts = [m.first_transfer for m in first_o if m.first_transfer is not None and m.peak_mb is None]
     start = round(max(starts), 2) if starts else None
     rows.append(row(f"{label}: first backup", f"ratio <= {first_limit}", first_b, first_o, first_limit,
                     jobs=jobs, first_transfer_s=start))  # fmt: skip
@@ -236,9 +227,9 @@ def verify_case(case: Case, runs: int, rows: list[dict]) -> None:
         for group in groups
     )
     bare, ours = [], []
-    for _ in range(runs):
-        bare.append(measure.run(["bash", "-ec", hashing]))
-        ours.append(case.ours("--verify"))
+    for memory in [False] * runs + [True]:
+        bare.append(measure.run(["bash", "-ec", hashing], memory=memory))
+        ours.append(case.ours("--verify", memory=memory))
     rows.append(row("seed-shaped: verify 3 destinations", "ratio <= 1.2", bare, ours, 1.2))
 
 
@@ -278,12 +269,12 @@ def main() -> int:
         small = datasets.generate_small()
         first_and_unchanged(Case("small", small), args.runs, "100,000 small files", 1.2, rows, 1.2)
     if "memory" in cases:
-        big = Case("big", datasets.generate_big(), on_disk=True)  # 2 x 3 x 2 GB: on disk
+        big = Case("big", datasets.generate_big())
         bare, ours = [], []
-        for _ in range(max(1, args.runs - 1)):
+        for memory in [False] * max(1, args.runs - 1) + [True]:
             big.clear()
-            bare.append(big.bare())
-            ours.append(big.ours())
+            bare.append(big.bare(memory=memory))
+            ours.append(big.ours(memory=memory))
         big.check_same()
         r = row("2 GB with one 1.5 GB file: first backup", "peak < 200 MB", bare, ours, float("inf"))
         r.update(target="peak < 200 MB", met="yes" if r["ours_peak_MB"] < 200 else "NO")
@@ -292,7 +283,6 @@ def main() -> int:
     if "verify" in cases:
         verify_case(Case("verify", seed), args.runs, rows)
     shutil.rmtree(WORK, ignore_errors=True)
-    shutil.rmtree(RAM, ignore_errors=True)
 
     RESULTS.mkdir(exist_ok=True)
     fields = list(dict.fromkeys(k for r in rows for k in r))

@@ -9,6 +9,7 @@ what they would send, and writes nothing anywhere.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -287,53 +288,71 @@ class StatusLine:
         sys.stdout.flush()
 
 
-def _run_snakemake(
-    workdir: Path, config_files: list[str], targets: list[str], run_id: str, only: str | None, cores: int
-) -> tuple[int, list[str]]:
-    """Run the workflow; stream job lines to the terminal, everything to a log file."""
-    cmd = [
-        sys.executable, "-m", "backup.engine",  # snakemake's command line (see engine.py)
-        "--snakefile", str(PROJECT_DIR / "Snakefile"),
-        "--directory", str(workdir),
-        "--cores", str(cores),
-        "--keep-going",
-        "--resources", "network=2",
-        "--configfile", *config_files,
-        "--config", f"run_id={run_id}", *([f"only={only}"] if only else []),
-        "--", *targets,
-    ]  # fmt: skip
-    tty = sys.stdout.isatty()
-    env = {
-        **os.environ,
-        "BACKUP_CLI": "1",
-        "BACKUP_PROGRESS": "1" if tty else "0",
-        "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]),
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_DIR / "workflow"), os.environ.get("PYTHONPATH")])),
-    }
-    log_path = records.run_dir(run_id, workdir) / "snakemake.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    lines: list[str] = []
-    with open(log_path, "a", encoding="utf-8") as log_fh:
-        proc = subprocess.Popen(
-            cmd, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace"
-        )
-        assert proc.stdout is not None
-        live = StatusLine() if tty else None
-        for line in proc.stdout:
-            if line.startswith(progress.PREFIX):
-                if live:
-                    live.update(line[len(progress.PREFIX) :].rstrip("\n"))
-                continue  # progress is for the eyes only: not in logs
-            log_fh.write(line)
-            lines.append(line.rstrip("\n"))
-            if line.startswith("backup: "):
-                if live:
-                    live.clear()
-                print("  " + line[len("backup: ") :], end="", flush=True)
-        if live:
-            live.clear()
-        returncode = proc.wait()
-    return returncode, lines
+class Engine:
+    """Snakemake in a child process, started as soon as the command line knows it will need it: it
+    imports Snakemake (a third of a second) while this process checks the config, the remotes and
+    the lock, then runs what ``run`` tells it. Job lines go to the terminal, everything to a log."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir, self.tty = workdir, sys.stdout.isatty()
+        env = {
+            **os.environ,
+            "BACKUP_CLI": "1",
+            "BACKUP_PROGRESS": "1" if self.tty else "0",
+            "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_DIR / "workflow"), os.environ.get("PYTHONPATH")])),
+        }
+        # backup.engine is snakemake's own command line, without its job-rate limiter (see engine.py).
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "backup.engine", "--wait"], cwd=workdir, env=env, stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
+        )  # fmt: skip
+
+    def cancel(self) -> None:
+        """Not needed after all: the child sees the end of its input and exits."""
+        if self.proc.poll() is None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+            self.proc.wait()
+
+    def run(
+        self, config_files: list[str], targets: list[str], run_id: str, only: str | None, cores: int
+    ) -> tuple[int, list[str]]:
+        argv = [
+            "--snakefile", str(PROJECT_DIR / "Snakefile"),
+            "--directory", str(self.workdir),
+            "--cores", str(cores),
+            "--keep-going",
+            "--resources", "network=2", "to_smb=1", "to_box=1", "to_secured=1",
+            "--configfile", *config_files,
+            "--config", f"run_id={run_id}", *([f"only={only}"] if only else []),
+            "--", *targets,
+        ]  # fmt: skip
+        # The validated config's digest (config.VALIDATED_ENV), set after the child started.
+        env = {k: v for k, v in os.environ.items() if k.startswith("BACKUP_")}
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps({"argv": argv, "env": env}) + "\n")
+        self.proc.stdin.close()
+        log_path = records.run_dir(run_id, self.workdir) / "snakemake.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        lines: list[str] = []
+        with open(log_path, "a", encoding="utf-8") as log_fh:
+            live = StatusLine() if self.tty else None
+            for line in self.proc.stdout:
+                if line.startswith(progress.PREFIX):
+                    if live:
+                        live.update(line[len(progress.PREFIX) :].rstrip("\n"))
+                    continue  # progress is for the eyes only: not in logs
+                log_fh.write(line)
+                lines.append(line.rstrip("\n"))
+                if line.startswith("backup: "):
+                    if live:
+                        live.clear()
+                    print("  " + line[len("backup: ") :], end="", flush=True)
+            if live:
+                live.clear()
+            returncode = self.proc.wait()
+        return returncode, lines
 
 
 def _stage_rows(workdir: Path, run_id: str, stage: str, expected: list[plan.Transfer]) -> list[dict]:
@@ -353,13 +372,23 @@ def _stage_rows(workdir: Path, run_id: str, stage: str, expected: list[plan.Tran
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    workdir = Path(args.workdir).resolve() if args.workdir else PROJECT_DIR
+    runs_workflow = args.command != "restore" and not (args.dry_run or args.verify or args.status or args.report)
+    engine = Engine(workdir) if runs_workflow and workdir.is_dir() else None
+    try:
+        return _main(args, argv, workdir, engine)
+    finally:
+        if engine:
+            engine.cancel()
+
+
+def _main(args, argv: list[str] | None, workdir: Path, engine: Engine | None) -> int:
     config_files = [os.path.abspath(p) for p in (args.config or [str(PROJECT_DIR / "config" / "config.yaml")])]
     try:
         cfg = load_config(config_files)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return summary.EXIT_USAGE
-    workdir = Path(args.workdir).resolve() if args.workdir else PROJECT_DIR
     transfers = plan.plan(cfg, str(workdir), [args.only] if args.only else None)
     if args.report:
         enabled = plan.enabled_destinations(cfg["backups"])
@@ -398,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"note: {note}")
             if args.verify:
                 return verify_all(cfg, transfers, workdir, args.cores)
-            return _run(args, cfg, config_files, transfers, workdir, command)
+            return _run(args, cfg, config_files, transfers, workdir, command, engine or Engine(workdir))
     except LockBusy as exc:
         print(f"error: {exc}", file=sys.stderr)
         return summary.EXIT_USAGE
@@ -407,7 +436,8 @@ def main(argv: list[str] | None = None) -> int:
         return summary.EXIT_USAGE
 
 
-def _run(args, cfg: dict, config_files: list[str], transfers: list[plan.Transfer], workdir: Path, command: str) -> int:
+def _run(args, cfg: dict, config_files: list[str], transfers: list[plan.Transfer], workdir: Path, command: str,
+         engine: Engine) -> int:  # fmt: skip
     run_id, started = records.new_run_id(), records.now_iso()
     log_file = cfg["backups"]["log_file"]
     log = logs.setup(plan.absolute(log_file, str(workdir)), run_id, "cli")
@@ -426,14 +456,14 @@ def _run(args, cfg: dict, config_files: list[str], transfers: list[plan.Transfer
     if args.command == "run":
         # The pre-pipeline backup (and its gate) first, then the pipeline and the post backup:
         # two invocations of one graph, so no pipeline job can start before the gate.
-        returncode, lines = _run_snakemake(workdir, config_files, ["pipeline_gate"], run_id, args.only, args.cores)
+        returncode, lines = engine.run(config_files, ["pipeline_gate"], run_id, args.only, args.cores)
         if returncode == 0:
             targets = [records.pipeline_marker(run_id), *markers("post")]
-            returncode, more = _run_snakemake(workdir, config_files, targets, run_id, args.only, args.cores)
+            returncode, more = Engine(workdir).run(config_files, targets, run_id, args.only, args.cores)
             lines += more
     else:
         targets = markers("manual") or ["backup_all"]
-        returncode, lines = _run_snakemake(workdir, config_files, targets, run_id, args.only, args.cores)
+        returncode, lines = engine.run(config_files, targets, run_id, args.only, args.cores)
 
     exit_code = summary.EXIT_OK
     stages = ["pre", "post"] if args.command == "run" else ["manual"]

@@ -8,16 +8,29 @@ jobs are few (one per destination and dataset), so there is nothing to limit.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
 
+WAIT = "--wait"
+
 
 def main(argv: list[str] | None = None) -> int:
+    """``--wait``: import Snakemake first, then read {"argv": [...], "env": {...}} from one line of
+    standard input (nothing: exit), so that the import overlaps the CLI's own checks."""
     from snakemake import cli
 
+    argv = sys.argv[1:] if argv is None else argv
+    if argv == [WAIT]:
+        line = sys.stdin.readline()
+        if not line:
+            return 0  # the command line stopped before it needed Snakemake
+        message = json.loads(line)
+        os.environ.update(message["env"])
+        argv = message["argv"]
     try:
-        parser, args = cli.parse_args(argv if argv is not None else sys.argv[1:])
+        parser, args = cli.parse_args(argv)
         args.max_jobs_per_timespan = None
         ok = cli.args_to_api(args, parser)
     except Exception as exc:  # noqa: BLE001 - printed the way snakemake's own main prints it

@@ -423,7 +423,9 @@ class RcloneTransport(Transport):
     """rclone copy onto a remote: Box, an SMB server without a mount, or any rclone backend."""
 
     name = "rclone"
-    COMMON = ["--retries=2", "--low-level-retries=3", "--contimeout=15s", "--timeout=5m"]
+    # --buffer-size 4M: rclone reads ahead 16 MiB per file in flight by default; from a local disk
+    # 4 MiB keeps the speed and takes 48 MiB less (a backup must fit beside the analysis).
+    COMMON = ["--retries=2", "--low-level-retries=3", "--contimeout=15s", "--timeout=5m", "--buffer-size=4M"]
 
     def __init__(self) -> None:
         self._env: dict[str, str] | None = None

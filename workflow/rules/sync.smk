@@ -16,7 +16,12 @@ rule sync:
     conda:
         BACKUP_ENV
     resources:
+        # At most `network` transfers at once, and one at a time per destination (the CLI and
+        # the profiles give each a limit of 1): one server is not sent two datasets at once.
         network=1,
+        to_smb=lambda wildcards: int(wildcards.dest == "smb"),
+        to_box=lambda wildcards: int(wildcards.dest == "box"),
+        to_secured=lambda wildcards: int(wildcards.dest == "secured"),
     params:
         **JOB_PARAMS,
     shell:
