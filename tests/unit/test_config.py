@@ -130,3 +130,18 @@ def test_a_validated_config_is_not_trusted_for_other_content(tmp_path, monkeypat
     bad.write_text("backups:\n  sources: {}\n  verify: sometimes\n")
     with pytest.raises(config.ConfigError, match="backups.verify: must be one of transfer, content"):
         config.load_config([bad])
+
+
+def test_jobs_inherit_the_validated_config_while_its_files_are_unchanged(tmp_path, monkeypatch):
+    """The snapshot a job inherits holds no notification URL, and a changed file is read again."""
+    from backup import config
+
+    monkeypatch.delenv(config.SNAPSHOT_ENV, raising=False)
+    path = tmp_path / "c.yaml"
+    path.write_text("backups:\n  log_file: a.log\n  notify: {on_failure: ['slack://T0KEN/B/C']}\n  sources: {}\n"
+                    "  destinations: {smb: {enabled: false}, box: {enabled: false}}\n")  # fmt: skip
+    config.load_config([path])
+    assert "T0KEN" not in os.environ[config.SNAPSHOT_ENV]
+    assert config.load_config([path], inherited=True)["backups"]["log_file"] == "a.log"
+    path.write_text(path.read_text().replace("a.log", "bb.log"))
+    assert config.load_config([path], inherited=True)["backups"]["log_file"] == "bb.log"

@@ -8,23 +8,32 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
-
-import yaml
 
 from . import mounts
 
 if TYPE_CHECKING:
     import jsonschema
 
-# libyaml's loader where PyYAML has it (ten times faster than the pure-Python one).
-Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 # Set to a digest of the config files once they passed validation: the Snakefile and every
 # job (child processes) then skip validating the very same bytes again.
 VALIDATED_ENV = "BACKUP_CONFIG_VALIDATED"
+# The validated config itself (less the notification URLs, which may hold tokens), with the
+# size and time of each file it came from: a job takes it from there while the files are
+# unchanged, without reading YAML (load_config(..., inherited=True)).
+SNAPSHOT_ENV = "BACKUP_CONFIG_SNAPSHOT"
+
+
+def _yaml():
+    """PyYAML with libyaml's loader where it has one (ten times faster than the pure-Python one)."""
+    import yaml
+
+    return yaml, getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
 DEFAULT_CONFIG = "config/config.yaml"
@@ -35,8 +44,9 @@ class ConfigError(Exception):
 
 
 def _load_schema() -> dict:
+    yaml, loader = _yaml()
     with open(SCHEMA_PATH, encoding="utf-8") as fh:
-        return yaml.load(fh, Loader=Loader)
+        return yaml.load(fh, Loader=loader)
 
 
 def _fill_defaults(instance: Any, schema: dict) -> None:
@@ -169,9 +179,10 @@ def _check_semantics(cfg: dict, source: str) -> None:
 
 
 def read_yaml(path: str | Path) -> Any:
+    yaml, loader = _yaml()
     try:
         with open(path, encoding="utf-8") as fh:
-            return yaml.load(fh, Loader=Loader)
+            return yaml.load(fh, Loader=loader)
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except (OSError, UnicodeError) as exc:
@@ -193,9 +204,26 @@ def merge(base: dict, override: dict) -> dict:
     return out
 
 
-def load_config(paths: list[str | Path] | None = None) -> dict:
-    """Read, merge and validate config files (default ``config/config.yaml``)."""
+def _stamps(paths: list[str]) -> list[list]:
+    out = []
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return []
+        out.append([os.path.abspath(path), st.st_size, st.st_mtime_ns])
+    return out
+
+
+def load_config(paths: list[str | Path] | None = None, inherited: bool = False) -> dict:
+    """Read, merge and validate config files (default ``config/config.yaml``).
+
+    ``inherited``: take the config the parent process validated, if these files are unchanged."""
     paths = [str(p) for p in (paths or [DEFAULT_CONFIG])]
+    if inherited and os.environ.get(SNAPSHOT_ENV):
+        snapshot = json.loads(os.environ[SNAPSHOT_ENV])
+        if snapshot["files"] == _stamps(paths) and snapshot["files"]:
+            return snapshot["config"]
     data: dict = {}
     for path in paths:
         content = read_yaml(path)
@@ -205,4 +233,6 @@ def load_config(paths: list[str | Path] | None = None) -> dict:
     digest = hashlib.sha256(repr(data).encode()).hexdigest()
     cfg = validate(data, source=" + ".join(paths), checked=os.environ.get(VALIDATED_ENV) == digest)
     os.environ[VALIDATED_ENV] = digest  # inherited by Snakemake and its jobs
+    quiet = {**cfg, "backups": {**cfg["backups"], "notify": {}}}
+    os.environ[SNAPSHOT_ENV] = json.dumps({"files": _stamps(paths), "config": quiet})
     return cfg

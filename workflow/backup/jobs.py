@@ -78,7 +78,7 @@ def sync(args: argparse.Namespace) -> int:
 
     def work() -> None:
         nonlocal log
-        cfg = load_config(args.config)
+        cfg = load_config(args.config, inherited=True)
         log = logs.setup(cfg["backups"]["log_file"], args.run_id, f"{args.stage} {args.dest}/{args.dataset}", args.log)
         transfer = plan.find(plan.plan(cfg, os.getcwd()), args.dest, args.dataset)
         record.update(mode=transfer.mode, tool=transfer.tool, target=transfer.target, source=transfer.source.root)
@@ -183,7 +183,7 @@ def make_archive(args: argparse.Namespace) -> int:
 
     def work() -> None:
         nonlocal log
-        cfg = load_config(args.config)
+        cfg = load_config(args.config, inherited=True)
         log = logs.setup(cfg["backups"]["log_file"], args.run_id, f"{args.stage} archive {args.dataset}", args.log)
         source = plan.source_of(cfg, args.dataset, os.getcwd())
         listing = sources.list_source(source)
@@ -248,7 +248,7 @@ def make_archive(args: argparse.Namespace) -> int:
 
 def gate(args: argparse.Namespace) -> int:
     """Let the pipeline start only after a successful pre-pipeline backup (unless told otherwise)."""
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, inherited=True)
     log = logs.setup(cfg["backups"]["log_file"], args.run_id, "pipeline", job_log=args.log)
     failed = [r for r in records.stage_records(args.run_id, "pre") if r.get("status") == "failed"]
     error_file = records.pipeline_error(args.run_id)
@@ -270,7 +270,7 @@ def gate(args: argparse.Namespace) -> int:
 
 def pipeline(args: argparse.Namespace) -> int:
     """Run the analysis command (the gate has passed); for a module pipeline, record that it finished."""
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, inherited=True)
     log = logs.setup(cfg["backups"]["log_file"], args.run_id, "pipeline", job_log=args.log)
     error_file = records.pipeline_error(args.run_id)
     if cfg["pipeline"].get("snakefile"):
@@ -317,7 +317,7 @@ def pipeline(args: argparse.Namespace) -> int:
 
 def report(args: argparse.Namespace) -> int:
     """End of a target: print the stage's table (unless the CLI prints it) and fail on failures."""
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, inherited=True)
     log = logs.setup(args.log, args.run_id)
     backups = cfg["backups"]
     if not backups["enabled"]:
@@ -346,7 +346,7 @@ def restore_job(args: argparse.Namespace) -> int:
     """`snakemake restore --config restore_from=... restore_dataset=... restore_to=...`."""
     from . import restore as restore_mod
 
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, inherited=True)
     log = logs.setup(cfg["backups"]["log_file"], args.run_id, f"restore {args.source}/{args.dataset}", args.log)
     try:
         matched, expected, label = restore_mod.restore(

@@ -19,7 +19,9 @@ STATE_DIR = ".backup"
 def new_run_id(now: datetime | None = None) -> str:
     """Sortable, unique even for two runs within one second."""
     now = now or datetime.now()
-    return now.strftime("%Y%m%d-%H%M%S-") + os.urandom(2).hex()
+    # Milliseconds, then one random hex digit: ids of runs within one second still sort by time
+    # (restore finds "the versions written after a run" by comparing ids).
+    return now.strftime("%Y%m%d-%H%M%S-") + f"{now.microsecond // 1000:03d}{os.urandom(1).hex()[0]}"
 
 
 def now_iso() -> str:
