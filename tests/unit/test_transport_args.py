@@ -51,7 +51,8 @@ def test_rclone_uses_copy_update_never_sync(monkeypatch, tmp_path):
     assert copy[3] == "copy" and "sync" not in copy and "--update" in copy
     assert not any(a.startswith(("--delete", "--backup-dir")) for a in copy)
     assert copy[-2:] == ["/src", "Box-Folder:Ramanlab-Backups/CSVs"]
-    assert result.files_sent == 1 and result.bytes_sent == 5
+    assert "--links" in copy and "--verbose" not in copy  # symlinks listed; no line per file
+    assert result.files_sent == 2 and result.bytes_sent == 6 and result.sent == ["a.csv", "l"]
 
 
 def test_rsync_over_ssh_is_batch_mode_and_strict(monkeypatch):

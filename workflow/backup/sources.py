@@ -35,7 +35,7 @@ class Listing:
         return sum(self.sizes.values())
 
 
-def _walk(root: str, rel_dir: str, out: dict[str, os.stat_result], links: set[str]) -> None:
+def _walk(root: str, rel_dir: str, out: dict[str, tuple[int, int]], links: set[str]) -> None:
     stack = [rel_dir]
     while stack:
         rel = stack.pop()
@@ -46,19 +46,19 @@ def _walk(root: str, rel_dir: str, out: dict[str, os.stat_result], links: set[st
                     stack.append(prefix + entry.name)
                     continue
                 st = entry.stat(follow_symlinks=False)
-                out[prefix + entry.name] = st
+                out[prefix + entry.name] = (st.st_size, st.st_mtime_ns)
                 if stat.S_ISLNK(st.st_mode):
                     links.add(prefix + entry.name)
 
 
-def _add(root: str, rel: str, out: dict[str, os.stat_result], links: set[str]) -> bool:
+def _add(root: str, rel: str, out: dict[str, tuple[int, int]], links: set[str]) -> bool:
     path = os.path.join(root, rel)
     try:
         st = os.lstat(path)
     except FileNotFoundError:
         return False
     if stat.S_ISLNK(st.st_mode) or stat.S_ISREG(st.st_mode):
-        out[rel] = st
+        out[rel] = (st.st_size, st.st_mtime_ns)
         if stat.S_ISLNK(st.st_mode):
             links.add(rel)
         return True
@@ -71,7 +71,7 @@ def _add(root: str, rel: str, out: dict[str, os.stat_result], links: set[str]) -
 def list_source(source: Source) -> Listing:
     """Expand the include patterns of ``source``; patterns that match nothing go to ``missing``."""
     listing = Listing(root=source.root, tops=[])
-    found: dict[str, os.stat_result] = {}
+    found: dict[str, tuple[int, int]] = {}  # name -> (size, mtime_ns)
     if not os.path.isdir(source.root):
         listing.missing = list(source.include)
         return listing
@@ -87,8 +87,8 @@ def list_source(source: Source) -> Listing:
         listing.tops += ok
     listing.tops = sorted(set(listing.tops))
     listing.files = sorted(found)
-    listing.sizes = {name: st.st_size for name, st in found.items()}
-    listing.mtimes = {name: st.st_mtime_ns for name, st in found.items()}
+    listing.sizes = {name: size for name, (size, _) in found.items()}
+    listing.mtimes = {name: mtime for name, (_, mtime) in found.items()}
     return listing
 
 
