@@ -5,9 +5,11 @@ The bare tools are what a person would type by hand, one after the other: for ea
 dataset, `rsync -a --update` to the SMB folder and to secured storage, and
 `rclone copy --update` to the Box remote (here a local folder behind the lab's remote
 name, as in `make demo`). Ours is `scripts/backup_system.py backup` on a config with the
-same three destinations. Each case runs several times, alternating the two, and
-prints the medians, the ratio (ours / bare) and the peak memory of the whole process
-tree (PSS summed over every process).
+same three destinations (secured storage takes the CSVs only, as in the lab's config).
+Each case runs several times, alternating who goes first, and prints the medians, the
+ratio (ours / bare) and the peak memory of the whole process tree (PSS summed over every
+process, sampled in one extra run of each: sampling slows a 2-core machine down).
+Destinations are on the project's disk, except for case 3 (a RAM disk, see RAM below).
 
 Cases (targets from issue 8):
   1 first      seed-shaped data (200 MB of CSVs, 3,000 figures, 700 MB) to empty destinations: ratio <= 1.10
@@ -16,7 +18,7 @@ Cases (targets from issue 8):
                as many Snakemake jobs as case 1, first transfer starting within 2 s
   4 memory     2 GB including one 1.5 GB file, first backup: peak memory < 200 MB
   5 verify     `backup --verify` of case 1's destinations against sha256sum of the source and of
-               every destination copy: ratio <= 1.2
+               each destination's copy (source hashed once per destination, as the check does): ratio <= 1.2
 
     .venv/bin/python bench/transfer_bench.py [--runs 3] [--cases first,unchanged,small,memory,verify]
 
