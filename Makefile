@@ -59,8 +59,8 @@ test: setup
 	$(PY) -m pytest
 
 lint: setup
-	ruff check workflow scripts tests
-	ruff format --check workflow scripts tests
+	ruff check workflow scripts tests bench
+	ruff format --check workflow scripts tests bench
 	snakefmt --check Snakefile workflow scripts/pipeline/Snakefile
 	snakemake --lint --configfile config/demo.yaml
 	snakemake --lint --configfile config/demo.yaml --configfile config/demo-snakemake.yaml
