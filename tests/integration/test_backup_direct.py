@@ -349,3 +349,30 @@ def test_verify_flag_checks_without_sending(lab):
     assert "FAILED" in box and "differ from the source (e.g. model_predictions.csv)" in box
     assert "FAILED" in smb and "missing at the destination (e.g. Results/Opto/PER-Envelopes/fig2.png)" in smb
     assert hash_tree(lab.root / "dest") == before  # nothing was sent or repaired
+
+
+def test_newer_copy_at_a_destination_is_never_overwritten_and_fails(lab):
+    """Someone edited the backup copies (rsync to secured, rclone to Box): kept, named, exit 1."""
+    assert lab.cli().returncode == 0
+    edited = [lab.secured / "CSVs/model_predictions.csv", lab.box / "Ramanlab-Backups/CSVs/model_predictions.csv"]
+    later = time.time() + 3600
+    for path in edited:
+        path.write_bytes(b"edited in the backup copy\n")
+        os.utime(path, (later, later))
+    result = lab.cli()
+    assert result.returncode == 1, result.stdout
+    for dest in ("box", "secured"):
+        line = next(ln for ln in result.stdout.splitlines() if ln.startswith(dest) and " CSVs " in ln)
+        assert "FAILED" in line and "1 files differ from the source (e.g. model_predictions.csv)" in line, line
+    for path in edited:
+        assert path.read_bytes() == b"edited in the backup copy\n"  # never replaced, not even by a retry
+
+
+def test_names_that_look_like_secrets_are_backed_up_and_found_unchanged(lab):
+    """A file called monkey=1.png must not be masked out of rclone's listing of the target."""
+    lab.write(lab.results_root / "Results/Opto/PER-Envelopes/monkey=1.png", b"not a secret")
+    assert lab.cli().returncode == 0
+    assert_seed_layout(lab)
+    again = lab.cli()
+    assert again.returncode == 0, again.stdout
+    assert re.search(r"manual box/Results: ok \(0 of \d+ files sent", again.stdout), again.stdout

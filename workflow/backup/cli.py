@@ -331,8 +331,11 @@ class Engine:
         # The validated config's digest (config.VALIDATED_ENV), set after the child started.
         env = {k: v for k, v in os.environ.items() if k.startswith("BACKUP_")}
         assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(json.dumps({"argv": argv, "env": env}) + "\n")
-        self.proc.stdin.close()
+        try:
+            self.proc.stdin.write(json.dumps({"argv": argv, "env": env}) + "\n")
+            self.proc.stdin.close()
+        except BrokenPipeError:
+            pass  # the child died before it was told what to run: its output below says why
         log_path = records.run_dir(run_id, self.workdir) / "snakemake.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         lines: list[str] = []

@@ -233,6 +233,12 @@ def load_config(paths: list[str | Path] | None = None, inherited: bool = False) 
     digest = hashlib.sha256(repr(data).encode()).hexdigest()
     cfg = validate(data, source=" + ".join(paths), checked=os.environ.get(VALIDATED_ENV) == digest)
     os.environ[VALIDATED_ENV] = digest  # inherited by Snakemake and its jobs
-    quiet = {**cfg, "backups": {**cfg["backups"], "notify": {}}}
-    os.environ[SNAPSHOT_ENV] = json.dumps({"files": _stamps(paths), "config": quiet})
+    # What jobs need, without what may hold a secret: notification URLs, the pipeline's command
+    # and free-form config (which may also hold values JSON cannot carry, such as dates).
+    pipeline = {k: v for k, v in cfg["pipeline"].items() if k not in ("command", "config")}
+    jobs_part = {**cfg, "backups": {**cfg["backups"], "notify": {}}, "pipeline": pipeline}
+    try:
+        os.environ[SNAPSHOT_ENV] = json.dumps({"files": _stamps(paths), "config": jobs_part})
+    except (TypeError, ValueError):
+        os.environ.pop(SNAPSHOT_ENV, None)  # the jobs read the files themselves
     return cfg

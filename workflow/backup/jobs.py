@@ -113,10 +113,13 @@ def sync(args: argparse.Namespace) -> int:
                 listing = sources.without(listing, result.vanished)
             # A file written to while it was read may have reached the destination as a mix of old and
             # new: send those once more (own version folder) and compare them by content afterwards.
-            changed = sorted(set(result.changed) | set(sources.changed_since_listed(listing, result.sent)))
+            # (Only listed files: one created since the listing, which rsync found walking, is not one.)
+            listed = [name for name in result.sent if name in listing.sizes]
+            changed = sorted(set(result.changed) | set(sources.changed_since_listed(listing, listed)))
             if changed:
                 log.warning("changed while being sent, sending again: %s", ", ".join(changed))
                 listing = sources.relisted(listing, changed)
+                changed = [name for name in changed if name not in set(result.newer)]
                 gone = [name for name in changed if name not in listing.sizes]
                 if gone:
                     record["vanished"] = sorted(set(record.get("vanished", [])) | set(gone))
@@ -129,18 +132,20 @@ def sync(args: argparse.Namespace) -> int:
                 if content
                 else transport.confirm(transfer, listing, result, log, recheck=changed)
             )
-            if check.differing:
-                # Newer at the destination (left alone), or damaged: sent once more (own version folder;
-                # force: a damaged copy may have the source's size and time, which --update would trust).
-                log.warning("differ after sending, sending again: %s", ", ".join(check.differing))
-                again = transport.send(transfer, sources.subset(listing, check.differing), log,
+            # Newer at the destination: never sent again (a forced send could replace it), they fail.
+            newer = set(result.newer)
+            damaged = [name for name in check.differing if name not in newer]
+            if damaged:
+                # Differ although sent (changed while read, or damaged): sent once more, own version
+                # folder; force: a damaged copy may have the source's size and time, which --update trusts.
+                log.warning("differ after sending, sending again: %s", ", ".join(damaged))
+                again = transport.send(transfer, sources.subset(listing, damaged), log,
                                        version_tag=f"{tag}-retry2", force=True)  # fmt: skip
+                again.newer = sorted(newer | set(again.newer))
                 check = (
                     transport.verify(transfer, listing, log)
                     if content
-                    else transport.confirm(
-                        transfer, listing, again, log, recheck=sorted(set(changed) | set(check.differing))
-                    )
+                    else transport.confirm(transfer, listing, again, log, recheck=sorted(set(changed) | set(damaged)))
                 )
             record["files_verified"] = check.verified
             if not check.ok:
@@ -270,7 +275,7 @@ def gate(args: argparse.Namespace) -> int:
 
 def pipeline(args: argparse.Namespace) -> int:
     """Run the analysis command (the gate has passed); for a module pipeline, record that it finished."""
-    cfg = load_config(args.config, inherited=True)
+    cfg = load_config(args.config)  # the command itself is not in the inherited snapshot
     log = logs.setup(cfg["backups"]["log_file"], args.run_id, "pipeline", job_log=args.log)
     error_file = records.pipeline_error(args.run_id)
     if cfg["pipeline"].get("snakefile"):

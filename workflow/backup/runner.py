@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 
 MASK = "****"
+PRIVATE_ENV = ("BACKUP_CONFIG_SNAPSHOT",)
 # Flags whose next argument (or '=value') is a secret.
 SECRET_FLAGS = ("--password", "--pass", "--smb-pass", "--token", "--box-token", "--webdav-pass", "--sftp-pass")
 # key=value and "key": value pairs (JSON) in output or arguments that look like credentials.
@@ -103,7 +104,9 @@ def run(
     secrets = list(secrets) + secret_env_values(env)
     shown = mask(args if isinstance(args, str) else shlex.join(mask_args(list(args), secrets)), secrets)
     log.info("$ %s", shown)
-    full_env = None if env is None else {**os.environ, **env}
+    # The tools and the pipeline get the user's environment, less the config this package hands its
+    # own jobs (config.SNAPSHOT_ENV): it is none of theirs.
+    full_env = {**{k: v for k, v in os.environ.items() if k not in PRIVATE_ENV}, **(env or {})}
     try:
         proc = subprocess.Popen(
             args,
@@ -124,11 +127,16 @@ def run(
         proc.stdin.close()
     assert proc.stdout is not None
     if not log_output and progress is None:
-        # Output kept but not logged (a listing of 100,000 files): read and mask it whole.
-        text = mask(proc.stdout.read().decode("utf-8", errors="replace"), secrets)
+        # Data kept but not logged (a listing of 100,000 files): read whole, split at newlines only,
+        # hide the known secrets but not "key=value" look-alikes (file names such as "monkey=1.csv");
+        # an error built from these lines is masked where it is recorded (jobs._guarded).
+        text = proc.stdout.read().decode("utf-8", errors="surrogateescape")
+        for secret in secrets:
+            if secret:
+                text = text.replace(secret, MASK)
         returncode = proc.wait()
         log.info("exit status %d", returncode)
-        return Result(returncode, text.splitlines())
+        return Result(returncode, text.rstrip("\n").split("\n") if text else [])
     lines: list[str] = []
     batch = _Batch(log)
     for raw in _split(proc.stdout, progress is not None):

@@ -76,7 +76,11 @@ def list_source(source: Source) -> Listing:
         listing.missing = list(source.include)
         return listing
     for pattern in source.include:
-        rel = pattern.rstrip("/")
+        rel = os.path.normpath(pattern)
+        if rel == ".":  # the whole root: its files by name (no top to hand a tool: "./x" names)
+            _walk(source.root, "", found, listing.links)
+            listing.tops = None
+            continue
         # A name that exists as written wins over reading it as a glob ("Plot[final].png").
         ok = [rel] if _add(source.root, rel, found, listing.links) else []
         if not ok and GLOB_CHARS & set(rel):
@@ -84,8 +88,9 @@ def list_source(source: Source) -> Listing:
             ok = [m for m in matches if _add(source.root, m, found, listing.links)]
         if not ok:
             listing.missing.append(pattern)
-        listing.tops += ok
-    listing.tops = sorted(set(listing.tops))
+        elif listing.tops is not None:
+            listing.tops += ok
+    listing.tops = sorted(set(listing.tops)) if listing.tops is not None else None
     listing.files = sorted(found)
     listing.sizes = {name: size for name, (size, _) in found.items()}
     listing.mtimes = {name: mtime for name, (_, mtime) in found.items()}

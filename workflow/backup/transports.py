@@ -310,8 +310,10 @@ class RsyncTransport(Transport):
         out = VerifyResult()
         for line in result.lines:
             match = self.ITEM.match(line)
-            if match and match.group(1)[0] in "<>c" and match.group(1)[1] in "fL":
-                (out.missing if "+++++++" in match.group(1) else out.differing).append(unescape(match.group(2)))
+            name = unescape(match.group(2)) if match else ""
+            # A file new since the listing (rsync walks the folders) is not this check's business.
+            if match and match.group(1)[0] in "<>c" and match.group(1)[1] in "fL" and name in listing.sizes:
+                (out.missing if "+++++++" in match.group(1) else out.differing).append(name)
         out.verified = len(listing.files) - len(out.missing) - len(out.differing)
         return out
 
@@ -362,23 +364,23 @@ def _has_section(path: str, remote: str) -> bool:
         return False
 
 
-def _not_held(listing: Listing, held: dict[str, tuple[int, int]]) -> list[str]:
+def _not_held(listing: Listing, held: dict[str, tuple[int, int]], window: int = MTIME_SLACK_NS) -> list[str]:
     """The listed files the target does not hold with the same size and time (symlinks: same size)."""
     todo = []
     for name in listing.files:
         link = name in listing.links
         there = held.get(name + ".rclonelink" if link else name)
         mtime = listing.mtimes.get(name)
-        same_time = link or (there is not None and mtime is not None and abs(there[1] - mtime) <= MTIME_SLACK_NS)
+        same_time = link or (there is not None and mtime is not None and abs(there[1] - mtime) <= window)
         if there is None or there[0] != listing.sizes[name] or not same_time:
             todo.append(name)
     return todo
 
 
-def _newer_there(listing: Listing, there: dict[str, tuple[int, int]], name: str) -> bool:
-    """The target's copy is newer than the source's file (by more than the times' precision)."""
+def _newer_there(listing: Listing, there: dict[str, tuple[int, int]], name: str, window: int) -> bool:
+    """The target's copy is newer than the source's file (by more than the remote's precision)."""
     held, mtime = there.get(name), listing.mtimes.get(name)
-    return held is not None and mtime is not None and name not in listing.links and held[1] - mtime > MTIME_SLACK_NS
+    return held is not None and mtime is not None and name not in listing.links and held[1] - mtime > window
 
 
 def _confirmed(listing: Listing, differing: list[str], content: VerifyResult | None, missing=()) -> VerifyResult:
@@ -442,8 +444,14 @@ class RcloneTransport(Transport):
         """List the target in a thread (rclone does the work; this process walks the source meanwhile)."""
         self.env(transfer, log)  # the password, if any, before the thread needs it
         pool = ThreadPoolExecutor(max_workers=1)
-        self._held = pool.submit(self._entries, transfer, log)
+        self._held = pool.submit(lambda: (self._entries(transfer, log), self.window(transfer, log)))
         pool.shutdown(wait=False)
+
+    def window(self, transfer: Transfer, log) -> int:
+        """Times within this many ns are the same at this remote: its precision (1 ns on a local disk,
+        1 s on Box), as rclone itself compares; 1 s where the remote does not say."""
+        precision = self.features(transfer, log).get("Precision")
+        return precision if isinstance(precision, int) and 0 < precision <= MTIME_SLACK_NS else 1_000_000_000
 
     def base_args(self, transfer: Transfer) -> list[str]:
         args = [find_tool("rclone")]
@@ -524,11 +532,12 @@ class RcloneTransport(Transport):
         ``force`` sends every listed file, ignoring size and time."""
         out = SendResult()
         held, self._held = self._held, None  # a prefetched listing serves one send
-        there = {} if force else (held.result() if held else self._entries(transfer, log))
-        todo = listing.files if force else _not_held(listing, there)
-        # Newer at the target (someone edited the backup copy): left alone, as --update would, and
-        # named; where the remote keeps no times, rclone compares itself (sizes or hashes).
-        newer = [f for f in todo if _newer_there(listing, there, f)]
+        there, window = held.result() if held else (self._entries(transfer, log), self.window(transfer, log))
+        todo = listing.files if force else _not_held(listing, there, window)
+        # Newer at the target (someone edited the backup copy): never given to rclone, not even when
+        # forced (--ignore-times would win over --update), and named; where the remote keeps no
+        # times, rclone compares itself (sizes or hashes).
+        newer = [f for f in todo if _newer_there(listing, there, f, window)]
         if newer and self.keeps_times(transfer, log):
             out.newer, todo = newer, [f for f in todo if f not in set(newer)]
         if not todo:
@@ -539,7 +548,7 @@ class RcloneTransport(Transport):
             raise TransferError("rclone cannot send file names that contain a newline; rename them")
         # Many files: name the matched folders and let rclone walk them (on a remote, --files-from
         # looks up every file on its own; a walk lists a folder at a time). Few: name each one.
-        walk = listing.tops is not None and len(todo) > WALK_ABOVE
+        walk = listing.tops is not None and len(todo) > WALK_ABOVE and all(t == t.strip() for t in listing.tops)
         with file_list(_filters(listing) if walk else names, "\n") as list_file:
             # No --verbose: a line per file costs rclone time and this process parsing; on success
             # rclone has sent every file it was given. --links (a third slower) only for symlinks.
@@ -577,7 +586,7 @@ class RcloneTransport(Transport):
         if result.returncode != 0:
             self._fail(transfer, result, log, "list")
         found = {}
-        for line in result.lines:
+        for line in result.lines:  # split at newlines only (runner: data output), names unmasked
             size, stamp, path = (line.split("|", 2) + ["", ""])[:3]
             if size.isdigit() and stamp.isdigit() and path:
                 found[path] = (int(size), int(stamp))
