@@ -46,9 +46,8 @@ def test_rclone_uses_copy_update_never_sync(monkeypatch, tmp_path):
     conf.write_text("[Box-Folder]\ntype = alias\nremote = /x\n")
     t = Transfer(**{**t.__dict__, "rclone_config": str(conf)})
     result = transports.RcloneTransport().send(t, listing, None)
-    lsf, features, copy = calls  # what the target holds and its time precision, then the copy
+    lsf, copy = calls  # what the target holds, then the copy of what it lacks
     assert lsf[1:4] == ["--config", str(conf), "lsf"] and lsf[-1] == "Box-Folder:Ramanlab-Backups/CSVs"
-    assert features[3:5] == ["backend", "features"]
     assert copy[3] == "copy" and "sync" not in copy and "--update" in copy
     assert not any(a.startswith(("--delete", "--backup-dir")) for a in copy)
     assert copy[-2:] == ["/src", "Box-Folder:Ramanlab-Backups/CSVs"]

@@ -364,23 +364,31 @@ def _has_section(path: str, remote: str) -> bool:
         return False
 
 
-def _not_held(listing: Listing, held: dict[str, tuple[int, int]], window: int = MTIME_SLACK_NS) -> list[str]:
+def _within(delta: int, window) -> bool:
+    """Two times ``delta`` ns apart are the same at a remote of precision ``window()`` (asked only
+    when it matters: times are equal, or more than MTIME_SLACK_NS apart, most of the time)."""
+    return delta == 0 or (delta <= MTIME_SLACK_NS and delta <= window())
+
+
+def _not_held(listing: Listing, held: dict[str, tuple[int, int]], window=lambda: MTIME_SLACK_NS) -> list[str]:
     """The listed files the target does not hold with the same size and time (symlinks: same size)."""
     todo = []
     for name in listing.files:
         link = name in listing.links
         there = held.get(name + ".rclonelink" if link else name)
         mtime = listing.mtimes.get(name)
-        same_time = link or (there is not None and mtime is not None and abs(there[1] - mtime) <= window)
+        same_time = link or (there is not None and mtime is not None and _within(abs(there[1] - mtime), window))
         if there is None or there[0] != listing.sizes[name] or not same_time:
             todo.append(name)
     return todo
 
 
-def _newer_there(listing: Listing, there: dict[str, tuple[int, int]], name: str, window: int) -> bool:
+def _newer_there(listing: Listing, there: dict[str, tuple[int, int]], name: str, window) -> bool:
     """The target's copy is newer than the source's file (by more than the remote's precision)."""
     held, mtime = there.get(name), listing.mtimes.get(name)
-    return held is not None and mtime is not None and name not in listing.links and held[1] - mtime > window
+    if held is None or mtime is None or name in listing.links or held[1] <= mtime:
+        return False
+    return not _within(held[1] - mtime, window)
 
 
 def _confirmed(listing: Listing, differing: list[str], content: VerifyResult | None, missing=()) -> VerifyResult:
@@ -444,7 +452,7 @@ class RcloneTransport(Transport):
         """List the target in a thread (rclone does the work; this process walks the source meanwhile)."""
         self.env(transfer, log)  # the password, if any, before the thread needs it
         pool = ThreadPoolExecutor(max_workers=1)
-        self._held = pool.submit(lambda: (self._entries(transfer, log), self.window(transfer, log)))
+        self._held = pool.submit(self._entries, transfer, log)
         pool.shutdown(wait=False)
 
     def window(self, transfer: Transfer, log) -> int:
@@ -532,7 +540,11 @@ class RcloneTransport(Transport):
         ``force`` sends every listed file, ignoring size and time."""
         out = SendResult()
         held, self._held = self._held, None  # a prefetched listing serves one send
-        there, window = held.result() if held else (self._entries(transfer, log), self.window(transfer, log))
+        there = held.result() if held else self._entries(transfer, log)
+
+        def window() -> int:  # asked of rclone only for times less than 2 s apart (rare)
+            return self.window(transfer, log)
+
         todo = listing.files if force else _not_held(listing, there, window)
         # Newer at the target (someone edited the backup copy): never given to rclone, not even when
         # forced (--ignore-times would win over --update), and named; where the remote keeps no
