@@ -18,7 +18,6 @@ memory under 200 MB. Results go to the terminal and to bench/results/archive.csv
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import shutil
 import statistics
@@ -28,6 +27,7 @@ import time
 from pathlib import Path
 
 from datasets import DATA, PROJECT, generate_big, generate_seed  # noqa: E402
+from measure import write_csv  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -142,12 +142,7 @@ def main() -> int:
     compare("seed-shaped (6 CSVs + 3000 figures)", DATA / "seed", args.runs, rows)
     if not args.skip_big:
         peak_only("2 GB with one 1.5 GB file (peak memory)", DATA / "big", rows)
-    RESULTS.mkdir(exist_ok=True)
-    fields = list(dict.fromkeys(k for r in rows for k in r))
-    with open(RESULTS / "archive.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(RESULTS / "archive.csv", rows)
     print(f"\nmachine: {os.cpu_count()} cores, {os.uname().machine}, Python {sys.version.split()[0]}")
     for r in rows:
         print("\n" + r["case"])

@@ -10,11 +10,13 @@ note when the first transfer process (rsync, or rclone copy) appeared.
 
 from __future__ import annotations
 
+import csv
 import os
 import subprocess
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass
@@ -97,3 +99,14 @@ def run(cmd: list[str], cwd=None, env=None, ok=(0,), memory: bool = False) -> Me
         raise SystemExit(f"failed ({proc.returncode}): {' '.join(map(str, cmd))[:200]}\n" + "\n".join(tail))
     first = sampler.first_transfer_at - t0 if sampler.first_transfer_at else None
     return Measured(elapsed, round(sampler.peak_kb / 1024, 1) if memory else None, first)
+
+
+def write_csv(path: Path, rows: list[dict]) -> Path:
+    """The rows as CSV (every key any row has), so that runs can be compared."""
+    path.parent.mkdir(exist_ok=True)
+    fields = list(dict.fromkeys(k for r in rows for k in r))
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path

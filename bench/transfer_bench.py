@@ -28,7 +28,6 @@ Results: the table on the terminal, and bench/results/transfers.csv.
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import re
 import shlex
@@ -300,12 +299,7 @@ def main() -> int:
     shutil.rmtree(WORK, ignore_errors=True)
     shutil.rmtree(RAM, ignore_errors=True)
 
-    RESULTS.mkdir(exist_ok=True)
-    fields = list(dict.fromkeys(k for r in rows for k in r))
-    with open(RESULTS / "transfers.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
+    measure.write_csv(RESULTS / "transfers.csv", rows)
     print(table(rows))
     print(f"\nwritten to {RESULTS / 'transfers.csv'}")
     return 0

@@ -97,33 +97,31 @@ def list_source(source: Source) -> Listing:
     return listing
 
 
-def changed_since_listed(listing: Listing, names: list[str]) -> list[str]:
-    """Those of ``names`` whose size or time is no longer what the listing saw (or that are gone)."""
-    changed = []
+def _now(listing: Listing, names: list[str]) -> dict[str, tuple[int, int] | None]:
+    """The current (size, mtime_ns) of ``names`` under the listing's root; None for those gone."""
+    out: dict[str, tuple[int, int] | None] = {}
     for name in names:
         try:
             st = os.lstat(os.path.join(listing.root, name))
         except FileNotFoundError:
-            changed.append(name)
+            out[name] = None
             continue
-        if st.st_size != listing.sizes.get(name) or st.st_mtime_ns != listing.mtimes.get(name):
-            changed.append(name)
-    return changed
+        out[name] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+def changed_since_listed(listing: Listing, names: list[str]) -> list[str]:
+    """Those of ``names`` whose size or time is no longer what the listing saw (or that are gone)."""
+    return [n for n, now in _now(listing, names).items() if now != (listing.sizes.get(n), listing.mtimes.get(n))]
 
 
 def relisted(listing: Listing, names: list[str]) -> Listing:
     """The listing with the current size and time of ``names``; those that are gone are left out."""
-    sizes, mtimes, gone = dict(listing.sizes), dict(listing.mtimes), []
-    for name in names:
-        try:
-            st = os.lstat(os.path.join(listing.root, name))
-        except FileNotFoundError:
-            gone.append(name)
-            continue
-        sizes[name], mtimes[name] = st.st_size, st.st_mtime_ns
-    fresh = without(listing, gone)
-    fresh.sizes.update({n: sizes[n] for n in fresh.files if n in names})
-    fresh.mtimes.update({n: mtimes[n] for n in fresh.files if n in names})
+    now = _now(listing, names)
+    fresh = without(listing, [n for n, state in now.items() if state is None])
+    for name, state in now.items():
+        if state is not None and name in fresh.sizes:
+            fresh.sizes[name], fresh.mtimes[name] = state
     return fresh
 
 
