@@ -75,7 +75,8 @@ def report(
         else:
             verdict = "ok"
         newer_failure = ""
-        if failure and (success is None or failure > success):
+        # By run id, not by time: records keep whole seconds, and two runs can end in one second.
+        if failure and (success is None or entry.get("failure_run", "") > entry.get("success_run", "")):
             newer_failure = f"{entry['failure']}: {entry['error']}"
             if verdict == "ok":
                 verdict = "ok, but failed since"
