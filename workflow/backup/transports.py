@@ -157,8 +157,13 @@ class Transport:
         those fail). Compared again by content: ``recheck`` (changed while being read) and anything
         the tool could not check itself."""
         content = sorted(set(recheck) | set(self.unchecked(transfer, sent, log)))
-        check = self.verify(transfer, subset(listing, content), log) if content else None
-        return _confirmed(listing, sent.newer, check)
+        out = VerifyResult(differing=sorted(set(sent.newer)))
+        if content:
+            check = self.verify(transfer, subset(listing, content), log)
+            out.differing = sorted(set(out.differing) | set(check.differing))
+            out.missing = sorted(set(check.missing) - set(out.differing))
+        out.verified = len(listing.files) - len(out.differing) - len(out.missing)
+        return out
 
 
 class RsyncTransport(Transport):
@@ -391,17 +396,6 @@ def _newer_there(listing: Listing, there: dict[str, tuple[int, int]], name: str,
     return not _within(held[1] - mtime, window)
 
 
-def _confirmed(listing: Listing, differing: list[str], content: VerifyResult | None, missing=()) -> VerifyResult:
-    """The result of a check after sending: size and time (or the tool's own checks), plus
-    the content check of some files where there was one."""
-    out = VerifyResult(differing=sorted(set(differing)), missing=sorted(set(missing)))
-    if content:
-        out.differing = sorted(set(out.differing) | set(content.differing))
-        out.missing = sorted(set(out.missing) | set(content.missing) - set(out.differing))
-    out.verified = len(listing.files) - len(out.differing) - len(out.missing)
-    return out
-
-
 def unescape(name: str) -> str:
     """rsync writes unprintable bytes of names as \\#ooo (octal)."""
     if "\\#" not in name:
@@ -459,7 +453,7 @@ class RcloneTransport(Transport):
         """Times within this many ns are the same at this remote: its precision (1 ns on a local disk,
         1 s on Box), as rclone itself compares; 1 s where the remote does not say."""
         precision = self.features(transfer, log).get("Precision")
-        return precision if isinstance(precision, int) and 0 < precision <= MTIME_SLACK_NS else 1_000_000_000
+        return precision if self.keeps_times(transfer, log) and precision > 0 else 1_000_000_000
 
     def base_args(self, transfer: Transfer) -> list[str]:
         args = [find_tool("rclone")]
