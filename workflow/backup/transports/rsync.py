@@ -1,0 +1,220 @@
+"""rsync: to a local folder, the mount point of a share, or [user@]host:/path over SSH."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+from contextlib import contextmanager
+
+from .. import mounts, runner
+from ..plan import Transfer, is_ssh_target, versions_folder
+from ..sources import Listing
+from .base import SendResult, TransferError, Transport, VerifyResult, diagnose, file_list, find_tool
+
+RSYNC_EXIT = {
+    1: "rsync usage error",
+    3: "cannot read the source or create the target folder",
+    5: "could not start the transfer",
+    10: "network error",
+    11: "file I/O error (is the destination full?)",
+    12: "data stream broken (destination unreachable or full?)",
+    23: "some files could not be transferred",
+    24: "some source files vanished during the transfer",
+    30: "timed out",
+    35: "timed out",
+    255: "the SSH connection failed",
+}
+
+
+class RsyncTransport(Transport):
+    """rsync to a local folder, the mount point of a share, or [user@]host:/path over SSH."""
+
+    name = "rsync"
+    ITEM = re.compile(r"^([<>ch.*][fdLDS][^ ]{9}) (.*)$")
+    LIST = re.compile(r"^(\S{10})\s+([\d,.]+) (\d{4}/\d\d/\d\d) (\d\d:\d\d:\d\d) (.*)$")
+
+    def resolve(self, transfer: Transfer) -> str:
+        """Where rsync writes: a remote, or a local folder checked to be a mounted share if required."""
+        if is_ssh_target(transfer.target):
+            return transfer.target
+        table = mounts.read_mounts()
+        try:
+            target = mounts.resolve_smb_target(transfer.target, transfer.mount_point, table)
+            if transfer.require_mount:
+                mounts.check_on_network_fs(target, table)
+        except (mounts.MountError, ValueError) as exc:
+            hint = "" if "mount it" in str(exc) else "; mount the share, or set require_mount: false for a local folder"
+            raise TransferError(f"{exc}{hint}") from None
+        return target
+
+    def options(self, transfer: Transfer) -> list[str]:
+        # --8-bit-output: names in rsync's itemized output as they are (only control characters
+        # stay escaped as \#ooo, which unescape() undoes), so they match the file list.
+        opts = ["--recursive", "--times", "--links", "--devices", "--specials", "--8-bit-output"]
+        # SMB keeps no Unix owners or permissions. Times are compared in whole seconds (rsync's default
+        # window), which SMB keeps; a wider --modify-window would make --update call every unchanged
+        # file "newer" at the destination.
+        if transfer.on_smb:
+            opts.append("--no-links")  # a share cannot hold symlinks (the listing names those skipped)
+        else:
+            opts += ["--perms", "--owner", "--group"]
+        if transfer.private:
+            opts.append("--chmod=go-rwx")
+        if is_ssh_target(transfer.target):
+            ssh = ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=15"]
+            if transfer.ssh_port:
+                ssh += ["-p", str(transfer.ssh_port)]
+            if transfer.ssh_key:
+                ssh += ["-i", transfer.ssh_key, "-o", "IdentitiesOnly=yes"]
+            if transfer.known_hosts:
+                ssh += ["-o", f'UserKnownHostsFile="{transfer.known_hosts}"']  # ssh splits it on spaces
+            opts += ["--rsh", shlex.join(ssh)]
+        return opts
+
+    def _run(
+        self, args: list[str], log, what: str, missing_ok: bool = False, ok_codes=(0,), progress=None
+    ) -> runner.Result:
+        result = runner.run([find_tool("rsync"), *args], log, progress=progress)
+        if result.returncode == 11 and re.search(r'mkdir ".*" failed: File exists \(17\)', result.output):
+            # Two rsyncs creating the same parent folder at once (--mkpath is not safe against
+            # that): the folder exists now, so the second attempt goes through.
+            result = runner.run([find_tool("rsync"), *args], log, progress=progress)
+        if missing_ok and result.returncode == 23 and "No such file or directory (2)" in result.output:
+            return runner.Result(0, [])  # the target folder does not exist yet: it is empty
+        if result.returncode == 23 and 24 in ok_codes and self._only_vanished(result.lines):
+            return result  # listed files gone before rsync reached them: vanished, like exit 24
+        if result.returncode not in ok_codes:
+            reason = RSYNC_EXIT.get(result.returncode, f"rsync failed with exit status {result.returncode}")
+            advice = diagnose(result.lines)
+            detail = next((ln.strip() for ln in result.lines if ln.startswith("rsync:")), "")
+            raise TransferError(f"{what}: {advice or reason}" + (f" ({detail})" if detail and not advice else ""))
+        return result
+
+    VANISHED = re.compile(r'^(?:file has vanished: "(.*)"|rsync: \[sender\] link_stat "(.*)" failed: No such file)')
+    CHANGED = re.compile(r'^rsync: \[sender\] read errors mapping "(.*)":')
+
+    def _only_vanished(self, lines: list[str]) -> bool:
+        """Every error is about a source file that vanished or changed under rsync, none about the target."""
+        errors = [ln for ln in lines if ln.startswith("rsync:") or ln.startswith("file has vanished")]
+        return bool(errors) and all(self.VANISHED.match(ln) or self.CHANGED.match(ln) for ln in errors)
+
+    def send(
+        self,
+        transfer: Transfer,
+        listing: Listing,
+        log,
+        dry_run: bool = False,
+        version_tag: str | None = None,
+        force: bool = False,
+        progress=None,
+    ) -> SendResult:
+        """Send the listed files; ``force`` ignores matching size and time (still never older over newer).
+
+        ``progress``: a progress.Reporter, fed rsync's --info=progress2 lines.
+        """
+        target = self.resolve(transfer)
+        with _naming(listing) as what:
+            # rsync writes each file under a temporary name (.NAME.XXXXXX) and renames it when it is
+            # complete and its checksum matches, so a killed transfer never leaves a partial file
+            # under a final name. --info=skip1: it names each file it leaves alone because the
+            # destination's is newer.
+            args = [*self.options(transfer), "--update", "--mkpath", "--itemize-changes", "--stats", "--info=skip1"]
+            if transfer.keep_versions and version_tag:
+                path = target.split(":", 1)[1] if is_ssh_target(target) else target
+                args += ["--backup", f"--backup-dir={versions_folder(path, version_tag)}"]
+            if force:
+                args.append("--ignore-times")
+            if dry_run:
+                args.append("--dry-run")
+            if progress and not dry_run:
+                args.append("--info=progress2")
+            # Exit 24: some source files vanished while being sent; the rest went through.
+            result = self._run([*args, *what, target.rstrip("/") + "/"], log, "send", ok_codes=(0, 24),
+                               progress=progress.rsync if progress else None)  # fmt: skip
+        out = SendResult()
+        root = listing.root.rstrip("/") + "/"
+        for line in result.lines:
+            gone, changed = self.VANISHED.match(line), self.CHANGED.match(line)
+            if gone or changed:
+                name = unescape(gone.group(1) or gone.group(2) if gone else changed.group(1))
+                rel = name[len(root) :] if name.startswith(root) else name
+                (out.vanished if gone else out.changed).append(rel.removeprefix("./"))  # ROOT/./NAME
+                continue
+            match = self.ITEM.match(line)
+            if match and match.group(1)[1] in "fL" and match.group(1)[0] in "<>c":
+                out.sent.append(unescape(match.group(2)))
+            elif line.endswith(" is newer") and unescape(line[: -len(" is newer")]) in listing.sizes:
+                out.newer.append(unescape(line[: -len(" is newer")]))
+            elif line.startswith("Total transferred file size:"):
+                out.bytes_sent = int(re.sub(r"[^0-9]", "", line.split(":", 1)[1]) or 0)
+        out.files_sent = len(out.sent)
+        return out
+
+    def list(self, transfer: Transfer, log) -> dict[str, int]:
+        """Files at the target, with sizes (a missing target is an empty one)."""
+        target = self.resolve(transfer)
+        if not is_ssh_target(target) and not os.path.isdir(target):
+            return {}
+        args = [*self.options(transfer), "--list-only", "--no-human-readable", target.rstrip("/") + "/"]
+        result = self._run(args, log, "list", missing_ok=True)
+        found = {}
+        for line in result.lines:
+            match = self.LIST.match(line)
+            if match and match.group(1)[0] in "-l" and match.group(5) != ".":
+                found[unescape(match.group(5))] = int(re.sub(r"[^0-9]", "", match.group(2)))
+        return found
+
+    def verify(self, transfer: Transfer, listing: Listing, log) -> VerifyResult:
+        """Compare every listed file's full checksum at the target with the source's."""
+        if not listing.files:
+            return VerifyResult()
+        target = self.resolve(transfer)
+        with _naming(listing) as what:
+            args = [*self.options(transfer), "--checksum", "--dry-run", "--itemize-changes"]
+            result = self._run([*args, *what, target.rstrip("/") + "/"], log, "verify")
+        out = VerifyResult()
+        for line in result.lines:
+            match = self.ITEM.match(line)
+            name = unescape(match.group(2)) if match else ""
+            # A file new since the listing (rsync walks the folders) is not this check's business.
+            if match and match.group(1)[0] in "<>c" and match.group(1)[1] in "fL" and name in listing.sizes:
+                (out.missing if "+++++++" in match.group(1) else out.differing).append(name)
+        out.verified = len(listing.files) - len(out.missing) - len(out.differing)
+        return out
+
+    def restore(self, transfer: Transfer, dest: str, log, files: list[str] | None = None) -> SendResult:
+        """Copy what the target holds (or the listed files) into the local folder ``dest``."""
+        source = self.resolve(transfer).rstrip("/") + "/"
+        args = [*self.options(transfer), "--mkpath", "--itemize-changes"]
+        with file_list(files, "\0") as list_file:
+            if list_file:
+                args += ["--from0", f"--files-from={list_file}"]
+            result = self._run([*args, "--", source, dest.rstrip("/") + "/"], log, "restore")
+        sent = [unescape(m.group(2)) for m in map(self.ITEM.match, result.lines) if m and m.group(1)[1] in "fL"]
+        return SendResult(files_sent=len(sent), sent=sent)
+
+
+@contextmanager
+def _naming(listing: Listing):
+    """rsync's arguments naming what to send, up to the target: the folders and files the include
+    patterns matched, as ROOT/./NAME with --relative (rsync walks them as fast as a plain copy), or,
+    for a part of a dataset, a --files-from list of its files (rsync reads that a byte per system
+    call, and walks without incremental recursion: slow for a whole dataset)."""
+    root = listing.root.rstrip("/")
+    if listing.tops is not None:
+        yield ["--relative", "--", *(f"{root}/./{top}" for top in listing.tops)]
+        return
+    with file_list(listing.files, "\0") as path:
+        yield ["--from0", f"--files-from={path}", "--", root + "/"]
+
+
+
+def unescape(name: str) -> str:
+    """rsync writes unprintable bytes of names as \\#ooo (octal)."""
+    if "\\#" not in name:
+        return name
+    raw = re.sub(rb"\\#([0-7]{3})", lambda m: bytes([int(m.group(1), 8)]), name.encode("utf-8", "surrogateescape"))
+    return raw.decode("utf-8", "surrogateescape")
+
+
