@@ -30,9 +30,11 @@ def assert_seed_layout(lab, smb=True, box=True, secured=True):
     assert hash_tree(lab.smb / "Figures") == (results if smb else {})
     assert hash_tree(lab.box / "Ramanlab-Backups" / "CSVs") == (csvs if box else {})
     assert hash_tree(lab.box / "Ramanlab-Backups" / "Results") == (results if box else {})
-    # The seed sends CSVs only to secured storage.
-    current = {n: h for n, h in hash_tree(lab.secured).items() if ".versions/" not in n}
+    # The seed sends CSVs only to secured storage (beside them: the destination's catalog).
+    current = {n: h for n, h in hash_tree(lab.secured).items() if ".versions/" not in n and ".lab-backup/" not in n}
     assert current == ({f"CSVs/{n}": h for n, h in csvs.items()} if secured else {})
+    for folder, wanted in ((lab.smb, smb), (lab.box / "Ramanlab-Backups", box), (lab.secured, secured)):
+        assert bool(list((folder / ".lab-backup" / "runs").glob("*.json"))) == wanted, folder
 
 
 def test_backup_all_destinations_in_seed_layout(lab):
@@ -337,18 +339,22 @@ def test_verify_flag_checks_without_sending(lab):
     assert lab.cli().returncode == 0
     result = lab.cli("--verify")
     assert result.returncode == 0, result.stdout
-    assert "Verification (nothing was sent):" in result.stdout and "28/28" in result.stdout
+    assert "Verification against each destination's catalog (everything" in result.stdout
+    assert "28/28" in result.stdout
     bad = lab.box / "Ramanlab-Backups/CSVs/model_predictions.csv"
     bad.write_bytes(bad.read_bytes()[:-1] + b"X")
     (lab.smb / "Figures/Results/Opto/PER-Envelopes/fig2.png").unlink()
-    before = hash_tree(lab.root / "dest")
+    def data():  # everything but the record of checks each destination keeps (scrub.json)
+        return {n: h for n, h in hash_tree(lab.root / "dest").items() if not n.endswith(".lab-backup/scrub.json")}
+
+    before = data()
     result = lab.cli("--verify")
     assert result.returncode == 1
     box = next(ln for ln in result.stdout.splitlines() if ln.startswith("box") and "CSVs" in ln)
     smb = next(ln for ln in result.stdout.splitlines() if ln.startswith("smb") and "Results" in ln)
-    assert "FAILED" in box and "differ from the source (e.g. model_predictions.csv)" in box
-    assert "FAILED" in smb and "missing at the destination (e.g. Results/Opto/PER-Envelopes/fig2.png)" in smb
-    assert hash_tree(lab.root / "dest") == before  # nothing was sent or repaired
+    assert "FAILED" in box and "(e.g. model_predictions.csv: differs from the catalog's SHA-1)" in box
+    assert "FAILED" in smb and "(e.g. Results/Opto/PER-Envelopes/fig2.png: missing)" in smb
+    assert data() == before  # nothing was sent or repaired
 
 
 def test_newer_copy_at_a_destination_is_never_overwritten_and_fails(lab):

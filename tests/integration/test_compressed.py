@@ -50,7 +50,8 @@ def test_global_compression_sends_identical_verified_archives(lab):
     assert zips(lab.smb / "Figures") == {res_zip.name: h[res_zip.name]}
     assert zips(lab.box / "Ramanlab-Backups/CSVs") == {csv_zip.name: h[csv_zip.name]}
     assert zips(lab.box / "Ramanlab-Backups/Results") == {res_zip.name: h[res_zip.name]}
-    assert hash_tree(lab.secured) == {f"backups/{csv_zip.name}": h[csv_zip.name]}
+    secured = {n: v for n, v in hash_tree(lab.secured).items() if not n.startswith(".lab-backup/")}
+    assert secured == {f"backups/{csv_zip.name}": h[csv_zip.name]}
     # The content, extracted, is the source byte for byte; paths are relative to the dataset root.
     assert zip_contents(csv_zip) == lab.csv_hashes()
     assert zip_contents(res_zip) == lab.results_hashes()

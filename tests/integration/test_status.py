@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 
 
@@ -29,7 +30,7 @@ def test_run_record_and_status_after_success(lab):
     assert set(by_key) == expected
     assert by_key["smb", "Results"]["files_verified"] == 28 and by_key["smb", "Results"]["status"] == "ok"
     marker = json.loads((run / "manual/box/CSVs.json").read_text())
-    assert marker["run_record"] == f".backup/runs/{run.name}/run.json"
+    assert marker["run_id"] == run.name and marker["manifest"].startswith("CSVs-")
     result = lab.cli("--status")
     assert result.returncode == 0, result.stdout
     rows = status_rows(result.stdout)
@@ -38,8 +39,8 @@ def test_run_record_and_status_after_success(lab):
 
 def test_status_shows_a_newer_failure(lab):
     assert lab.cli().returncode == 0
-    lab.config["backups"]["destinations"]["secured"]["base_path"] = "/proc/forbidden"
-    lab.save()
+    shutil.rmtree(lab.secured / "CSVs")
+    (lab.secured / "CSVs").write_text("a file where the CSVs folder was: nothing can be written into it")
     assert lab.cli().returncode == 1
     result = lab.cli("--status")
     rows = status_rows(result.stdout)
@@ -57,3 +58,16 @@ def test_status_flags_a_stale_success(lab):
     assert result.returncode == 1
     rows = status_rows(result.stdout)
     assert "OVERDUE" in rows["smb"] and "NEVER" in rows["box"]
+
+
+def test_status_shows_a_failure_at_an_unreachable_destination(lab):
+    """The destination cannot be reached (so its catalog cannot say): this machine's record of the
+    failed run is shown, with a note saying where the line comes from."""
+    assert lab.cli().returncode == 0
+    lab.config["backups"]["destinations"]["secured"]["base_path"] = "/proc/forbidden"
+    lab.save()
+    assert lab.cli().returncode == 1
+    result = lab.cli("--status")
+    rows = status_rows(result.stdout)
+    assert "NEVER" in rows["secured"] and "CSVs:" in rows["secured"], result.stdout
+    assert result.returncode == 1

@@ -96,7 +96,7 @@ def test_corruption_is_detected(tmp_path):
     data[200] ^= 0xFF
     result.path.write_bytes(bytes(data))
     entries = [
-        archive.Entry(name=i.filename, size=i.file_size, sha256="", crc=i.CRC)
+        archive.Entry(name=i.filename, size=i.file_size, sha1="", crc=i.CRC)
         for i in zipfile.ZipFile(tmp_path / "out" / "CSVs_archive_T.zip").infolist()
     ]
     with pytest.raises(archive.ArchiveError):

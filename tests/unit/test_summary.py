@@ -1,8 +1,9 @@
 from backup import summary
+from backup.records import TransferRecord
 
 
 def rec(dest, status, **kw):
-    return {"destination": dest, "dataset": "CSVs", "status": status, **kw}
+    return TransferRecord("20261130-120000-0001", "manual", dest, "CSVs", status=status, **kw)
 
 
 def test_exit_status():

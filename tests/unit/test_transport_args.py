@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from backup import runner, transports
@@ -26,33 +27,88 @@ def transfer(tool, target):
     return Transfer("x", "CSVs", "direct", tool, Source("CSVs", "/src", ("a",)), target)
 
 
+SHA = "f572d396fae9206628714fb2ce00f72e94f2258f"
+
+
 def test_rsync_args(monkeypatch, tmp_path):
-    calls = capture(monkeypatch, [">f+++++++++ a.csv", "Total transferred file size: 1,234 bytes"])
+    calls = capture(monkeypatch, [f">f+++++++++|{SHA}|a.csv", "Total transferred file size: 1,234 bytes"])
     listing = Listing(root="/src", files=["a.csv", "-b.csv"], sizes={"a.csv": 1, "-b.csv": 2})
     result = transports.RsyncTransport().send(transfer("rsync", str(tmp_path / "d")), listing, None)
     (args,) = calls
     assert "--update" in args and "--recursive" in args and "--times" in args and "--from0" in args
     assert not any(a.startswith("--delete") or a.startswith("--remove") for a in args)
     assert args[-3:] == ["--", "/src/", str(tmp_path / "d") + "/"]
-    assert result.files_sent == 1 and result.bytes_sent == 1234
+    # The whole-file checksum rsync checks each written file with is SHA-1, reported per file (%C).
+    assert "--checksum-choice=sha1" in args and "--out-format=%i|%C|%n" in args
+    assert result.files_sent == 1 and result.bytes_sent == 1234 and result.sha1 == {"a.csv": SHA}
+
+
+def test_rsync_without_sha1_at_the_other_end_sends_anyway(monkeypatch, tmp_path):
+    """An old rsync on the server cannot do SHA-1: the send is repeated without asking for it, and
+    no SHA-1 is reported (the job hashes the source files instead)."""
+    calls = []
+
+    def fake_run(args, log, **kw):
+        calls.append(list(args))
+        if "--checksum-choice=sha1" in args:
+            return runner.Result(2, ["unknown checksum name: sha1", "rsync error: syntax or usage error (code 2)"])
+        return runner.Result(0, [">f+++++++++|0123456789abcdef0123456789abcdef|a.csv"])
+
+    monkeypatch.setattr(runner, "run", fake_run)
+    transport = transports.RsyncTransport()
+    log = __import__("logging").getLogger("t")
+    listing = Listing(root="/src", files=["a.csv"], sizes={"a.csv": 1})
+    result = transport.send(transfer("rsync", str(tmp_path / "d")), listing, log)
+    assert len(calls) == 2 and "--checksum-choice=sha1" not in calls[1]
+    assert result.sent == ["a.csv"] and result.sha1 == {} and transport.sha1 is False
+
+
+def fake_rclone(monkeypatch, hashes=("sha1",)):
+    """rclone as the remote answers: features (with ``hashes``), listings, copies, checksums."""
+    calls = []
+
+    def fake_run(args, log, **kw):
+        calls.append(list(args))
+        if "features" in args:
+            return runner.Result(0, [json.dumps({"Hashes": list(hashes), "Precision": 1})])
+        if "hashsum" in args:
+            return runner.Result(0, [f"{SHA}  a.csv"])
+        return runner.Result(0, [])
+
+    monkeypatch.setattr(runner, "run", fake_run)
+    return calls
 
 
 def test_rclone_uses_copy_update_never_sync(monkeypatch, tmp_path):
-    line = '{"level":"info","msg":"Copied (new)","object":"a.csv","size":5}'
-    calls = capture(monkeypatch, [line])
+    calls = fake_rclone(monkeypatch)
     listing = Listing(root="/src", files=["a.csv", "l"], sizes={"a.csv": 5, "l": 1}, links={"l"})
     t = transfer("rclone", "Box-Folder:Ramanlab-Backups/CSVs")
     conf = tmp_path / "rc.conf"
     conf.write_text("[Box-Folder]\ntype = alias\nremote = /x\n")
     t = Transfer(**{**t.__dict__, "rclone_config": str(conf)})
     result = transports.RcloneTransport().send(t, listing, None)
-    lsf, copy = calls  # what the target holds, then the copy of what it lacks
+    lsf, copy, features, hashsum = calls  # the target's listing, the copy, then the SHA-1 of what was sent
     assert lsf[1:4] == ["--config", str(conf), "lsf"] and lsf[-1] == "Box-Folder:Ramanlab-Backups/CSVs"
     assert copy[3] == "copy" and "sync" not in copy and "--update" in copy
     assert not any(a.startswith(("--delete", "--backup-dir")) for a in copy)
     assert copy[-2:] == ["/src", "Box-Folder:Ramanlab-Backups/CSVs"]
     assert "--links" in copy and "--verbose" not in copy  # symlinks listed; no line per file
     assert result.files_sent == 2 and result.bytes_sent == 6 and result.sent == ["a.csv", "l"]
+    # Box keeps SHA-1: read from the remote (no --download), for the files sent (not the link).
+    assert hashsum[3:5] == ["hashsum", "SHA1"] and "--download" not in hashsum and result.sha1 == {"a.csv": SHA}
+
+
+def test_rclone_reads_back_what_it_sent_where_the_remote_keeps_no_hashes(monkeypatch, tmp_path):
+    """SMB through rclone keeps no hashes: the sent files are downloaded and hashed, and one whose
+    copy differs from the source is named (``differ``), with no SHA-1 taken from it."""
+    (tmp_path / "a.csv").write_text("hello\n")  # SHA-1 f572d396...: what the fake remote reports
+    (tmp_path / "b.csv").write_text("other\n")
+    calls = fake_rclone(monkeypatch, hashes=())
+    listing = Listing(root=str(tmp_path), files=["a.csv", "b.csv"], sizes={"a.csv": 6, "b.csv": 6})
+    result = transports.RcloneTransport().send(transfer("rclone", ":smb,host=h:share/x"), listing, None)
+    hashsum = calls[-1]
+    assert hashsum[1:4] == ["hashsum", "SHA1", "--download"]
+    assert result.differ == ["b.csv"] and result.sha1 == {"a.csv": SHA}
 
 
 def test_rsync_over_ssh_is_batch_mode_and_strict(monkeypatch):
@@ -87,11 +143,14 @@ def test_rclone_walks_matched_folders_for_large_sends(monkeypatch, tmp_path):
     def fake_run(args, log, **kw):
         flag = next((a for a in args if a.startswith("--filter-from=")), None)
         if flag:
-            seen["rules"] = Path(flag.split("=", 1)[1]).read_text().split("\n")
+            seen["hashsum" if "hashsum" in args else "copy"] = Path(flag.split("=", 1)[1]).read_text().split("\n")
         return runner.Result(0, [])
 
     monkeypatch.setattr(runner, "run", fake_run)
     monkeypatch.setattr(transports.RcloneTransport, "keeps_times", lambda *a: False)
+    monkeypatch.setattr(transports.RcloneTransport, "features", lambda *a: {"Hashes": ["sha1"]})
     transports.RcloneTransport().send(transfer("rclone", "Box-Folder:x"), listing, None)
-    assert seen["rules"][:4] == ["+ /Plot\\[final\\].png", "+ /Plot\\[final\\].png.rclonelink", "+ /Results/Opto/**",
-                                 "- **"]  # fmt: skip
+    assert seen["copy"][:4] == ["+ /Plot\\[final\\].png", "+ /Plot\\[final\\].png.rclonelink", "+ /Results/Opto/**",
+                                "- **"]  # fmt: skip
+    # The SHA-1 of everything sent is read walking the same folders, not file by file.
+    assert seen["hashsum"] == seen["copy"]

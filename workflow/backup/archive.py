@@ -33,6 +33,7 @@ from pathlib import Path
 from zlib_ng import zlib_ng
 
 from .errors import ArchiveError  # noqa: F401 - raised here, caught as archive.ArchiveError too
+from .manifest import Manifest, hash_files
 
 CHUNK = 1 << 20
 WINDOW = 1 << 15
@@ -52,7 +53,7 @@ MANIFEST_SUFFIX = ".manifest.json"
 class Entry:
     name: str
     size: int
-    sha256: str
+    sha1: str
     crc: int = 0
     compressed: int = 0
     method: int = 8
@@ -61,6 +62,8 @@ class Entry:
     dos_time: int = 0
     dos_date: int = 0
     zip64_local: bool = False
+    mtime_ns: int = 0
+    link: str | None = None  # a symlink's target (stored as the entry's data)
 
 
 @dataclass
@@ -176,15 +179,16 @@ class ZipWriter:
         """Queue one file: read it in chunks (hashing it), deflate or store each chunk."""
         is_link = stat.S_ISLNK(st.st_mode)
         stored = is_link or st.st_size == 0 or should_store(name)
-        entry = Entry(name=name, size=0, sha256="", method=0 if stored else 8, mode=st.st_mode)
+        entry = Entry(name=name, size=0, sha1="", method=0 if stored else 8, mode=st.st_mode, mtime_ns=st.st_mtime_ns)
         entry.dos_time, entry.dos_date = _dos_datetime(st.st_mtime)
         # A file that may pass 4 GiB gets ZIP64 sizes in its local header from the start.
         entry.zip64_local = st.st_size >= ZIP64_LIMIT - (1 << 20)
-        digest = hashlib.sha256()
+        digest = hashlib.sha1()  # the catalog's SHA-1 of every file, taken from this one read
         if is_link:
-            data = os.readlink(path).encode("utf-8", errors="surrogateescape")
+            entry.link = os.readlink(path)
+            data = entry.link.encode("utf-8", errors="surrogateescape")
             digest.update(data)
-            entry.sha256 = digest.hexdigest()
+            entry.sha1 = digest.hexdigest()
             self._queue(entry, _Done(_store_chunk(data)), len(data), True, True)
             return
         with open(path, "rb") as src:
@@ -194,7 +198,7 @@ class ZipWriter:
                 last = not following
                 digest.update(data)
                 if last:
-                    entry.sha256 = digest.hexdigest()  # before the last chunk can be written
+                    entry.sha1 = digest.hexdigest()  # before the last chunk can be written
                 if stored:
                     future = _Done(_store_chunk(data))
                 else:
@@ -277,33 +281,47 @@ def read_manifest(archive: Path) -> dict | None:
         return None
 
 
-def hash_file(path: str) -> str:
-    digest = hashlib.sha256()
-    if os.path.islink(path):
-        digest.update(os.readlink(path).encode("utf-8", errors="surrogateescape"))
-        return digest.hexdigest()
+def file_digests(path: Path) -> tuple[str, str]:
+    """SHA-256 and SHA-1 of a whole file (an archive), in one read."""
+    sha256, sha1 = hashlib.sha256(), hashlib.sha1()
     with open(path, "rb") as fh:
         while chunk := fh.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+            sha256.update(chunk)
+            sha1.update(chunk)
+    return sha256.hexdigest(), sha1.hexdigest()
+
+
+def catalog_manifest(archive: Path) -> Manifest | None:
+    """The catalog's manifest of the state an archive holds (None: no usable local manifest)."""
+    made = read_manifest(archive)
+    if not made or not made.get("sha256") or any("sha1" not in m for m in made.get("files", {}).values()):
+        return None  # made by an earlier version: no SHA-1s
+    files = sorted(made["files"])
+    entries = made["files"]
+    return Manifest(
+        dataset=made["dataset"],
+        mode="archive",
+        files=files,
+        sizes=[entries[f]["size"] for f in files],
+        mtimes=[entries[f].get("mtime", 0) for f in files],
+        sha1=[entries[f]["sha1"] for f in files],
+        links={f: entries[f]["link"] for f in files if entries[f].get("link") is not None},
+        archive={"name": made["archive"], "size": made["size"], "sha256": made["sha256"], "sha1": made["sha1"]},
+    )
 
 
 def unchanged_archive(archive_dir: Path, dataset: str, root: str, files: list[str], sizes: dict[str, int],
                       threads: int) -> Path | None:  # fmt: skip
-    """The latest archive whose manifest matches the current files by name, size and SHA-256."""
+    """The latest archive whose manifest matches the current files by name, size and SHA-1."""
     existing = archives_of(archive_dir, dataset)
-    if not existing:
+    if not existing or catalog_manifest(existing[-1]) is None:
         return None
     latest = existing[-1]
-    manifest = read_manifest(latest) or {}
-    recorded = manifest.get("files", {})
+    recorded = (read_manifest(latest) or {}).get("files", {})
     if sorted(recorded) != files or any(recorded[f]["size"] != sizes[f] for f in files):
         return None  # a different file set or size: changed, no need to read anything
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        hashes = pool.map(lambda f: hash_file(os.path.join(root, f)), files)
-        if all(h == recorded[f]["sha256"] for f, h in zip(files, hashes, strict=True)):
-            return latest
-    return None
+    hashes = hash_files(root, files, threads)
+    return latest if all(hashes[f] == recorded[f]["sha1"] for f in files) else None
 
 
 def free_name(archive_dir: Path, dataset: str, timestamp: str) -> Path:
@@ -375,14 +393,23 @@ def create(
             writer.finish()
             fh.flush()
             os.fsync(fh.fileno())
-        check_zip(tmp, writer.entries)
+        # The archive's own digests (for the catalog, and to check it when it is fetched back) are
+        # read beside the CRC check, which reads it too: the second read comes from the page cache.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            digests = pool.submit(file_digests, tmp)
+            check_zip(tmp, writer.entries)
+            sha256, sha1 = digests.result()
         manifest = {
             "dataset": dataset,
             "archive": final.name,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "level": level,
-            "files": {e.name: {"size": e.size, "sha256": e.sha256} for e in writer.entries},
-        }
+            "size": tmp.stat().st_size,
+            "sha256": sha256,
+            "sha1": sha1,
+            "files": {e.name: {"size": e.size, "sha1": e.sha1, "mtime": e.mtime_ns,
+                               **({"link": e.link} if e.link is not None else {})} for e in writer.entries},
+        }  # fmt: skip
         man_tmp = archive_dir / f".{manifest_path(final).name}.{os.getpid()}.partial"
         man_tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n", encoding="utf-8")
         _publish(tmp, final)

@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import logs, notify, plan, progress, records, sources, status, summary, transports
+from . import commit, logs, notify, plan, progress, records, sources, status, summary, transports
 from .config import ConfigError, load_config
 from .lock import LockBusy, project_lock
 
@@ -25,8 +25,9 @@ EPILOG = """\
 commands:
   backup    back up every enabled destination now (the default)
   run       backup (pre) -> analysis pipeline (pipeline.command) -> backup (post)
-  restore   bring a dataset back from a destination, as it was after a run:
-            restore --from box --dataset CSVs --to DIR [--run RUN_ID | --at "2026-11-20 14:00"]
+  restore   bring a dataset back from a destination, as it was after a run, from the destination alone:
+            restore --from box|smb|secured|any --dataset CSVs --to DIR [--run RUN_ID | --at "2026-11-20 14:00"]
+  list      the restore points each destination holds: list [--from DEST] [--dataset NAME]
 
 exit status:
   0  every enabled destination succeeded
@@ -48,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "command", nargs="?", choices=["backup", "run", "restore"], default="backup", help="default: backup"
+        "command", nargs="?", choices=["backup", "run", "restore", "list"], default="backup", help="default: backup"
     )
     parser.add_argument(
         "--config",
@@ -70,7 +71,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--verify",
         action="store_true",
-        help="check that every enabled destination holds the current sources, byte for byte; send nothing",
+        help="read every file the kept backups need at every enabled destination and compare its SHA-1 with "
+        "the destination's catalog; send nothing",
+    )
+    parser.add_argument(
+        "--sample",
+        type=int,
+        metavar="N",
+        help="with --verify: read the next of N slices (about 1/N of the files) at each destination; "
+        "N calls cover everything",
     )
     parser.add_argument(
         "--status",
@@ -85,7 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--cores", type=int, default=2, help="parallel jobs (default 2)")
     rest = parser.add_argument_group("restore (python scripts/backup_system.py restore ...)")
-    rest.add_argument("--from", dest="source", choices=plan.DESTINATIONS, help="the destination to restore from")
+    rest.add_argument(
+        "--from", dest="source", choices=[*plan.DESTINATIONS, "any"],
+        help="the destination to restore from (any: the first that holds the run; damaged or missing files "
+        "come from the next)",
+    )  # fmt: skip
     rest.add_argument("--dataset", help="CSVs, Results, ...")
     rest.add_argument("--to", metavar="DIR", help="an empty or new folder to restore into")
     when = rest.add_mutually_exclusive_group()
@@ -132,7 +145,7 @@ def _archive_preview(cfg: dict, transfer: plan.Transfer, workdir: Path, cache: d
 def dry_run(cfg: dict, transfers: list[plan.Transfer], workdir: Path) -> int:
     """Ask each tool what it would send; print it; touch nothing."""
     quiet = logs.setup(None, "dry-run")
-    outcomes: list[dict] = []
+    outcomes: list[str] = []
     print("Dry run: nothing is written at any destination.\n")
     if not cfg["backups"]["enabled"]:
         print("backups are disabled (backups.enabled: false): nothing would be backed up")
@@ -151,7 +164,7 @@ def dry_run(cfg: dict, transfers: list[plan.Transfer], workdir: Path) -> int:
                 print(f"  warning: source not found: {os.path.join(transfer.source.root, pattern)}")
             for link in skipped:
                 print(f"  warning: symlink not copied (an SMB share cannot hold it): {link}")
-            outcomes.append({"status": "warning" if listing.missing or skipped else "ok"})
+            outcomes.append("warning" if listing.missing or skipped else "ok")
             result = (
                 transports.for_transfer(transfer).send(transfer, listing, quiet, dry_run=True)
                 if listing.files
@@ -160,7 +173,7 @@ def dry_run(cfg: dict, transfers: list[plan.Transfer], workdir: Path) -> int:
         except (transports.TransferError, OSError) as exc:
             reason = f"cannot read {exc.filename}: {exc.strerror}" if isinstance(exc, OSError) else exc
             print(f"  FAILED: {reason}\n")
-            outcomes.append({"status": "failed"})
+            outcomes.append("failed")
             continue
         if listing.files or transfer.mode == "direct":
             print(
@@ -170,7 +183,7 @@ def dry_run(cfg: dict, transfers: list[plan.Transfer], workdir: Path) -> int:
         for name in result.sent:
             print(f"    {name}")
         print()
-    return summary.exit_status(outcomes)
+    return summary.exit_of(outcomes)
 
 
 def check_remotes(transfers: list[plan.Transfer], source: str) -> None:
@@ -189,33 +202,13 @@ def check_remotes(transfers: list[plan.Transfer], source: str) -> None:
 
 
 def _restore(args, cfg: dict, workdir: Path) -> int:
-    from . import restore as restore_mod
-    from .errors import ArchiveError
+    from . import restore
 
     if not (args.source and args.dataset and args.to):
         print("error: restore needs --from, --dataset and --to", file=sys.stderr)
         return summary.EXIT_USAGE
-    log = logs.setup(None if args.dry_run else plan.absolute(cfg["backups"]["log_file"], str(workdir)),
-                     records.new_run_id(), f"restore {args.source}/{args.dataset}")  # fmt: skip
-    to = Path(args.to).resolve()
-    try:
-        matched, expected, label = restore_mod.restore(
-            cfg, workdir, args.source, args.dataset, to, log, run_id=args.run, at=args.at,
-            dry_run=args.dry_run, force=args.force,
-        )  # fmt: skip
-    except (restore_mod.RestoreError, KeyError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return summary.EXIT_USAGE
-    except (transports.TransferError, ArchiveError) as exc:
-        print(f"error: restore failed: {exc}", file=sys.stderr)
-        return summary.EXIT_FAILED
-    if args.dry_run:
-        print(f"Dry run: {expected} files of {args.dataset} from {args.source}, {label}; nothing written")
-        return summary.EXIT_OK
-    print(f"Restored {args.dataset} from {args.source}, {label}, into {to}: "
-          f"{matched} of {expected} files match that run's manifest")  # fmt: skip
-    log.info("restored into %s: %d of %d files match (%s)", to, matched, expected, label)
-    return summary.EXIT_OK if matched == expected else summary.EXIT_FAILED
+    return restore.command(cfg, workdir, args.source, args.dataset, Path(args.to), run_id=args.run, at=args.at,
+                           dry_run=args.dry_run, force=args.force)  # fmt: skip
 
 
 def check_pipeline(cfg: dict, workdir: Path, source: str) -> None:
@@ -228,43 +221,18 @@ def check_pipeline(cfg: dict, workdir: Path, source: str) -> None:
         raise ConfigError(f"{source}: pipeline.snakefile: {snakefile} does not exist")
 
 
-def verify_all(cfg: dict, transfers: list[plan.Transfer], workdir: Path, workers: int = 2) -> int:
-    """Check every enabled destination against the current sources (or the latest archive).
-
-    Destinations are checked ``workers`` at a time: each check waits mostly on its tool's reading."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from . import archive
+def verify(cfg: dict, destinations: list[str], workdir: Path, sample: int | None, workers: int) -> int:
+    """--verify: every destination checked against its own catalog (one slice of it with --sample)."""
+    from . import verify as verify_mod
 
     log = logs.setup(plan.absolute(cfg["backups"]["log_file"], str(workdir)), records.new_run_id(), "verify")
-
-    def check_one(t: plan.Transfer) -> dict:
-        row = {"destination": t.destination, "dataset": t.dataset, "mode": t.mode, "status": "ok", "error": None}
-        try:
-            if t.mode == "archive":
-                made = archive.archives_of(Path(plan.archive_dir(cfg, str(workdir))), t.dataset)
-                if not made:
-                    raise transports.TransferError("no local archive of this dataset to check against")
-                listing = sources.single_file(made[-1])
-            else:
-                listing, _ = sources.for_transfer(t)
-                row["missing"] = listing.missing
-            check = transports.for_transfer(t).verify(t, listing, log)
-            row.update(files_total=len(listing.files), files_verified=check.verified)
-            if not check.ok:
-                row.update(status="failed", error=check.problem())
-            elif listing.missing:
-                row["status"] = "warning"
-        except transports.TransferError as exc:
-            row.update(status="failed", error=str(exc))
-        except OSError as exc:  # an unreadable source folder
-            row.update(status="failed", error=f"cannot read {exc.filename}: {exc.strerror}")
-        log.info("%s/%s: %s", t.destination, t.dataset, row["error"] or row["status"])
-        return row
-
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        rows = list(pool.map(check_one, transfers))
-    print(summary.table(rows, "Verification (nothing was sent):", verify=True))
+    rows = verify_mod.verify_all(cfg, destinations, workdir, sample, log, workers)
+    for row in rows:
+        log.info("%s/%s: %d of %d files match the catalog%s", row.destination, row.dataset, row.files_verified,
+                 row.files_total, f" ({row.error})" if row.error else "")  # fmt: skip
+    what = f"slice {rows[0].source} at each destination" if sample and rows and rows[0].source else "everything"
+    print(summary.table(rows, f"Verification against each destination's catalog ({what}; nothing was sent):",
+                        verify=True))  # fmt: skip
     return summary.exit_status(rows)
 
 
@@ -298,6 +266,7 @@ class Engine:
         env = {
             **os.environ,
             "BACKUP_CLI": "1",
+            commit.OWNER_ENV: str(os.getpid()),  # the process a destination's in-progress marker names
             "BACKUP_PROGRESS": "1" if self.tty else "0",
             "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]),
             "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_DIR / "workflow"), os.environ.get("PYTHONPATH")])),
@@ -358,25 +327,11 @@ class Engine:
         return returncode, lines
 
 
-def _stage_rows(workdir: Path, run_id: str, stage: str, expected: list[plan.Transfer]) -> list[dict]:
-    """Records of a stage; a planned transfer without a record failed without saying why."""
-    found = {(r["destination"], r["dataset"]): r for r in records.stage_records(run_id, stage, workdir)}
-    rows = []
-    for t in expected:
-        rows.append(
-            found.get(
-                (t.destination, t.dataset),
-                {"stage": stage, "destination": t.destination, "dataset": t.dataset, "mode": t.mode,
-                 "status": "failed", "error": f"the job did not finish; see .backup/runs/{run_id}/snakemake.log"},
-            )
-        )  # fmt: skip
-    return rows
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     workdir = Path(args.workdir).resolve() if args.workdir else PROJECT_DIR
-    runs_workflow = args.command != "restore" and not (args.dry_run or args.verify or args.status or args.report)
+    quick = args.dry_run or args.verify or args.status or args.report
+    runs_workflow = args.command in ("backup", "run") and not quick
     engine = Engine(workdir) if runs_workflow and workdir.is_dir() else None
     try:
         return _main(args, argv, workdir, engine)
@@ -393,12 +348,15 @@ def _main(args, argv: list[str] | None, workdir: Path, engine: Engine | None) ->
         print(f"error: {exc}", file=sys.stderr)
         return summary.EXIT_USAGE
     transfers = plan.plan(cfg, str(workdir), [args.only] if args.only else None)
+    if args.sample is not None and (not args.verify or args.sample < 1):
+        print("error: --sample N goes with --verify, and N is 1 or more", file=sys.stderr)
+        return summary.EXIT_USAGE
     if args.report:
         enabled = plan.enabled_destinations(cfg["backups"])
         try:
             from . import report
 
-            Path(args.report).write_text(report.render(status.load_runs(workdir), enabled), encoding="utf-8")
+            Path(args.report).write_text(report.render(records.load_runs(workdir), enabled), encoding="utf-8")
         except OSError as exc:
             print(f"error: cannot write {args.report}: {exc.strerror}", file=sys.stderr)
             return summary.EXIT_USAGE
@@ -406,12 +364,21 @@ def _main(args, argv: list[str] | None, workdir: Path, engine: Engine | None) ->
         return summary.EXIT_OK
     if args.command == "restore":
         return _restore(args, cfg, workdir)
-    if args.status:
-        text, worst = status.report(
-            status.load_runs(workdir), plan.enabled_destinations(cfg["backups"], [args.only] if args.only else None),
-            cfg["backups"]["warn_after_hours"],
-        )  # fmt: skip
+    only = [args.only] if args.only else None
+    if args.command == "list":
+        from . import history
+
+        quiet = logs.setup(None, "list")
+        chosen = [args.source] if args.source and args.source != "any" else plan.enabled_destinations(cfg["backups"])
+        text, worst = history.render(cfg, workdir, chosen, args.dataset, quiet)
         print(text)
+        return worst
+    if args.status:
+        quiet = logs.setup(None, "status")
+        enabled = plan.enabled_destinations(cfg["backups"], only)
+        transfers, notes = status.gather(cfg, workdir, enabled, quiet)
+        text, worst = status.report(transfers, enabled, cfg["backups"]["warn_after_hours"])
+        print(text + "".join(f"\nnote: {n}" for n in notes))
         return worst
     try:
         check_remotes(transfers, " + ".join(config_files))
@@ -429,7 +396,7 @@ def _main(args, argv: list[str] | None, workdir: Path, engine: Engine | None) ->
             if note:
                 print(f"note: {note}")
             if args.verify:
-                return verify_all(cfg, transfers, workdir, args.cores)
+                return verify(cfg, plan.enabled_destinations(cfg["backups"], only), workdir, args.sample, args.cores)
             return _run(args, cfg, config_files, transfers, workdir, command, engine or Engine(workdir))
     except LockBusy as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -470,13 +437,13 @@ def _run(args, cfg: dict, config_files: list[str], transfers: list[plan.Transfer
 
     exit_code = summary.EXIT_OK
     stages = ["pre", "post"] if args.command == "run" else ["manual"]
-    all_rows: list[dict] = []
+    all_rows: list[records.TransferRecord] = []
     pipeline = None
     for stage in stages:
         if stage == "post" and not (workdir / records.pipeline_marker(run_id)).exists():
-            error = records.read_json(workdir / records.pipeline_error(run_id))
-            reason = error["error"] if error else f"see .backup/runs/{run_id}/snakemake.log"
-            label = "NOT RUN" if error and error.get("status") == "not run" else "FAILED"
+            error = records.read_record(workdir / records.pipeline_error(run_id), records.PipelineRecord)
+            reason = error.error if error else f"see .backup/runs/{run_id}/snakemake.log"
+            label = "NOT RUN" if error and error.status == "not run" else "FAILED"
             pipeline = {"status": label.lower(), "error": reason}
             print(f"\nPipeline {label}: {reason}\nPost-pipeline backup: not run.")
             exit_code = summary.EXIT_FAILED
@@ -484,7 +451,7 @@ def _run(args, cfg: dict, config_files: list[str], transfers: list[plan.Transfer
         if stage == "post":
             pipeline = {"status": "ok", "error": None}
             print("\nPipeline: ok")
-        rows = _stage_rows(workdir, run_id, stage, transfers)
+        rows = commit.stage_rows(run_id, stage, transfers, workdir)
         all_rows += rows
         if rows:
             text = summary.table(rows, f"Backup summary ({stage}):" if stage != "manual" else "Backup summary:")
@@ -498,13 +465,10 @@ def _run(args, cfg: dict, config_files: list[str], transfers: list[plan.Transfer
         print("\nThe workflow failed; its last lines:\n" + "\n".join(lines[-15:]))
     else:
         exit_code = rows_status
-    keep = ("stage", "destination", "dataset", "mode", "tool", "target", "files_total", "files_sent", "bytes_sent",
-            "files_verified", "status", "error", "started", "finished", "seconds", "archive", "missing")  # fmt: skip
-    status.write_run_record(
-        workdir, run_id, kind=args.command, command=command, config=config_files, started=started,
-        finished=records.now_iso(), exit_status=exit_code, pipeline=pipeline,
-        transfers=[{k: r.get(k) for k in keep if k in r} for r in all_rows],
-    )  # fmt: skip
+    run = records.RunRecord(run_id, kind=args.command, command=command, config=config_files, started=started,
+                            finished=records.now_iso(), exit_status=exit_code, pipeline=pipeline,
+                            transfers=all_rows)  # fmt: skip
+    records.write_record(records.run_record_path(run_id, workdir), run)
     title, body = notify.message(run_id, args.command, exit_code, all_rows, pipeline)
     failed = exit_code == summary.EXIT_FAILED
     notify.ping(monitor["ping_url"], "fail" if failed else "success", log, monitor["timeout_seconds"], body)

@@ -215,6 +215,15 @@ def _stamps(paths: list[str]) -> list[list]:
     return out
 
 
+def public(cfg: dict) -> dict:
+    """The config without what may hold a secret: what jobs inherit, and what each destination's
+    catalog records of a run. Notification URLs (tokens), the pipeline's command and free-form
+    config (which may also hold values JSON cannot carry, such as dates) are left out; passwords
+    are never in a config (password_env names a variable)."""
+    pipeline = {k: v for k, v in cfg["pipeline"].items() if k not in ("command", "config")}
+    return {**cfg, "backups": {**cfg["backups"], "notify": {}}, "pipeline": pipeline}
+
+
 def load_config(paths: list[str | Path] | None = None, inherited: bool = False) -> dict:
     """Read, merge and validate config files (default ``config/config.yaml``).
 
@@ -233,12 +242,8 @@ def load_config(paths: list[str | Path] | None = None, inherited: bool = False) 
     digest = hashlib.sha256(repr(data).encode()).hexdigest()
     cfg = validate(data, source=" + ".join(paths), checked=os.environ.get(VALIDATED_ENV) == digest)
     os.environ[VALIDATED_ENV] = digest  # inherited by Snakemake and its jobs
-    # What jobs need, without what may hold a secret: notification URLs, the pipeline's command
-    # and free-form config (which may also hold values JSON cannot carry, such as dates).
-    pipeline = {k: v for k, v in cfg["pipeline"].items() if k not in ("command", "config")}
-    jobs_part = {**cfg, "backups": {**cfg["backups"], "notify": {}}, "pipeline": pipeline}
     try:
-        os.environ[SNAPSHOT_ENV] = json.dumps({"files": _stamps(paths), "config": jobs_part})
+        os.environ[SNAPSHOT_ENV] = json.dumps({"files": _stamps(paths), "config": public(cfg)})
     except (TypeError, ValueError):
         os.environ.pop(SNAPSHOT_ENV, None)  # the jobs read the files themselves
     return cfg

@@ -55,17 +55,16 @@ def notify(urls: list[str], title: str, body: str, log, timeout: float, failure:
     return sent
 
 
-def message(run_id: str, kind: str, exit_code: int, rows: list[dict], pipeline: dict | None) -> tuple[str, str]:
+def message(run_id: str, kind: str, exit_code: int, rows: list, pipeline: dict | None) -> tuple[str, str]:
     """Title and body: which destination failed and why (errors are already masked)."""
     verdict = {0: "succeeded", 1: "FAILED", 3: "finished with warnings"}.get(exit_code, f"ended with {exit_code}")
     title = f"Lab backup {verdict} on {socket.gethostname()} (run {run_id})"
     lines = [f"{kind} run {run_id}: {verdict} (exit status {exit_code})"]
     for r in rows:
-        if r.get("status") != "ok":
-            lines.append(f"- {r.get('stage', '')} {r['destination']}/{r['dataset']}: {r.get('status')}: "
-                         f"{r.get('error') or ', '.join(r.get('missing') or []) or ''}")  # fmt: skip
+        if r.status != "ok":
+            lines.append(f"- {r.stage} {r.destination}/{r.dataset}: {r.status}: {r.error or ', '.join(r.missing)}")
     if pipeline and pipeline.get("status") != "ok":
         lines.append(f"- pipeline: {pipeline.get('status')}: {pipeline.get('error')}")
-    ok = sum(1 for r in rows if r.get("status") == "ok")
+    ok = sum(1 for r in rows if r.status == "ok")
     lines.append(f"{ok} of {len(rows)} transfers ok.")
     return title, "\n".join(lines)

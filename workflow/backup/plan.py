@@ -6,6 +6,7 @@ time and tests can check the seed's layout directly.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from dataclasses import dataclass
@@ -13,6 +14,8 @@ from urllib.parse import unquote, urlsplit
 
 DESTINATIONS = ("smb", "box", "secured")
 STAGES = ("manual", "pre", "post")
+# Each destination's catalog (catalog.py) lives in this folder of the destination's own folder.
+CATALOG_DIR = ".lab-backup"
 
 
 @dataclass(frozen=True)
@@ -119,37 +122,70 @@ def source_of(cfg: dict, dataset: str, project_dir: str) -> Source:
     return Source(dataset, absolute(spec["root"], project_dir), tuple(spec["include"]))
 
 
+def _transfer(cfg: dict, destination: str, dataset: str, project_dir: str, **fields) -> Transfer:
+    """A transfer to ``destination`` with its connection settings (``fields`` override the rest)."""
+    backups = cfg["backups"]
+    dest = backups["destinations"][destination]
+    rclone_config = dest.get("rclone_config")
+    tool = "rclone" if destination == "box" or dest.get("transport") == "rclone" else "rsync"
+    settings = dict(
+        destination=destination,
+        dataset=dataset,
+        mode="archive" if is_compressed(backups, destination) else "direct",
+        tool=tool,
+        require_mount=dest.get("require_mount", False),
+        mount_point=absolute(dest["mount_point"], project_dir) if dest.get("mount_point") else None,
+        rclone_config=absolute(rclone_config, project_dir) if rclone_config else None,
+        password_env=dest.get("password_env") if tool == "rclone" and destination == "smb" else None,
+        ssh_port=dest.get("ssh_port"),
+        ssh_key=absolute(dest["ssh_key"], project_dir) if dest.get("ssh_key") else None,
+        known_hosts=absolute(dest["known_hosts"], project_dir) if dest.get("known_hosts") else None,
+        private=dest.get("private", False),
+        on_smb=destination == "smb",
+        keep_versions=dest.get("keep_versions", False),
+    )
+    settings.update(fields)
+    return Transfer(**settings)
+
+
 def plan(cfg: dict, project_dir: str, only: list[str] | None = None) -> list[Transfer]:
     """All transfers of a run, one per (enabled destination, dataset)."""
     backups = cfg["backups"]
-    transfers = []
-    for destination in enabled_destinations(backups, only):
-        dest = backups["destinations"][destination]
-        for dataset in dest["datasets"]:
-            source = source_of(cfg, dataset, project_dir)
-            rclone_config = dest.get("rclone_config")
-            tool = "rclone" if destination == "box" or dest.get("transport") == "rclone" else "rsync"
-            transfers.append(
-                Transfer(
-                    destination=destination,
-                    dataset=dataset,
-                    mode="archive" if is_compressed(backups, destination) else "direct",
-                    tool=tool,
-                    source=source,
-                    target=target_for(backups, destination, dataset, project_dir),
-                    require_mount=dest.get("require_mount", False),
-                    mount_point=absolute(dest["mount_point"], project_dir) if dest.get("mount_point") else None,
-                    rclone_config=absolute(rclone_config, project_dir) if rclone_config else None,
-                    password_env=dest.get("password_env") if tool == "rclone" and destination == "smb" else None,
-                    ssh_port=dest.get("ssh_port"),
-                    ssh_key=absolute(dest["ssh_key"], project_dir) if dest.get("ssh_key") else None,
-                    known_hosts=absolute(dest["known_hosts"], project_dir) if dest.get("known_hosts") else None,
-                    private=dest.get("private", False),
-                    on_smb=destination == "smb",
-                    keep_versions=dest.get("keep_versions", False),
-                )
-            )
-    return transfers
+    return [
+        _transfer(
+            cfg,
+            destination,
+            dataset,
+            project_dir,
+            source=source_of(cfg, dataset, project_dir),
+            target=target_for(backups, destination, dataset, project_dir),
+        )  # fmt: skip
+        for destination in enabled_destinations(backups, only)
+        for dataset in backups["destinations"][destination]["datasets"]
+    ]
+
+
+def destination_base(backups: dict, destination: str, project_dir: str) -> str:
+    """The destination's own folder: SMB's base_path, Box's remote:folder, secured's base_path."""
+    dest = backups["destinations"][destination]
+    if destination == "box":
+        return f"{dest['remote']}:{dest['folder'].strip('/')}"
+    if destination == "smb" and dest.get("transport") == "rclone":
+        return rclone_smb_target(dest, dest["base_path"])
+    return absolute(dest["base_path"], project_dir)
+
+
+def catalog_transfer(cfg: dict, destination: str, project_dir: str) -> Transfer:
+    """Where the destination's catalog lives (CATALOG_DIR in its own folder), reached as its data is."""
+    base = destination_base(cfg["backups"], destination, project_dir).rstrip("/")
+    target = base + CATALOG_DIR if base.endswith(":") else f"{base}/{CATALOG_DIR}"
+    return _transfer(cfg, destination, CATALOG_DIR, project_dir, source=Source(CATALOG_DIR, "", ()), target=target,
+                     mode="direct", keep_versions=False)  # fmt: skip
+
+
+def catalog_key(transfer: Transfer) -> str:
+    """A folder name for this machine's copies of one destination's catalog files."""
+    return f"{transfer.destination}-{hashlib.sha1(transfer.target.encode()).hexdigest()[:12]}"
 
 
 def versions_folder(target: str, tag: str) -> str:

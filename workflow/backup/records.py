@@ -1,19 +1,30 @@
-"""Run ids, marker files and run records under the project's state folder.
+"""The record contract: every record that crosses a process or reaches a destination, typed once.
 
-A marker is the JSON record of one completed job: what ran, when, what it sent and
-how it ended. Marker paths contain the run id, so every trigger is a new run that
-contacts every enabled destination, and earlier runs stay on disk as history.
+A ``TransferRecord`` is what one job did for one (stage, destination, dataset): the
+marker file of that job, a row of the summary, a line of the status and the report, an
+entry of the run record here and of the catalog record at the destination. A
+``RunRecord`` is one run as this machine saw it. Version tags (``RUN_ID``,
+``RUN_ID-pre``, ``RUN_ID-post``, ``TAG-retryN``) name what a run wrote at a destination.
+Local state paths live here too: ``.backup/`` is this machine's cache of what the
+destinations say (see catalog.py for what they say themselves).
 """
 
 from __future__ import annotations
 
-import gzip
+import dataclasses
 import json
 import os
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any, TypeVar
 
 STATE_DIR = ".backup"
+STAGES = ("manual", "pre", "post")
+# Order of the stages of one run: a post-pipeline state comes after the pre-pipeline one.
+STAGE_RANK = {"manual": 0, "pre": 0, "post": 1}
+OK, WARNING, FAILED = "ok", "warning", "failed"
+R = TypeVar("R")
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -28,8 +39,191 @@ def now_iso() -> str:
     return datetime.now().astimezone().isoformat(timespec="seconds")
 
 
+# --- version tags -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, order=True)
+class Tag:
+    """What a run wrote at a destination is tagged RUN_ID (manual), RUN_ID-pre or RUN_ID-post; the
+    versions it moved aside go to DATASET.versions/TAG/. A retry's first attempts go to TAG-retryN."""
+
+    run_id: str
+    rank: int = 0  # STAGE_RANK: orders pre before post of the same run
+    stage: str = "manual"
+    retry: int = 0
+
+    def __str__(self) -> str:
+        text = self.run_id if self.stage == "manual" else f"{self.run_id}-{self.stage}"
+        return f"{text}-retry{self.retry}" if self.retry else text
+
+    @classmethod
+    def of(cls, run_id: str, stage: str, retry: int = 0) -> Tag:
+        return cls(run_id, STAGE_RANK[stage], stage, retry)
+
+    @classmethod
+    def parse(cls, text: str) -> Tag | None:
+        """The tag a folder or file is named by; None for anything else."""
+        base, retry = text, 0
+        head, sep, tail = text.rpartition("-retry")
+        if sep and tail.isdigit():
+            base, retry = head, int(tail)
+        run_id, stage = base, "manual"
+        head, _, tail = base.rpartition("-")
+        if tail in ("pre", "post"):
+            run_id, stage = head, tail
+        parts = run_id.split("-")
+        if len(parts) != 3 or not (parts[0].isdigit() and parts[1].isdigit() and len(parts[0]) == 8):
+            return None
+        return cls(run_id, STAGE_RANK[stage], stage, retry)
+
+    def when(self) -> datetime:
+        """The run's start, from its id (local time)."""
+        return datetime.strptime(self.run_id[:15], "%Y%m%d-%H%M%S").astimezone()
+
+
+def version_tag(run_id: str, stage: str) -> str:
+    return str(Tag.of(run_id, stage))
+
+
+def archive_timestamp(run_id: str) -> str:
+    """TIMESTAMP of CSVs_archive_TIMESTAMP.zip: the run's start, the same for every archive of the run."""
+    return run_id[:15].replace("-", "_")
+
+
+# --- records ------------------------------------------------------------------------------------
+
+
+def to_json(record: Any) -> dict:
+    """A record as JSON data (None fields and empty lists are kept: readers rely on every key)."""
+    return dataclasses.asdict(record)
+
+
+def from_json(cls: type[R], data: dict | None) -> R | None:
+    """A record from JSON data written by this or an earlier version (unknown keys are ignored)."""
+    if not isinstance(data, dict):
+        return None
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    try:
+        return cls(**{k: v for k, v in data.items() if k in names})
+    except TypeError:
+        return None  # a required field is missing: not a record of this kind
+
+
+@dataclass
+class TransferRecord:
+    """One (stage, destination, dataset) of a run: what was sent, checked and recorded."""
+
+    run_id: str
+    stage: str
+    destination: str
+    dataset: str
+    status: str = OK
+    error: str | None = None
+    started: str = ""
+    finished: str = ""
+    seconds: float = 0.0
+    mode: str = ""  # direct | archive
+    tool: str = ""  # rsync | rclone
+    target: str = ""
+    source: str = ""
+    files_total: int = 0
+    bytes_total: int = 0
+    files_sent: int = 0
+    bytes_sent: int = 0
+    files_verified: int = 0
+    missing: list[str] = field(default_factory=list)  # include patterns that matched nothing
+    vanished: list[str] = field(default_factory=list)  # gone from the source while being sent
+    skipped_links: list[str] = field(default_factory=list)  # symlinks a share cannot hold
+    archive: str | None = None  # compressed mode: the archive's file name
+    archive_created: bool = False
+    manifest: str | None = None  # the catalog's manifest of this state (catalog.manifest_path)
+    state_files: int = 0  # files and bytes of the dataset's state (in compressed mode: in the archive)
+    state_bytes: int = 0
+    host: str = ""
+    pid: int = 0
+
+    @property
+    def tag(self) -> str:
+        return version_tag(self.run_id, self.stage)
+
+
+@dataclass
+class ArchiveRecord:
+    """One archive job: the ZIP a stage sends for a dataset (made now, or reused unchanged)."""
+
+    run_id: str
+    stage: str
+    dataset: str
+    status: str = OK
+    error: str | None = None
+    started: str = ""
+    finished: str = ""
+    seconds: float = 0.0
+    archive: str | None = None  # its path
+    created: bool = False
+    files: int = 0
+    bytes: int = 0
+    compressed_bytes: int = 0
+    missing: list[str] = field(default_factory=list)
+    manifest: str | None = None  # the catalog's manifest of the state the archive holds
+    host: str = ""
+    pid: int = 0
+
+
+@dataclass
+class PipelineRecord:
+    """The gate, the pipeline's run, or why it did not run."""
+
+    run_id: str
+    status: str = OK  # ok | failed | not run
+    error: str | None = None
+    command: str | None = None
+    snakefile: str | None = None
+    started: str = ""
+    finished: str = ""
+    seconds: float = 0.0
+    exit_status: int | None = None
+    failed_pre: int = 0
+
+
+@dataclass
+class RunRecord:
+    """One run as this machine saw it: .backup/runs/RUN_ID/run.json."""
+
+    run_id: str
+    kind: str = "backup"  # backup | run
+    command: str = ""
+    config: list[str] = field(default_factory=list)
+    started: str = ""
+    finished: str = ""
+    exit_status: int | None = None
+    pipeline: dict | None = None  # {"status", "error"}
+    transfers: list[TransferRecord] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, data: dict | None) -> RunRecord | None:
+        run = from_json(cls, data)
+        if run is not None:
+            run.transfers = [t for t in (from_json(TransferRecord, d) for d in run.transfers or []) if t]
+        return run
+
+
+def stamp(record, **fields) -> None:
+    """Who wrote a record, and from where."""
+    record.host, record.pid = os.uname().nodename, os.getpid()
+    for key, value in fields.items():
+        setattr(record, key, value)
+
+
+# --- local state: .backup/ ----------------------------------------------------------------------
+
+
 def run_dir(run_id: str, project_dir: str | Path = ".") -> Path:
     return Path(project_dir, STATE_DIR, "runs", run_id)
+
+
+def run_record_path(run_id: str, project_dir: str | Path = ".") -> Path:
+    return run_dir(run_id, project_dir) / "run.json"
 
 
 def marker_path(run_id: str, stage: str, destination: str, dataset: str) -> str:
@@ -38,41 +232,6 @@ def marker_path(run_id: str, stage: str, destination: str, dataset: str) -> str:
 
 def archive_marker(run_id: str, stage: str, dataset: str) -> str:
     return f"{STATE_DIR}/runs/{run_id}/archives/{stage}/{dataset}.json"
-
-
-def archive_timestamp(run_id: str) -> str:
-    """TIMESTAMP of CSVs_archive_TIMESTAMP.zip: the run's start, the same for every archive of the run."""
-    return run_id[:15].replace("-", "_")
-
-
-def manifest_path(run_id: str, stage: str, destination: str, dataset: str) -> str:
-    """What a transfer sent: every file of the dataset with size and time (gzip'd JSON)."""
-    return f"{STATE_DIR}/runs/{run_id}/{stage}/{destination}/{dataset}.files.json.gz"
-
-
-def write_manifest(path: str | Path, listing) -> None:
-    """Size and modification time of every file of a listing, as it was sent (both tools keep times)."""
-    files = listing.files
-    entries = {"files": files, "sizes": [listing.sizes[f] for f in files], "mtimes": [listing.mtimes[f] for f in files]}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    # Three lists, one json.dumps (a C call) and one gzip.compress: a mapping per file, dumped into a
-    # gzip stream, took half a second for 100,000 files.
-    tmp.write_bytes(gzip.compress(json.dumps(entries, separators=(",", ":")).encode(), compresslevel=1, mtime=0))
-    os.replace(tmp, path)
-
-
-def read_manifest(path: str | Path) -> dict[str, list[int]] | None:
-    """File name -> [size, mtime_ns] (also from manifests written as that mapping before)."""
-    try:
-        with gzip.open(path, "rt", encoding="utf-8") as fh:
-            data = json.load(fh)
-    except (OSError, ValueError):
-        return None
-    if isinstance(data.get("files"), list) and isinstance(data.get("sizes"), list):
-        return {f: [size, mtime] for f, size, mtime in zip(data["files"], data["sizes"], data["mtimes"], strict=True)}
-    return data
 
 
 def gate_marker(run_id: str) -> str:
@@ -87,6 +246,16 @@ def pipeline_error(run_id: str) -> str:
 
 def pipeline_marker(run_id: str) -> str:
     return f"{STATE_DIR}/runs/{run_id}/pipeline.json"
+
+
+def commit_state_dir(run_id: str, stage: str, project_dir: str | Path = ".") -> Path:
+    """Where the jobs of one stage agree on opening and committing each destination's catalog."""
+    return run_dir(run_id, project_dir) / "catalog" / stage
+
+
+def cache_dir(project_dir: str | Path = ".") -> Path:
+    """This machine's copies of catalog files (immutable ones: manifests, run records)."""
+    return Path(project_dir, STATE_DIR, "cache")
 
 
 def write_json(path: str | Path, data: dict) -> None:
@@ -106,23 +275,27 @@ def read_json(path: str | Path) -> dict | None:
     try:
         with open(path, encoding="utf-8") as fh:
             return json.load(fh)
-    except (FileNotFoundError, ValueError):
+    except (FileNotFoundError, NotADirectoryError, ValueError):
         return None
 
 
-def base_record(run_id: str, **fields) -> dict:
-    """Start of every marker: which run (and its run record, written when the run ends), where, who."""
-    return {
-        "run_id": run_id,
-        "run_record": f"{STATE_DIR}/runs/{run_id}/run.json",
-        "host": os.uname().nodename,
-        "pid": os.getpid(),
-        **fields,
-    }
+def write_record(path: str | Path, record) -> None:
+    write_json(path, to_json(record))
 
 
-def stage_records(run_id: str, stage: str, project_dir: str | Path = ".") -> list[dict]:
+def read_record(path: str | Path, cls: type[R]) -> R | None:
+    return from_json(cls, read_json(path))
+
+
+def stage_records(run_id: str, stage: str, project_dir: str | Path = ".") -> list[TransferRecord]:
     """All transfer records of one stage of a run, in a stable order."""
     folder = run_dir(run_id, project_dir) / stage
-    records = [read_json(p) for p in sorted(folder.glob("*/*.json"))]
-    return [r for r in records if r]
+    found = [read_record(p, TransferRecord) for p in sorted(folder.glob("*/*.json"))]
+    return [r for r in found if r]
+
+
+def load_runs(project_dir: str | Path) -> list[RunRecord]:
+    """Every local run record, oldest first (run ids sort by time)."""
+    folder = Path(project_dir, STATE_DIR, "runs")
+    found = [RunRecord.load(read_json(p)) for p in sorted(folder.glob("*/run.json"))] if folder.is_dir() else []
+    return [r for r in found if r]

@@ -6,6 +6,7 @@ import contextlib
 from datetime import datetime
 from html import escape
 
+from .records import RunRecord
 from .status import per_destination
 from .summary import ORDER, human_bytes
 
@@ -28,8 +29,8 @@ def _cell(value, cls: str = "") -> str:
     return f"<td{f' class={cls!r}' if cls else ''}>{escape(str(value))}</td>"
 
 
-def render(runs: list[dict], enabled: list[str], last: int = 20) -> str:
-    state = per_destination(runs)
+def render(runs: list[RunRecord], enabled: list[str], last: int = 20) -> str:
+    state = per_destination([t for run in runs for t in run.transfers])
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>Backup report</title>",
         f"<style>{STYLE}</style></head><body><h1>Backup report</h1>",
@@ -49,29 +50,27 @@ def render(runs: list[dict], enabled: list[str], last: int = 20) -> str:
     parts.append("</table>")
     parts.append(f"<h2>Last {min(last, len(runs))} runs</h2>")
     for run in reversed(runs[-last:]):
-        started, finished = run.get("started", ""), run.get("finished", "")
+        started, finished = run.started, run.finished
         seconds = ""
         with contextlib.suppress(ValueError):
             seconds = f"{(datetime.fromisoformat(finished) - datetime.fromisoformat(started)).total_seconds():.0f} s"
-        pipeline = run.get("pipeline") or {}
+        pipeline = run.pipeline or {}
         parts.append(
-            f"<h3 id='run-{escape(run['run_id'])}'>Run {escape(run['run_id'])} ({escape(str(run.get('kind', '')))}): "
-            f"exit status {escape(str(run.get('exit_status')))}</h3><p><small>{escape(started)} to {escape(finished)}"
-            f" ({seconds}); {escape(str(run.get('command', '')))}"
+            f"<h3 id='run-{escape(run.run_id)}'>Run {escape(run.run_id)} ({escape(run.kind)}): "
+            f"exit status {escape(str(run.exit_status))}</h3><p><small>{escape(started)} to {escape(finished)}"
+            f" ({seconds}); {escape(run.command)}"
             + (f"; pipeline: {escape(str(pipeline.get('status')))}" if pipeline else "") + "</small></p>"
         )  # fmt: skip
         parts.append(
             "<table class='run'><tr><th>stage</th><th>destination</th><th>dataset</th><th>mode</th>"
             "<th>files sent</th><th>bytes sent</th><th>verified</th><th>seconds</th><th>status</th><th>note</th></tr>"
         )
-        for t in run.get("transfers", []):
-            status = t.get("status", "")
+        for t in run.transfers:
             parts.append(
-                "<tr>" + _cell(t.get("stage", "")) + _cell(t["destination"]) + _cell(t["dataset"])
-                + _cell(t.get("mode", "")) + _cell(f"{t.get('files_sent', 0)}/{t.get('files_total', 0)}", "num")
-                + _cell(human_bytes(t.get("bytes_sent") or 0), "num") + _cell(t.get("files_verified", ""), "num")
-                + _cell(t.get("seconds", ""), "num") + _cell(status.upper(), status)
-                + _cell(t.get("error") or t.get("archive") or "") + "</tr>"
+                "<tr>" + _cell(t.stage) + _cell(t.destination) + _cell(t.dataset) + _cell(t.mode)
+                + _cell(f"{t.files_sent}/{t.files_total}", "num") + _cell(human_bytes(t.bytes_sent), "num")
+                + _cell(t.files_verified, "num") + _cell(t.seconds, "num") + _cell(t.status.upper(), t.status)
+                + _cell(t.error or t.archive or "") + "</tr>"
             )  # fmt: skip
         parts.append("</table>")
     parts.append(f"<script>{SCRIPT}</script></body></html>\n")

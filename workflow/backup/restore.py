@@ -1,10 +1,16 @@
-"""Restore a dataset from a destination, as it was after a given run.
+"""Restore a dataset as it was after a run, from what a destination's catalog says alone.
 
-Direct mode: each file of that run's manifest comes from the earliest versions folder
-written after that run that holds it (what a later run moved aside before overwriting
-it), or else from the destination's current copy. Compressed mode: that run's archive,
-extracted without letting any entry land outside the target folder. Either way the result
-is checked against the run's manifest.
+The run is chosen among the destination's committed runs (``--run``, ``--at``, or the
+latest). Its record says how the dataset was stored (direct copy or archive) and where, and
+names the manifest of that state: every file's size, time and SHA-1. Direct mode: each file
+comes from the earliest versions folder written after that run that holds it (what a later
+run moved aside before overwriting it), or else from the current copy. Compressed mode: the
+run's archive, checked against its SHA-256 first, extracted without letting any entry land
+outside the folder. Everything is written into a hidden staging folder inside the target,
+checked file by file against the manifest, given the recorded modification time, and only
+then moved to its final name: nothing unchecked ever has one. Symlinks come back from the
+manifest, where their target stays inside the restored folder. With ``--from any``, what
+is damaged or missing at one destination comes from the next one that holds the same run.
 """
 
 from __future__ import annotations
@@ -13,49 +19,76 @@ import dataclasses
 import os
 import shutil
 import stat
-import tempfile
+import sys
 import zipfile
+import zlib
 from collections import defaultdict
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from . import archive, plan, records, status, transports
+from . import plan
+from .catalog import Catalog, CatalogRun
+from .errors import TransferError
+from .manifest import Manifest, hash_files
+from .records import Tag, TransferRecord
 
-STAGE_RANK = {"manual": 0, "pre": 0, "post": 1}
+STAGING = ".lab-restore"
 
 
 class RestoreError(Exception):
-    """Restoring cannot go on; the message says why in one line."""
+    """Restoring cannot start (nothing to restore, a bad target folder); one line says why."""
 
 
-def tag_key(tag: str) -> tuple[str, int] | None:
-    """Order of version folders: RUN_ID, RUN_ID-pre, RUN_ID-post. Retry folders hold first
-    attempts that were found wrong, never a state to restore: None."""
-    if "-retry" in tag:
-        return None
-    base, _, stage = tag.rpartition("-")
-    if stage in ("pre", "post"):
-        return base, STAGE_RANK[stage]
-    return tag, 0
+@dataclass
+class Point:
+    """A restore point: one committed run's state of a dataset at one destination."""
+
+    catalog: Catalog
+    run: CatalogRun
+    record: TransferRecord
+
+    @property
+    def label(self) -> str:
+        return f"run {self.run.tag} ({self.run.stage}, finished {self.run.finished})"
 
 
-def choose_run(runs: list[dict], dest: str, dataset: str, run_id: str | None, at: str | None) -> dict:
-    """The transfer record to restore: of the given run, the last one before ``at``, or the latest."""
-    limit = datetime.strptime(at, "%Y-%m-%d %H:%M").astimezone() if at else None
+@dataclass
+class Outcome:
+    matched: int = 0
+    expected: int = 0
+    label: str = ""
+    sources: dict[str, int] = field(default_factory=dict)  # destination -> files restored from it
+    problems: list[str] = field(default_factory=list)  # one line each: what could not be restored, why
+    skipped_links: list[str] = field(default_factory=list)  # links pointing outside the folder
+
+    @property
+    def complete(self) -> bool:
+        """Every file of the run is back (links out of the folder apart: they are named)."""
+        return self.matched + len(self.skipped_links) == self.expected and not self.problems
+
+
+def points(cat: Catalog, dataset: str) -> list[Point]:
+    """The destination's restore points of a dataset, oldest first."""
     found = []
-    for run in runs:
-        for t in run.get("transfers", []):
-            if t["destination"] != dest or t["dataset"] != dataset or t.get("status") not in ("ok", "warning"):
-                continue
-            if run_id and run["run_id"] != run_id:
-                continue
-            if limit and datetime.fromisoformat(t["finished"]) > limit:
-                continue
-            found.append({**t, "run_id": run["run_id"]})
-    if not found:
-        when = f"in run {run_id}" if run_id else f"before {at}" if at else "yet"
-        raise RestoreError(f"no successful backup of {dataset} to {dest} {when} (see --status)")
-    return max(found, key=lambda t: (t["run_id"], STAGE_RANK.get(t.get("stage", "manual"), 0)))
+    for run in cat.runs():
+        record = run.restorable(dataset)
+        if record is not None:
+            found.append(Point(cat, run, record))
+    return found
+
+
+def choose(found: list[Point], run_id: str | None, at: str | None) -> str | None:
+    """The tag to restore: the given run (its last stage), the last before ``at``, or the latest."""
+    limit = datetime.strptime(at, "%Y-%m-%d %H:%M").astimezone() if at else None
+    tags = []
+    for p in found:
+        if run_id and run_id not in (p.run.tag, p.run.run_id):
+            continue
+        if limit and datetime.fromisoformat(p.run.finished) > limit:
+            continue
+        tags.append(Tag.parse(p.run.tag))
+    return str(max(tags)) if tags else None
 
 
 def check_target(to: Path, live_roots: list[str], force: bool) -> None:
@@ -70,91 +103,269 @@ def check_target(to: Path, live_roots: list[str], force: bool) -> None:
         raise RestoreError(f"{to} is not empty: restore into an empty or new folder (or --force)")
 
 
-def restore(cfg: dict, workdir: Path, dest: str, dataset: str, to: Path, log, run_id=None, at=None,
-            dry_run=False, force=False) -> tuple[int, int, str]:  # fmt: skip
-    """Restore; return (files matched, files expected, which run)."""
-    transfer = plan.find(plan.plan(cfg, str(workdir)), dest, dataset)
-    chosen = choose_run(status.load_runs(workdir), dest, dataset, run_id, at)
-    check_target(to, [plan.absolute(s["root"], str(workdir)) for s in cfg["backups"]["sources"].values()], force)
-    label = f"run {chosen['run_id']} ({chosen.get('stage', 'manual')}, finished {chosen.get('finished')})"
-    if chosen.get("mode") == "archive":
-        return (*_from_archive(cfg, workdir, transfer, chosen, to, log, dry_run), label)
-    manifest = records.read_manifest(
-        Path(workdir, records.manifest_path(chosen["run_id"], chosen.get("stage", "manual"), dest, dataset))
-    )
-    if manifest is None:
-        raise RestoreError(f"run {chosen['run_id']} left no manifest of {dataset} at {dest}")
-    transport = transports.for_transfer(transfer)
-    own = tag_key(chosen["run_id"] if chosen.get("stage", "manual") == "manual"
-                  else f"{chosen['run_id']}-{chosen['stage']}")  # fmt: skip
-    versions = dataclasses.replace(transfer, target=transfer.target.rstrip("/") + ".versions")
-    held = transport.list(versions, log) if transfer.keep_versions else {}
-    later: dict[str, list[tuple]] = defaultdict(list)
-    for path in held:
-        tag, _, name = path.partition("/")
-        key = tag_key(tag)
-        if key and key > own:
-            later[name].append((key, tag))
-    groups: dict[str, list[str]] = defaultdict(list)
-    for name in manifest:
-        groups[min(later[name])[1] if later.get(name) else ""].append(name)
-    if dry_run:
-        for tag, names in sorted(groups.items()):
-            where = f"versions {tag}" if tag else "current copy"
-            print(f"  would restore {len(names)} files from the {where}")
-        return 0, len(manifest), label
-    to.mkdir(parents=True, exist_ok=True)
-    for tag, names in groups.items():
-        source = dataclasses.replace(versions, target=plan.versions_folder(transfer.target, tag)) if tag else transfer
-        transport.restore(source, str(to), log, files=sorted(names))
-    matched = 0
-    for name, (size, mtime_ns) in manifest.items():
-        path = to / name
-        if path.is_file() and path.stat().st_size == size and abs(path.stat().st_mtime_ns - mtime_ns) < 2e9 + 1:
-            matched += 1
-    return matched, len(manifest), label
+def catalogs(cfg: dict, workdir: Path, source: str, log) -> list[Catalog]:
+    """The catalogs to restore from: one destination, or every enabled one for ``any``."""
+    names = plan.enabled_destinations(cfg["backups"]) if source == "any" else [source]
+    return [Catalog(plan.catalog_transfer(cfg, d, str(workdir)), workdir, log) for d in names]
 
 
-def _from_archive(cfg, workdir, transfer, chosen, to: Path, log, dry_run) -> tuple[int, int]:
-    name = chosen.get("archive")
-    if not name:
-        raise RestoreError(f"run {chosen['run_id']} recorded no archive")
-    local = Path(plan.archive_dir(cfg, str(workdir))) / name
-    expected = (archive.read_manifest(local) or {}).get("files")
-    if dry_run:
-        print(f"  would fetch {name} and extract it into {to}")
-        return 0, len(expected or {})
-    with tempfile.TemporaryDirectory(prefix="restore-") as tmp:
-        transports.for_transfer(transfer).restore(transfer, tmp, log, files=[name])
-        fetched = Path(tmp) / name
-        if not fetched.is_file():
-            raise RestoreError(f"{name} is not at {transfer.target}")
-        extract(fetched, to)
-    if not expected:  # the local manifest is gone: the ZIP's CRCs were checked while extracting
-        return len(list(p for p in to.rglob("*") if p.is_file())), 0
-    matched = sum(1 for f, meta in expected.items() if (to / f).is_file() and archive.hash_file(str(to / f)) ==
-                  meta["sha256"])  # fmt: skip
-    return matched, len(expected)
-
-
-def extract(zip_path: Path, to: Path) -> int:
-    """Extract every entry inside ``to``; refuse absolute paths, '..' and links (zip-slip)."""
-    base = to.resolve()
-    with zipfile.ZipFile(zip_path) as zf:
-        for info in zf.infolist():
-            name = info.filename
-            mode = info.external_attr >> 16
-            if name.startswith("/") or ".." in Path(name).parts or stat.S_ISLNK(mode):
-                raise RestoreError(f"{zip_path.name}: refusing entry {name!r} (it would land outside {to})")
-            if not (base / name).resolve().is_relative_to(base):
-                raise RestoreError(f"{zip_path.name}: refusing entry {name!r} (it would land outside {to})")
-        to.mkdir(parents=True, exist_ok=True)
-        for info in zf.infolist():
-            target = base / info.filename
-            if info.is_dir():
-                target.mkdir(parents=True, exist_ok=True)
+def candidates(cats: list[Catalog], dataset: str, run_id, at, notes: list[str]) -> list[Point]:
+    """The restore points of the chosen run, one per destination that holds it, in config order."""
+    found: list[Point] = []
+    for cat in cats:
+        try:
+            if not cat.exists():
+                notes.append(f"{cat.destination}: no catalog at {cat.transfer.target}: nothing was backed up there yet")
                 continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(info) as src, open(target, "wb") as dst:  # CRC checked while reading
-                shutil.copyfileobj(src, dst, 1 << 20)
-        return len(zf.infolist())
+            cat.identity()
+            found += points(cat, dataset)
+        except TransferError as exc:
+            notes.append(f"{cat.destination}: {exc}")
+    tag = choose(found, run_id, at)
+    if tag is None:
+        where = cats[0].destination if len(cats) == 1 else "any destination"
+        when = f"in run {run_id}" if run_id else f"before {at}" if at else "yet"
+        raise RestoreError(f"no successful backup of {dataset} to {where} {when} ({'; '.join(notes) or 'see list'})")
+    return [p for p in found if p.run.tag == tag]
+
+
+def restore(cfg: dict, workdir: Path, source: str, dataset: str, to: Path, log, run_id=None, at=None,
+            dry_run=False, force=False) -> Outcome:  # fmt: skip
+    """Restore ``dataset`` into ``to`` (see the module docstring)."""
+    if source != "any" and source not in plan.DESTINATIONS:
+        raise RestoreError(f"unknown destination {source!r} (smb, box, secured or any)")
+    notes: list[str] = []
+    chosen = candidates(catalogs(cfg, workdir, source, log), dataset, run_id, at, notes)
+    check_target(to, [plan.absolute(s["root"], str(workdir)) for s in cfg["backups"]["sources"].values()], force)
+    out = Outcome(label=chosen[0].label)
+    if dry_run:
+        state = chosen[0].catalog.manifest(chosen[0].record.manifest)
+        out.expected = len(state.files)
+        for where, names in _plan_direct(chosen[0], state, log).items() if chosen[0].record.mode == "direct" else []:
+            print(f"  would restore {len(names)} files from the {'versions ' + where if where else 'current copy'}")
+        if chosen[0].record.mode == "archive":
+            print(f"  would fetch {chosen[0].record.archive} and extract it into {to}")
+        return out
+    created = not to.exists()
+    to.mkdir(parents=True, exist_ok=True)
+    staging = to / f"{STAGING}-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        return _restore_into(chosen, to, staging, out, log)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        if created and not any(to.iterdir()):
+            to.rmdir()
+
+
+def _restore_into(chosen: list[Point], to: Path, staging: Path, out: Outcome, log) -> Outcome:
+    base: Manifest | None = None
+    good: set[str] = set()
+    problems: dict[str, str] = {}
+    for point in chosen:
+        where = point.catalog.destination
+        try:
+            state = point.catalog.manifest(point.record.manifest)
+        except TransferError as exc:
+            out.problems.append(f"{where}: {exc}")
+            continue
+        if base is None:
+            base = state
+            out.expected = len(state.files)
+        elif state.name != base.name:
+            continue  # another state of the same run (a source file changed between destinations)
+        wanted = [f for f in state.files if f not in good and f not in state.links]
+        try:
+            fetched, bad = _fetch(point, state, wanted, staging, log)
+        except TransferError as exc:
+            problems.update((f, f"{where}: {exc}") for f in wanted if f not in problems)
+            continue
+        good |= set(fetched)
+        out.sources[where] = out.sources.get(where, 0) + len(fetched)
+        for name in fetched:
+            problems.pop(name, None)
+        problems.update((name, f"{where}: {why}") for name, why in bad.items())
+        if len(good) == len(state.files) - len(state.links):
+            break
+    if base is None:
+        raise TransferError("; ".join(out.problems) or "no manifest could be read")
+    out.skipped_links = _links(base, to, staging)
+    entries = base.entries()
+    for name in sorted(good | (set(base.links) - set(out.skipped_links))):
+        final = to / name
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.utime(staging / name, ns=(entries[name][1], entries[name][1]), follow_symlinks=False)
+        os.replace(staging / name, final)
+    out.matched = len(good) + len(base.links) - len(out.skipped_links)
+    if problems:
+        first = sorted(problems)[0]
+        out.problems.append(
+            f"{len(problems)} files could not be restored as that run left them (e.g. {first}: {problems[first]})"
+        )
+    log.info("restored %d of %d files of %s from %s", out.matched, out.expected, base.dataset, out.sources)
+    return out
+
+
+def _transfer(point: Point) -> plan.Transfer:
+    """Where the run put the dataset, reached as the destination is (the record's mode and folder)."""
+    base = point.catalog.transfer
+    return dataclasses.replace(base, dataset=point.record.dataset, target=point.record.target,
+                               mode=point.record.mode)  # fmt: skip
+
+
+def _plan_direct(point: Point, state: Manifest, log, names: list[str] | None = None) -> dict[str, list[str]]:
+    """Which versions folder each file comes from ('' = the current copy): the earliest one written
+    after the run (retries hold first attempts found wrong: never a state to restore)."""
+    transfer = _transfer(point)
+    own = Tag.parse(point.run.tag)
+    versions = dataclasses.replace(transfer, target=transfer.target.rstrip("/") + ".versions")
+    held = point.catalog.transport.list(versions, log)  # whatever the config says now: what is there
+    later: dict[str, list[Tag]] = defaultdict(list)
+    for path in held:
+        folder, _, name = path.partition("/")
+        tag = Tag.parse(folder)
+        if tag is not None and not tag.retry and tag > own:
+            later[name].append(tag)
+    groups: dict[str, list[str]] = defaultdict(list)
+    for name in state.files if names is None else names:
+        if name not in state.links:
+            groups[str(min(later[name])) if later.get(name) else ""].append(name)
+    return groups
+
+
+def _fetch(point: Point, state: Manifest, names: list[str], staging: Path, log) -> tuple[list[str], dict[str, str]]:
+    """Bring ``names`` into ``staging`` and check each against the manifest; (good, {bad: why})."""
+    if not names:
+        return [], {}
+    transfer = _transfer(point)
+    if point.record.mode == "archive":
+        _fetch_archive(point, transfer, state, names, staging, log)
+    else:
+        for tag, group in _plan_direct(point, state, log, names).items():
+            where = plan.versions_folder(transfer.target, tag) if tag else transfer.target
+            point.catalog.transport.restore(dataclasses.replace(transfer, target=where), str(staging), log,
+                                            files=sorted(group))  # fmt: skip
+    entries = state.entries()
+    present = [n for n in names if (staging / n).is_file() and not (staging / n).is_symlink()]
+    hashes = hash_files(str(staging), present)
+    good, bad = [], {}
+    for name in names:
+        size, _, sha1 = entries[name]
+        if name not in hashes:
+            bad[name] = "not at the destination"
+        elif hashes[name] != sha1 or (staging / name).stat().st_size != size:
+            bad[name] = "its bytes differ from the catalog's SHA-1 (changed or damaged since that run)"
+            (staging / name).unlink()
+        else:
+            good.append(name)
+    return good, bad
+
+
+def _fetch_archive(point: Point, transfer: plan.Transfer, state: Manifest, names: list[str], staging: Path,
+                   log) -> None:  # fmt: skip
+    """Fetch the run's archive, check it is the one the catalog names, extract ``names`` from it."""
+    import hashlib
+
+    info = state.archive or {}
+    name = info.get("name") or point.record.archive
+    fetched = staging.with_name(staging.name + "-archive")
+    point.catalog.transport.restore(transfer, str(fetched), log, files=[name])
+    path = fetched / name
+    if not path.is_file():
+        raise TransferError(f"the archive {name} is not at {transfer.target}")
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    if path.stat().st_size != info.get("size") or digest.hexdigest() != info.get("sha256"):
+        raise TransferError(
+            f"the archive {name} is damaged: its size or SHA-256 differs from the catalog's (truncated or changed)"
+        )
+    try:
+        extract(path, staging, set(names))
+    finally:
+        shutil.rmtree(fetched, ignore_errors=True)
+
+
+def extract(zip_path: Path, to: Path, names: set[str] | None = None) -> int:
+    """Extract the regular files of an archive inside ``to``; refuse absolute paths and '..'
+    (zip-slip). Link entries are skipped: links are made from the manifest, never through one."""
+    base = to.resolve()
+    count = 0
+    try:
+        with zipfile.ZipFile(zip_path) as zf:
+            for info in zf.infolist():
+                name = info.filename
+                if name.startswith("/") or ".." in Path(name).parts or not (base / name).resolve().is_relative_to(base):
+                    raise TransferError(f"{zip_path.name}: refusing entry {name!r} (it would land outside {to})")
+            for info in zf.infolist():
+                if info.is_dir() or stat.S_ISLNK(info.external_attr >> 16):
+                    continue
+                if names is not None and info.filename not in names:
+                    continue
+                target = base / info.filename
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(info) as src, open(target, "wb") as dst:  # CRC checked while reading
+                    shutil.copyfileobj(src, dst, 1 << 20)
+                count += 1
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        raise TransferError(f"{zip_path.name} cannot be read: {exc}") from None
+    return count
+
+
+def _links(state: Manifest, to: Path, staging: Path) -> list[str]:
+    """Make the manifest's symlinks in ``staging``; those whose target would leave ``to`` are not
+    made (a link out of the restored folder is how a restore could write elsewhere later)."""
+    skipped = []
+    base = os.path.realpath(to)
+    for name, target in sorted(state.links.items()):
+        resolved = os.path.normpath(os.path.join(base, os.path.dirname(name), target))
+        if os.path.isabs(target) or not (resolved == base or resolved.startswith(base + os.sep)):
+            skipped.append(name)
+            continue
+        path = staging / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_symlink() or path.exists():
+            path.unlink()
+        os.symlink(target, path)
+    return skipped
+
+
+def command(cfg: dict, workdir: Path, source: str, dataset: str, to: Path, run_id=None, at=None, dry_run=False,
+            force=False) -> int:  # fmt: skip
+    """The restore command (``backup_system.py restore`` and ``snakemake restore``): its lines and
+    its exit status (0 all back, 1 failed or incomplete, 2 nothing to restore or a bad folder,
+    3 back but for symlinks that point outside the folder)."""
+    from . import logs, records, summary
+
+    if dataset not in cfg["backups"]["sources"]:
+        known = ", ".join(cfg["backups"]["sources"])
+        print(f"error: no dataset {dataset!r} in the config (backups.sources has: {known})", file=sys.stderr)
+        return summary.EXIT_USAGE
+    log = logs.setup(None if dry_run else plan.absolute(cfg["backups"]["log_file"], str(workdir)),
+                     records.new_run_id(), f"restore {source}/{dataset}")  # fmt: skip
+    to = to.resolve()
+    try:
+        out = restore(cfg, workdir, source, dataset, to, log, run_id=run_id, at=at, dry_run=dry_run, force=force)
+    except RestoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return summary.EXIT_USAGE
+    except (TransferError, OSError) as exc:
+        reason = f"cannot write {exc.filename}: {exc.strerror}" if isinstance(exc, OSError) else exc
+        print(f"error: restore failed: {reason}", file=sys.stderr)
+        return summary.EXIT_FAILED
+    if dry_run:
+        print(f"Dry run: {out.expected} files of {dataset} from {source}, {out.label}; nothing written")
+        return summary.EXIT_OK
+    where = ", ".join(f"{n} from {d}" for d, n in out.sources.items()) or "nothing fetched"
+    print(f"Restored {dataset}, {out.label}, into {to} ({where}): "
+          f"{out.matched} of {out.expected} files match that run's manifest")  # fmt: skip
+    for problem in out.problems:
+        print(f"error: {problem}", file=sys.stderr)
+    if out.skipped_links:
+        print(f"warning: {len(out.skipped_links)} symlinks not restored: they point outside {to} "
+              f"(e.g. {out.skipped_links[0]})", file=sys.stderr)  # fmt: skip
+    log.info("restored into %s: %d of %d files match (%s)", to, out.matched, out.expected, out.label)
+    if not out.complete:
+        return summary.EXIT_FAILED
+    return summary.EXIT_WARNINGS if out.skipped_links else summary.EXIT_OK

@@ -146,6 +146,15 @@ def without(listing: Listing, names: list[str]) -> Listing:
     )
 
 
+def union(listing: Listing, other: Listing) -> Listing:
+    """The files of both listings (of one root); ``listing`` wins where both have a file."""
+    files = sorted(set(listing.files) | set(other.files))
+    sizes, mtimes = {**other.sizes, **listing.sizes}, {**other.mtimes, **listing.mtimes}
+    return Listing(root=listing.root, files=files, sizes={f: sizes[f] for f in files},
+                   mtimes={f: mtimes[f] for f in files if f in mtimes}, missing=listing.missing,
+                   links=listing.links | other.links)  # fmt: skip
+
+
 def subset(listing: Listing, names) -> Listing:
     """The same listing with only ``names`` (files to check or send again)."""
     keep = set(names)
@@ -154,9 +163,13 @@ def subset(listing: Listing, names) -> Listing:
 
 def for_transfer(transfer: Transfer) -> tuple[Listing, list[str]]:
     """What a transfer sends (and verifies): the source's files, less symlinks when the target
-    is an SMB share written by rsync (a share cannot hold them; following them could leave the
-    dataset). Returns the listing and the skipped links."""
-    listing = list_source(transfer.source)
+    is an SMB share written by rsync (see ``sendable``). Returns the listing and the skipped links."""
+    return sendable(transfer, list_source(transfer.source))
+
+
+def sendable(transfer: Transfer, listing: Listing) -> tuple[Listing, list[str]]:
+    """A listing less symlinks when the target is an SMB share written by rsync (a share cannot
+    hold them; following them could leave the dataset; the catalog keeps them). Also the skipped."""
     if transfer.on_smb and transfer.tool == "rsync" and listing.links:
         skipped = sorted(listing.links)
         trimmed = without(listing, skipped)

@@ -14,8 +14,13 @@ def human_bytes(n: int) -> str:
     return f"{int(n)} B" if i == 0 else f"{value:.1f} {units[i]}"
 
 
-def exit_status(records: list[dict]) -> int:
-    statuses = {r.get("status") for r in records}
+def exit_status(records: list) -> int:
+    """The exit status a set of TransferRecords implies."""
+    return exit_of(r.status for r in records)
+
+
+def exit_of(statuses) -> int:
+    statuses = set(statuses)
     if "failed" in statuses:
         return EXIT_FAILED
     if "warning" in statuses:
@@ -23,29 +28,36 @@ def exit_status(records: list[dict]) -> int:
     return EXIT_OK
 
 
-def table(records: list[dict], title: str = "", verify: bool = False) -> str:
-    """One row per (destination, dataset); ``verify`` shows verified counts instead of what was sent."""
+def note(r) -> str:
+    """The last column of a transfer's row: the error, or what else a person should know."""
+    if r.error:
+        return r.error
+    if r.missing:
+        return "missing: " + ", ".join(r.missing)
+    if r.vanished:
+        return "vanished while being sent: " + ", ".join(r.vanished)
+    if r.skipped_links:
+        return f"{len(r.skipped_links)} symlinks not copied (SMB cannot hold them; the catalog keeps them)"
+    if r.archive:
+        return r.archive + ("" if r.archive_created else " (unchanged, reused)")
+    return ""
+
+
+def table(records: list, title: str = "", verify: bool = False) -> str:
+    """One row per (destination, dataset) of TransferRecords; ``verify`` shows verified counts
+    instead of what was sent."""
     head = ("files verified", "") if verify else ("files sent", "bytes sent")
     rows = [("destination", "dataset", "mode", *head, "status", "note")]
-    for r in sorted(records, key=lambda r: (ORDER.get(r["destination"], 9), r["dataset"])):
-        note = r.get("error") or ""
-        if not note and r.get("missing"):
-            note = "missing: " + ", ".join(r["missing"])
-        if not note and r.get("vanished"):
-            note = "vanished while being sent: " + ", ".join(r["vanished"])
-        if not note and r.get("skipped_links"):
-            note = f"{len(r['skipped_links'])} symlinks not copied (SMB cannot hold them)"
-        if not note and r.get("archive"):
-            note = r["archive"] + ("" if r.get("archive_created") else " (unchanged, reused)")
+    for r in sorted(records, key=lambda r: (ORDER.get(r.destination, 9), r.dataset)):
         rows.append(
             (
-                r["destination"],
-                r["dataset"],
-                r.get("mode", ""),
-                f"{r.get('files_verified' if verify else 'files_sent', 0)}/{r.get('files_total', 0)}",
-                "" if verify else human_bytes(r.get("bytes_sent", 0)),
-                r.get("status", "?").upper(),
-                note,
+                r.destination,
+                r.dataset,
+                r.mode,
+                f"{r.files_verified if verify else r.files_sent}/{r.files_total}",
+                "" if verify else human_bytes(r.bytes_sent),
+                r.status.upper(),
+                note(r),
             )
         )
     return ((title + "\n") if title else "") + columns(rows)

@@ -29,6 +29,9 @@ RUN_ID = str(
     config.get("run_id") or os.environ.setdefault("BACKUP_RUN_ID", records.new_run_id())
 )
 ONLY = [d for d in str(config.get("only") or "").split(",") if d]
+# The process a destination's in-progress marker names (commit.OWNER_ENV): the command line
+# sets it; Snakemake run by hand is the owner itself. Jobs inherit it.
+os.environ.setdefault("BACKUP_OWNER_PID", str(os.getpid()))
 TRANSFERS = backup_plan.plan(CFG, os.getcwd(), ONLY)
 ARCHIVED = backup_plan.archived_datasets(TRANSFERS)
 
@@ -38,7 +41,7 @@ JOB = (
 CONFIG_ARGS = " ".join(f"--config {shlex.quote(path)}" for path in CONFIG_FILES)
 
 # Passed to every job as params (none of them is a secret: params land in .snakemake/).
-JOB_PARAMS = dict(job=JOB, config=CONFIG_ARGS, run_id=RUN_ID)
+JOB_PARAMS = dict(job=JOB, config=CONFIG_ARGS, run_id=RUN_ID, only=",".join(ONLY))
 BACKUP_ENV = os.path.join(BACKUP_PKG_DIR, "envs", "backup.yaml")
 
 # Extra inputs per stage: the composition makes "post" wait for the pipeline.

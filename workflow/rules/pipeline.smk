@@ -23,7 +23,7 @@ rule run:
     params:
         **JOB_PARAMS,
     shell:
-        "{params.job} report {params.config} --run-id {params.run_id} --stage pre --stage post --log {log:q}"
+        "{params.job} report {params.config} --run-id {params.run_id} --only={params.only:q} --stage pre --stage post --log {log:q}"
 
 
 rule pipeline_gate:
@@ -39,7 +39,7 @@ rule pipeline_gate:
     params:
         **JOB_PARAMS,
     shell:
-        "{params.job} gate {params.config} --run-id {params.run_id} --marker {output:q} --log {log:q}"
+        "{params.job} gate {params.config} --run-id {params.run_id} --only={params.only:q} --marker {output:q} --log {log:q}"
 
 
 if PIPELINE_SNAKEFILE:

@@ -46,7 +46,7 @@ for _dest in backup_plan.DESTINATIONS:
             **JOB_PARAMS,
             dest=_dest,
         shell:
-            "{params.job} report {params.config} --run-id {params.run_id} --stage manual"
+            "{params.job} report {params.config} --run-id {params.run_id} --only={params.only:q} --stage manual"
             " --dest {params.dest} --log {log:q}"
 
 

@@ -39,8 +39,6 @@ DIAGNOSES = [
 ]  # fmt: skip
 
 
-
-
 @dataclass
 class SendResult:
     files_sent: int = 0
@@ -49,6 +47,10 @@ class SendResult:
     vanished: list[str] = field(default_factory=list)  # source files that disappeared while being sent
     changed: list[str] = field(default_factory=list)  # source files rewritten while being read
     newer: list[str] = field(default_factory=list)  # newer at the destination: left alone (--update)
+    # SHA-1 of each file sent, as the tool computed it while writing (rsync) or as the destination
+    # holds it (rclone); missing where the tool could not say (then the job hashes the source file).
+    sha1: dict[str, str] = field(default_factory=dict)
+    differ: list[str] = field(default_factory=list)  # sent, but the destination's copy has another hash
 
 
 @dataclass
@@ -106,27 +108,30 @@ def file_list(names: list[str] | None, sep: str):
 
 
 class Transport:
-    """What both tools share: the check after sending."""
+    """The contract, and the check after sending that both tools share.
+
+    Data: ``send(transfer, listing, log, ...) -> SendResult``, ``list``, ``verify(transfer,
+    listing, log) -> VerifyResult``, ``restore(transfer, dest, log, files)``.
+    Catalog (small files under the destination's ``.lab-backup``; see catalog.py):
+    ``tree(transfer, log, depth) -> {path: (size, mtime_ns)}``, ``restore`` to fetch files,
+    ``apply(transfer, staging, writes, deletes, log)`` to write files and remove the run's
+    own in-progress marker in one step (writes land before the removal), and
+    ``sha1_of(transfer, names, log) -> {name: sha1}``, read at the destination.
+    """
 
     def prefetch(self, transfer: Transfer, log) -> None:
         """Start what ``send`` will need from the target, while the source is being listed."""
 
-    def unchecked(self, transfer: Transfer, sent: SendResult, log) -> list[str]:
-        """Files the tool sent without checking their content at the target."""
-        return []
-
     def confirm(self, transfer: Transfer, listing: Listing, sent: SendResult, log, recheck=()) -> VerifyResult:
         """After a send: the tool checked what it wrote (rsync: whole-file checksum; rclone: the remote's
-        hash) and left alone what the target held with the source's size and time, or newer (--update:
-        those fail). Compared again by content: ``recheck`` (changed while being read) and anything
-        the tool could not check itself."""
-        content = sorted(set(recheck) | set(self.unchecked(transfer, sent, log)))
-        out = VerifyResult(differing=sorted(set(sent.newer)))
+        hash, or ours against the downloaded copy's where the remote keeps none: ``sent.differ``) and
+        left alone what the target held with the source's size and time, or newer (--update: those
+        fail). Compared again by content: ``recheck`` (changed while being read)."""
+        content = sorted(set(recheck))
+        out = VerifyResult(differing=sorted(set(sent.newer) | set(sent.differ)))
         if content:
             check = self.verify(transfer, subset(listing, content), log)
             out.differing = sorted(set(out.differing) | set(check.differing))
             out.missing = sorted(set(check.missing) - set(out.differing))
         out.verified = len(listing.files) - len(out.differing) - len(out.missing)
         return out
-
-

@@ -28,13 +28,16 @@ MTIME_SLACK_NS = 2_000_000_000
 WALK_ABOVE = 200
 
 
+def _literal(name: str) -> str:
+    """A name as an rclone filter pattern that matches only itself."""
+    return re.sub(r"([\\*?\[\]{}])", r"\\\1", name)
 
 
 def _filters(listing: Listing) -> list[str]:
     """rclone filter rules that take exactly the matched folders and files of a listing."""
     rules = []
     for top in listing.tops or []:
-        name = re.sub(r"([\\*?\[\]{}])", r"\\\1", top)
+        name = _literal(top)
         if os.path.isdir(os.path.join(listing.root, top)) and top not in listing.links:
             rules.append(f"+ /{name}/**")
         else:
@@ -76,8 +79,6 @@ def _newer_there(listing: Listing, there: dict[str, tuple[int, int]], name: str,
     if held is None or mtime is None or name in listing.links or held[1] <= mtime:
         return False
     return not _within(held[1] - mtime, window)
-
-
 
 
 def _json_entries(lines: list[str]):
@@ -253,15 +254,40 @@ class RcloneTransport(Transport):
         out.sent = list(todo)
         out.files_sent = len(out.sent)
         out.bytes_sent = sum(listing.sizes.get(f, 0) for f in out.sent)
+        if not dry_run:
+            self._check_sent(transfer, listing, out, walk, log)
         return out
+
+    def _check_sent(self, transfer: Transfer, listing: Listing, out: SendResult, walk: bool, log) -> None:
+        """The SHA-1 of every file sent, for the catalog: as the remote keeps it (Box), or, where the
+        remote keeps no SHA-1, of the source file; where it keeps no hash at all (SMB), rclone could
+        not check the copy, so it is read back and compared here (``out.differ``)."""
+        from ..manifest import hash_files
+
+        names = [f for f in out.sent if f not in listing.links]
+        hashes = [h.lower() for h in self.features(transfer, log).get("Hashes") or []]
+        if "sha1" in hashes:
+            # Every file given was sent: walk the same folders where that is all of them.
+            whole = walk and len(names) == len(listing.files) - len(listing.links)
+            out.sha1 = self.sha1_of(transfer, names, log, rules=_filters(listing) if whole else None)
+            return
+        local = hash_files(listing.root, names)
+        if not hashes:
+            there = self.sha1_of(transfer, names, log)
+            out.differ = sorted(n for n in names if there.get(n) != local[n])
+        out.sha1 = {n: h for n, h in local.items() if n not in set(out.differ)}
 
     def list(self, transfer: Transfer, log) -> dict[str, int]:
         return {path: size for path, (size, _) in self._entries(transfer, log).items()}
 
-    def _entries(self, transfer: Transfer, log) -> dict[str, tuple[int, int]]:
+    def tree(self, transfer: Transfer, log, depth: int | None = None) -> dict[str, tuple[int, int]]:
+        """Files at the target, at most ``depth`` folders deep (1: the target's own files)."""
+        return self._entries(transfer, log, depth)
+
+    def _entries(self, transfer: Transfer, log, depth: int | None = None) -> dict[str, tuple[int, int]]:
         """Every file at the target: path -> (size, modification time in ns); none if it does not exist."""
         args = ["lsf", "--recursive", "--files-only", "--format", "stp", "--separator", "|", "--time-format",
-                "unixnano", *self.COMMON, transfer.target]  # fmt: skip
+                "unixnano", *([f"--max-depth={depth}"] if depth else []), *self.COMMON, transfer.target]  # fmt: skip
         result = runner.run(self.base_args(transfer) + args, log, env=self.env(transfer, log), log_output=False)
         if result.returncode == 3:
             return {}  # the folder does not exist yet
@@ -274,9 +300,46 @@ class RcloneTransport(Transport):
                 found[path] = (int(size), int(stamp))
         return found
 
-    def unchecked(self, transfer: Transfer, sent: SendResult, log) -> list[str]:
-        """rclone compares the hash of each file it sent, where the remote keeps hashes (Box, local)."""
-        return sent.sent if sent.sent and not self.has_hashes(transfer, log) else []
+    def sha1_of(self, transfer: Transfer, names: list[str], log, rules: list[str] | None = None) -> dict[str, str]:
+        """SHA-1 of files at the target: the remote's own where it keeps SHA-1 (Box: no data is read),
+        else by downloading them (SMB). ``rules``: filter rules to walk instead of naming each file
+        (rclone looks up every named file on its own). Files that are not there are left out."""
+        if not names:
+            return {}
+        hashes = [h.lower() for h in self.features(transfer, log).get("Hashes") or []]
+        with file_list(rules if rules is not None else names, "\n") as listed:
+            args = ["hashsum", "SHA1", *([] if "sha1" in hashes else ["--download"]),
+                    f"--filter-from={listed}" if rules is not None else f"--files-from-raw={listed}",
+                    "--use-json-log", *self.COMMON, transfer.target]  # fmt: skip
+            result = runner.run(self.base_args(transfer) + args, log, env=self.env(transfer, log), log_output=False)
+        out = {}
+        for line in result.lines:
+            digest, sep, name = line.partition("  ")
+            if sep and len(digest) == 40 and all(c in "0123456789abcdef" for c in digest):
+                out[name] = digest
+        if result.returncode != 0:
+            # Files that are not there are errors about those objects; anything else is a failure.
+            general = [e for e in _json_entries(result.lines) if e.get("level") in ("error", "critical")
+                       and not e.get("object") and "errors" not in str(e.get("msg", ""))]  # fmt: skip
+            if general or not any(_json_entries(result.lines)):
+                self._fail(transfer, result, log, "read checksums")
+        return out
+
+    def apply(self, transfer: Transfer, staging: str, writes: list[str], deletes: list[str], log) -> None:
+        """Write ``writes`` (paths under ``staging``) to the target and remove ``deletes`` there, in one
+        ``rclone sync`` whose filter rules name exactly these paths (nothing else is ever touched;
+        rclone removes after it has written). Where the remote keeps no hashes, the written files
+        are then compared byte for byte, as data is."""
+        rules = [f"+ /{_literal(path)}" for path in [*writes, *deletes]] + ["- **"]
+        with file_list(rules, "\n") as listed:
+            self._run(transfer, ["sync", f"--filter-from={listed}", "--use-json-log", *self.COMMON, "--", staging,
+                                 transfer.target], log, "write the catalog")  # fmt: skip
+        if writes and not self.has_hashes(transfer, log):
+            written = Listing(root=staging, files=sorted(writes),
+                              sizes={w: os.path.getsize(os.path.join(staging, w)) for w in writes})  # fmt: skip
+            check = self.verify(transfer, written, log)
+            if not check.ok:
+                raise TransferError(f"write the catalog: {check.problem()}")
 
     def features(self, transfer: Transfer, log) -> dict:
         """What the remote can keep (hashes, time precision), asked once per transport."""
@@ -333,5 +396,3 @@ class RcloneTransport(Transport):
             result = self._run(transfer, [*args, "--", transfer.target, dest], log, "restore")
         sent = [e.get("object", "") for e in _json_entries(result.lines) if str(e.get("msg", "")).startswith("Copied")]
         return SendResult(files_sent=len(sent), sent=sent)
-
-

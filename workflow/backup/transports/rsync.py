@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import tempfile
 from contextlib import contextmanager
+from datetime import datetime
 
 from .. import mounts, runner
 from ..plan import Transfer, is_ssh_target, versions_folder
@@ -32,7 +34,16 @@ class RsyncTransport(Transport):
 
     name = "rsync"
     ITEM = re.compile(r"^([<>ch.*][fdLDS][^ ]{9}) (.*)$")
+    # --out-format=ITEMIZE|CHECKSUM|NAME: the itemized change, the whole-file checksum (blank when rsync
+    # computed none: nothing was sent), the name.
+    OUT_FORMAT = "--out-format=%i|%C|%n"
+    SUMMED = re.compile(r"^([<>ch.*][fdLDS][^ |]{9})\|([0-9a-f ]*)\|(.*)$")
     LIST = re.compile(r"^(\S{10})\s+([\d,.]+) (\d{4}/\d\d/\d\d) (\d\d:\d\d:\d\d) (.*)$")
+    # An rsync at the other end that cannot do SHA-1 (older than 3.2.3, or built without it).
+    NO_SHA1 = re.compile(r"checksum-choice|unknown checksum name|[Ff]ailed to negotiate")
+
+    def __init__(self) -> None:
+        self.sha1 = True  # ask rsync for SHA-1 whole-file checksums (false: the other side cannot)
 
     def resolve(self, transfer: Transfer) -> str:
         """Where rsync writes: a remote, or a local folder checked to be a mounted share if required."""
@@ -88,7 +99,9 @@ class RsyncTransport(Transport):
             reason = RSYNC_EXIT.get(result.returncode, f"rsync failed with exit status {result.returncode}")
             advice = diagnose(result.lines)
             detail = next((ln.strip() for ln in result.lines if ln.startswith("rsync:")), "")
-            raise TransferError(f"{what}: {advice or reason}" + (f" ({detail})" if detail and not advice else ""))
+            error = TransferError(f"{what}: {advice or reason}" + (f" ({detail})" if detail and not advice else ""))
+            error.output = result.output  # type: ignore[attr-defined] - what _summed looks into
+            raise error
         return result
 
     VANISHED = re.compile(r'^(?:file has vanished: "(.*)"|rsync: \[sender\] link_stat "(.*)" failed: No such file)')
@@ -119,7 +132,9 @@ class RsyncTransport(Transport):
             # complete and its checksum matches, so a killed transfer never leaves a partial file
             # under a final name. --info=skip1: it names each file it leaves alone because the
             # destination's is newer.
-            args = [*self.options(transfer), "--update", "--mkpath", "--itemize-changes", "--stats", "--info=skip1"]
+            # --checksum-choice=sha1: the whole-file checksum rsync checks every file it writes with is
+            # SHA-1, and --out-format's %C reports it, so the catalog gets each sent file's SHA-1 for free.
+            args = [*self.options(transfer), "--update", "--mkpath", self.OUT_FORMAT, "--stats", "--info=skip1"]
             if transfer.keep_versions and version_tag:
                 path = target.split(":", 1)[1] if is_ssh_target(target) else target
                 args += ["--backup", f"--backup-dir={versions_folder(path, version_tag)}"]
@@ -130,8 +145,8 @@ class RsyncTransport(Transport):
             if progress and not dry_run:
                 args.append("--info=progress2")
             # Exit 24: some source files vanished while being sent; the rest went through.
-            result = self._run([*args, *what, target.rstrip("/") + "/"], log, "send", ok_codes=(0, 24),
-                               progress=progress.rsync if progress else None)  # fmt: skip
+            result = self._summed([*args, *what, target.rstrip("/") + "/"], log, "send", ok_codes=(0, 24),
+                                  progress=progress.rsync if progress else None)  # fmt: skip
         out = SendResult()
         root = listing.root.rstrip("/") + "/"
         for line in result.lines:
@@ -141,9 +156,12 @@ class RsyncTransport(Transport):
                 rel = name[len(root) :] if name.startswith(root) else name
                 (out.vanished if gone else out.changed).append(rel.removeprefix("./"))  # ROOT/./NAME
                 continue
-            match = self.ITEM.match(line)
+            match = self.SUMMED.match(line)
             if match and match.group(1)[1] in "fL" and match.group(1)[0] in "<>c":
-                out.sent.append(unescape(match.group(2)))
+                name = unescape(match.group(3))
+                out.sent.append(name)
+                if self.sha1 and len(match.group(2)) == 40 and match.group(1)[1] == "f":
+                    out.sha1[name] = match.group(2)
             elif line.endswith(" is newer") and unescape(line[: -len(" is newer")]) in listing.sizes:
                 out.newer.append(unescape(line[: -len(" is newer")]))
             elif line.startswith("Total transferred file size:"):
@@ -153,17 +171,80 @@ class RsyncTransport(Transport):
 
     def list(self, transfer: Transfer, log) -> dict[str, int]:
         """Files at the target, with sizes (a missing target is an empty one)."""
+        return {path: size for path, (size, _) in self.tree(transfer, log).items()}
+
+    def tree(self, transfer: Transfer, log, depth: int | None = None) -> dict[str, tuple[int, int]]:
+        """Files at the target (``depth``: at most that many folders deep, 1 = the target's own
+        files): path -> (size, modification time in ns, to the second). None there: empty."""
         target = self.resolve(transfer)
         if not is_ssh_target(target) and not os.path.isdir(target):
             return {}
-        args = [*self.options(transfer), "--list-only", "--no-human-readable", target.rstrip("/") + "/"]
-        result = self._run(args, log, "list", missing_ok=True)
+        args = [*self.options(transfer), "--list-only", "--no-human-readable"]
+        if depth is not None:
+            args.append(f"--exclude=/{'*/' * depth}")  # no folder deeper than ``depth``
+        result = self._run([*args, target.rstrip("/") + "/"], log, "list", missing_ok=True)
         found = {}
         for line in result.lines:
             match = self.LIST.match(line)
             if match and match.group(1)[0] in "-l" and match.group(5) != ".":
-                found[unescape(match.group(5))] = int(re.sub(r"[^0-9]", "", match.group(2)))
+                when = datetime.strptime(f"{match.group(3)} {match.group(4)}", "%Y/%m/%d %H:%M:%S")
+                size = int(re.sub(r"[^0-9]", "", match.group(2)))
+                found[unescape(match.group(5))] = (size, int(when.timestamp()) * 1_000_000_000)
         return found
+
+    def _summed(self, args: list[str], log, what: str, **kw) -> runner.Result:
+        """Run rsync asking for SHA-1 checksums; without, if the other side cannot compute them."""
+        if not self.sha1:
+            return self._run(args, log, what, **kw)
+        try:
+            return self._run(["--checksum-choice=sha1", *args], log, what, **kw)
+        except TransferError as exc:
+            if not self.NO_SHA1.search(getattr(exc, "output", "")):
+                raise
+        log.warning("the rsync at the other end cannot compute SHA-1: hashing here instead")
+        self.sha1 = False
+        return self._run(args, log, what, **kw)
+
+    def apply(self, transfer: Transfer, staging: str, writes: list[str], deletes: list[str], log) -> None:
+        """Write ``writes`` (paths under ``staging``) to the target and remove ``deletes`` there, in
+        one rsync: filter rules name exactly these paths, so nothing else can be touched; the
+        removals happen after every write (--delete-after), and only files this run wrote."""
+        rules: list[str] = []
+        for path in [*writes, *deletes]:
+            parts = path.split("/")
+            rules += [f"+ /{'/'.join(parts[:i])}/" for i in range(1, len(parts))] + [f"+ /{path}"]
+            os.makedirs(os.path.join(staging, *parts[:-1]), exist_ok=True)  # rsync must visit the folder
+        filters = [f"--filter={rule}" for rule in dict.fromkeys(rules)] + ["--filter=- *"]
+        args = [*self.options(transfer), "--mkpath", "--delete", "--delete-after", *filters]
+        target = self.resolve(transfer)
+        self._run([*args, "--", staging.rstrip("/") + "/", target.rstrip("/") + "/"], log, "write the catalog")
+
+    def sha1_of(self, transfer: Transfer, names: list[str], log) -> dict[str, str]:
+        """SHA-1 of files at the target, computed where they are (over SSH: on the server; only the
+        checksums cross the network): a dry-run pull with --checksum names each file's SHA-1.
+        Files that are not there are left out."""
+        if not names:
+            return {}
+        if self.sha1:
+            source = self.resolve(transfer).rstrip("/") + "/"
+            with tempfile.TemporaryDirectory(prefix="backup-sum-") as empty, file_list(names, "\0") as listed:
+                args = [*self.options(transfer), "--dry-run", "--checksum", self.OUT_FORMAT, "--from0",
+                        f"--files-from={listed}", "--", source, empty + "/"]  # fmt: skip
+                result = self._summed(args, log, "read checksums", ok_codes=(0, 23))
+            if self.sha1:
+                found = (self.SUMMED.match(line) for line in result.lines)
+                return {unescape(m.group(3)): m.group(2) for m in found
+                        if m and m.group(1)[1] == "f" and len(m.group(2)) == 40}  # fmt: skip
+        return self._fetched_sums(transfer, names, log)
+
+    def _fetched_sums(self, transfer: Transfer, names: list[str], log) -> dict[str, str]:
+        """Where the other side cannot compute SHA-1: copy the files here and hash them."""
+        from ..manifest import hash_files
+
+        with tempfile.TemporaryDirectory(prefix="backup-sum-") as tmp:
+            self.restore(transfer, tmp, log, files=names)
+            present = [n for n in names if os.path.isfile(os.path.join(tmp, n))]
+            return hash_files(tmp, present)
 
     def verify(self, transfer: Transfer, listing: Listing, log) -> VerifyResult:
         """Compare every listed file's full checksum at the target with the source's."""
@@ -190,7 +271,9 @@ class RsyncTransport(Transport):
         with file_list(files, "\0") as list_file:
             if list_file:
                 args += ["--from0", f"--files-from={list_file}"]
-            result = self._run([*args, "--", source, dest.rstrip("/") + "/"], log, "restore")
+            # Exit 23 with a list: some were not there; the caller checks what arrived, file by file.
+            result = self._run([*args, "--", source, dest.rstrip("/") + "/"], log, "restore",
+                               ok_codes=(0, 23) if files is not None else (0,))  # fmt: skip
         sent = [unescape(m.group(2)) for m in map(self.ITEM.match, result.lines) if m and m.group(1)[1] in "fL"]
         return SendResult(files_sent=len(sent), sent=sent)
 
@@ -209,12 +292,9 @@ def _naming(listing: Listing):
         yield ["--from0", f"--files-from={path}", "--", root + "/"]
 
 
-
 def unescape(name: str) -> str:
     """rsync writes unprintable bytes of names as \\#ooo (octal)."""
     if "\\#" not in name:
         return name
     raw = re.sub(rb"\\#([0-7]{3})", lambda m: bytes([int(m.group(1), 8)]), name.encode("utf-8", "surrogateescape"))
     return raw.decode("utf-8", "surrogateescape")
-
-

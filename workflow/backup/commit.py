@@ -1,0 +1,242 @@
+"""A stage's entry in each destination's catalog: opened by its first job, committed by its last.
+
+The jobs of one (run, stage, destination) agree through a small state file per destination
+under ``.backup/runs/RUN_ID/catalog/STAGE/`` and an flock beside it. The first job to need
+the destination reads its catalog, refuses it if another run holds it (a fresh in-progress
+marker), takes over a stale marker, and writes this run's marker (with the format file on a
+destination's first backup) in one step. Each job then adds its dataset's manifest, if the
+destination does not hold that state yet. The job that finds every planned dataset of the
+destination recorded writes the run record, which is the commit, and removes the marker in
+the same step. A stage that is never committed (a job was killed) stays visible at the
+destination as an in-progress marker, and the summary says so.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import getpass
+import os
+import platform
+import re
+import subprocess
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import config, plan, records
+from .catalog import (
+    INTERRUPTED,
+    LOCKS,
+    MANIFESTS,
+    SUMS,
+    Catalog,
+    CatalogRun,
+    InProgress,
+    encode,
+    is_fresh,
+    lock_path,
+    manifest_path,
+    run_path,
+    sums_path,
+)
+from .errors import TransferError
+from .manifest import Manifest
+from .records import TransferRecord
+
+# The process that owns a run (the command line, or Snakemake run by hand): the in-progress
+# marker names it, so a run on this machine can tell a live holder from a dead one.
+OWNER_ENV = "BACKUP_OWNER_PID"
+
+
+@dataclass
+class StageState:
+    """What the jobs of one (run, stage, destination) know of its catalog."""
+
+    destination_id: str = ""
+    held: list[str] = field(default_factory=list)  # manifests and sums the destination holds
+    error: str | None = None  # the destination's catalog cannot be used: nothing may be sent there
+    took_over: list[str] = field(default_factory=list)  # stale markers of earlier runs, now in interrupted/
+    started: str = ""
+    committed: bool = False
+    commit_error: str | None = None
+
+
+def _state_file(run_id: str, stage: str, destination: str, workdir) -> Path:
+    return records.commit_state_dir(run_id, stage, workdir) / f"{destination}.json"
+
+
+@contextmanager
+def _locked(run_id: str, stage: str, destination: str, workdir):
+    """Hold the (run, stage, destination) flock; yield its state (None before the first job)."""
+    path = _state_file(run_id, stage, destination, workdir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield records.read_record(path, StageState)
+    finally:
+        os.close(fd)
+
+
+def _save(run_id: str, stage: str, destination: str, workdir, state: StageState) -> None:
+    records.write_record(_state_file(run_id, stage, destination, workdir), state)
+
+
+def state_of(run_id: str, stage: str, destination: str, workdir) -> StageState | None:
+    return records.read_record(_state_file(run_id, stage, destination, workdir), StageState)
+
+
+def open_stage(cat: Catalog, run_id: str, stage: str, datasets: list[str], workdir) -> StageState:
+    """The destination's catalog for this stage, opened (locked) once by whichever job comes first."""
+    with _locked(run_id, stage, cat.destination, workdir) as state:
+        if state is None:
+            state = _open(cat, run_id, stage, datasets)
+            _save(run_id, stage, cat.destination, workdir, state)
+        return state
+
+
+def _open(cat: Catalog, run_id: str, stage: str, datasets: list[str]) -> StageState:
+    tag = records.version_tag(run_id, stage)
+    try:
+        info = cat.identity()
+        writes: dict[str, bytes] = {}
+        if info is None:
+            info, writes = cat.new_identity()
+        others = [m for m in cat.markers(LOCKS) if m.tag != tag]
+        fresh = [m for m in others if is_fresh(m)]
+        if fresh:
+            holder = fresh[0]
+            return StageState(
+                error=f"another backup is writing to {cat.destination}: {holder.describe()}; wait for it to "
+                f"finish (if it is not running any more, remove {plan.CATALOG_DIR}/{lock_path(holder.tag)} "
+                "there, or wait: it counts as stale after "
+                f"{'its process ends' if holder.host == os.uname().nodename else '6 hours'})"
+            )
+        now = records.now_iso()
+        for stale in others:  # runs that died: their markers move to interrupted/, named as such
+            stale.taken_over_by, stale.taken_over_at = tag, now
+            writes[f"{INTERRUPTED}/{stale.tag}.json"] = encode(stale)
+        marker = InProgress(run_id, tag, stage, os.uname().nodename, owner_pid(), _user(), now, list(datasets))
+        writes[lock_path(tag)] = encode(marker)
+        cat.apply(writes, [lock_path(m.tag) for m in others])
+    except TransferError as exc:
+        return StageState(error=f"cannot use the catalog at {cat.destination}: {exc}")
+    held = [p for p in cat.tree() if p.startswith((MANIFESTS + "/", SUMS + "/"))]
+    return StageState(info["destination_id"], held, None, [m.describe() for m in others], marker.started)
+
+
+def add_manifest(cat: Catalog, run_id: str, stage: str, found: Manifest, workdir) -> None:
+    """Put a dataset's manifest and checksum file at the destination, unless it holds that state."""
+    with _locked(run_id, stage, cat.destination, workdir) as state:
+        if state is None or state.error:
+            raise TransferError(f"the catalog at {cat.destination} was not opened")
+        wanted = {manifest_path(found.name): found.to_bytes(), sums_path(found.name): found.sums()}
+        missing = {path: data for path, data in wanted.items() if path not in state.held}
+        if missing:
+            cat.apply(missing)
+            state.held += sorted(missing)
+            _save(run_id, stage, cat.destination, workdir, state)
+
+
+def commit_if_last(cat: Catalog, cfg: dict, run_id: str, stage: str, planned: list[str], workdir) -> bool:
+    """If every planned dataset of this destination has its record, write the run's record at the
+    destination (the commit) and remove the in-progress marker, in one step. True if committed."""
+    with _locked(run_id, stage, cat.destination, workdir) as state:
+        if state is None or state.error or state.committed:
+            return bool(state and state.committed)
+        done = [r for r in records.stage_records(run_id, stage, workdir) if r.destination == cat.destination]
+        if not set(planned) <= {r.dataset for r in done}:
+            return False  # another job of this destination is still running: it commits
+        tag = records.version_tag(run_id, stage)
+        run = CatalogRun(
+            run_id=run_id, tag=tag, stage=stage, destination=cat.destination, destination_id=state.destination_id,
+            host=os.uname().nodename, user=_user(), started=state.started, finished=records.now_iso(),
+            tools=tool_versions(workdir), config=config.public(cfg), transfers=done,
+        )  # fmt: skip
+        try:
+            cat.apply({run_path(tag): encode(run)}, [lock_path(tag)])
+            state.committed = True
+        except TransferError as exc:
+            state.commit_error = str(exc)
+        _save(run_id, stage, cat.destination, workdir, state)
+        return state.committed
+
+
+def stage_rows(run_id: str, stage: str, expected: list[plan.Transfer], workdir) -> list[TransferRecord]:
+    """The records of a stage, as the summary shows them: a planned transfer without a record failed
+    without saying why, and a destination whose catalog entry was not committed is not safe."""
+    found = {(r.destination, r.dataset): r for r in records.stage_records(run_id, stage, workdir)}
+    rows = []
+    for t in expected:
+        row = found.get((t.destination, t.dataset))
+        if row is None:
+            row = TransferRecord(run_id, stage, t.destination, t.dataset, mode=t.mode, status=records.FAILED,
+                                 error=f"the job did not finish; see .backup/runs/{run_id}/snakemake.log")  # fmt: skip
+        state = state_of(run_id, stage, t.destination, workdir)
+        if row.status != records.FAILED and not (state and state.committed):
+            why = (state.commit_error or "a job of this destination did not finish") if state else "never opened"
+            row.status, row.error = records.FAILED, f"not recorded in the destination's catalog: {why}"
+        rows.append(row)
+    return rows
+
+
+def owner_pid() -> int:
+    return int(os.environ.get(OWNER_ENV) or os.getppid())
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())
+
+
+def tool_versions(workdir) -> dict:
+    """What wrote a run: this project's commit, Python, Snakemake, rsync and rclone (asked once per
+    installed binary, then kept in the cache: rclone takes a twentieth of a second to start)."""
+    from .transports import find_tool
+
+    cache = records.cache_dir(workdir) / "tools.json"
+    known = records.read_json(cache) or {}
+    out = {"python": platform.python_version(), "backup": _project_commit()}
+    try:
+        from importlib.metadata import version
+
+        out["snakemake"] = version("snakemake")
+    except Exception:  # noqa: BLE001 - a version is a nicety, never a reason to fail
+        out["snakemake"] = "?"
+    changed = False
+    for tool in ("rsync", "rclone"):
+        try:
+            path = find_tool(tool)
+            st = os.stat(path)
+        except (TransferError, OSError):
+            continue
+        key = f"{path}:{st.st_size}:{st.st_mtime_ns}"
+        if known.get(tool, {}).get("key") != key:
+            text = subprocess.run([path, "version" if tool == "rclone" else "--version"], capture_output=True,
+                                  text=True, timeout=20).stdout  # fmt: skip
+            match = re.search(r"v?(\d+\.\d+\.\d+)", text)
+            known[tool] = {"key": key, "version": match.group(1) if match else "?"}
+            changed = True
+        out[tool] = known[tool]["version"]
+    if changed:
+        records.write_json(cache, known)
+    return out
+
+
+def _project_commit() -> str:
+    """The git commit of this checkout, read from .git without starting git."""
+    git = Path(__file__).resolve().parents[2] / ".git"
+    try:
+        head = (git / "HEAD").read_text().strip()
+        if head.startswith("ref: "):
+            ref = head[5:]
+            ref_file = git / ref
+            if ref_file.is_file():
+                return ref_file.read_text().strip()[:12]
+            packed = (git / "packed-refs").read_text()
+            return next((ln.split()[0][:12] for ln in packed.splitlines() if ln.endswith(" " + ref)), "?")
+        return head[:12]
+    except OSError:
+        return "?"

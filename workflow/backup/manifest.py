@@ -1,0 +1,198 @@
+"""The manifest of a dataset's state: every file with size, modification time and SHA-1.
+
+One manifest per distinct state of a dataset, named by its content
+(``DATASET-DIGEST.json.gz``), so a run that changed nothing refers to the manifest that is
+already at the destination and writes none. In compressed mode it also names the archive
+(with its SHA-256 and SHA-1). Symlinks are entries too: their SHA-1 is that of the link's
+target text, which is what a restore recreates. Beside each manifest, a checksum file in
+``sha1sum`` format lets anyone check a destination without this project's code.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .sources import Listing
+
+FORMAT = 1
+CHUNK = 1 << 20
+
+
+@dataclass
+class Manifest:
+    dataset: str
+    mode: str = "direct"  # direct | archive
+    files: list[str] = field(default_factory=list)  # relative POSIX paths, sorted
+    sizes: list[int] = field(default_factory=list)
+    mtimes: list[int] = field(default_factory=list)  # ns
+    sha1: list[str] = field(default_factory=list)
+    links: dict[str, str] = field(default_factory=dict)  # symlink -> its target
+    archive: dict | None = None  # {"name", "size", "sha256", "sha1"} in compressed mode
+    listing: str = ""  # digest of (name, size, time) of every file: an unchanged source has the same
+
+    def text(self) -> bytes:
+        """The canonical JSON (the digest and the name are computed from it)."""
+        data = {"format": FORMAT, "dataset": self.dataset, "mode": self.mode, "files": self.files,
+                "sizes": self.sizes, "mtimes": self.mtimes, "sha1": self.sha1, "links": self.links,
+                "archive": self.archive, "listing": self.listing}  # fmt: skip
+        return json.dumps(data, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode(
+            "utf-8", "surrogateescape"
+        )
+
+    def digest(self) -> str:
+        return hashlib.sha256(self.text()).hexdigest()
+
+    @property
+    def name(self) -> str:
+        """The file name at the destination: the dataset and the first 32 hex digits of the digest."""
+        return f"{self.dataset}-{self.digest()[:32]}.json.gz"
+
+    @property
+    def sums_name(self) -> str:
+        return self.name[: -len(".json.gz")] + ".sha1"
+
+    def to_bytes(self) -> bytes:
+        return gzip.compress(self.text(), compresslevel=6, mtime=0)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Manifest:
+        """Parse a manifest; ValueError if it is not one (damaged, truncated, another format)."""
+        try:
+            raw = json.loads(gzip.decompress(data).decode("utf-8", "surrogateescape"))
+        except (OSError, EOFError, ValueError) as exc:
+            raise ValueError(f"not a readable manifest ({exc})") from None
+        if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+            raise ValueError("not a manifest of a known format")
+        out = cls(raw["dataset"], raw["mode"], raw["files"], raw["sizes"], raw["mtimes"], raw["sha1"],
+                  raw.get("links") or {}, raw.get("archive"), raw.get("listing", ""))  # fmt: skip
+        if not (len(out.files) == len(out.sizes) == len(out.mtimes) == len(out.sha1)):
+            raise ValueError("a manifest whose lists differ in length")
+        return out
+
+    def entries(self) -> dict[str, tuple[int, int, str]]:
+        """Name -> (size, mtime_ns, sha1)."""
+        return {f: (s, m, h) for f, s, m, h in zip(self.files, self.sizes, self.mtimes, self.sha1, strict=True)}
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(self.sizes)
+
+    def sums(self) -> bytes:
+        """``sha1sum -c`` input, relative to the dataset's folder at the destination: every regular
+        file in direct mode; the archive itself in compressed mode (its entries are inside it)."""
+        if self.archive:
+            return f"{self.archive['sha1']}  {self.archive['name']}\n".encode()
+        lines = [_sum_line(h, f) for f, h in zip(self.files, self.sha1, strict=True) if f not in self.links]
+        return "".join(lines).encode("utf-8", "surrogateescape")
+
+
+def _sum_line(digest: str, name: str) -> str:
+    """GNU coreutils' format: a name holding a backslash or newline is escaped, the line starts with \\."""
+    if "\\" in name or "\n" in name or "\r" in name:
+        escaped = name.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
+        return f"\\{digest}  {escaped}\n"
+    return f"{digest}  {name}\n"
+
+
+def listing_digest(listing: Listing) -> str:
+    """Names, sizes and times of a listing in one digest (equal digests: nothing changed)."""
+    h = hashlib.sha256()
+    h.update("\0".join(listing.files).encode("utf-8", "surrogateescape"))
+    h.update(repr([listing.sizes[f] for f in listing.files]).encode())
+    h.update(repr([listing.mtimes.get(f, 0) for f in listing.files]).encode())
+    h.update(repr(sorted(listing.links)).encode("utf-8", "surrogateescape"))
+    return h.hexdigest()
+
+
+def hash_file(path: str) -> str:
+    """SHA-1 of a file, or of a symlink's target text."""
+    if os.path.islink(path):
+        return hashlib.sha1(os.readlink(path).encode("utf-8", "surrogateescape")).hexdigest()
+    digest = hashlib.sha1()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def hash_files(root: str, names: list[str], threads: int = 2) -> dict[str, str]:
+    """SHA-1 of files under ``root`` (hashlib releases the GIL: threads use both cores)."""
+    if not names:
+        return {}
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        return dict(zip(names, pool.map(lambda n: hash_file(os.path.join(root, n)), names), strict=True))
+
+
+def build(dataset: str, listing: Listing, known: dict[str, str], previous: Manifest | None = None) -> Manifest:
+    """The manifest of a direct-mode state. SHA-1s come from ``known`` (what the tools reported for
+    the files they sent), else from ``previous`` for files with the same size and time there, else
+    from reading the file here (a file never seen before, or after a lost cache)."""
+    digest = listing_digest(listing)
+    if previous is not None and previous.listing == digest and previous.mode == "direct" and not known:
+        return previous  # nothing changed: the same manifest, the same name
+    carried = previous.entries() if previous is not None and previous.mode == "direct" else {}
+    hashes: dict[str, str] = {}
+    for name in listing.files:
+        if name in known:
+            hashes[name] = known[name]
+            continue
+        old = carried.get(name)
+        if old is not None and old[0] == listing.sizes[name] and old[1] == listing.mtimes.get(name):
+            hashes[name] = old[2]
+    unknown = [n for n in listing.files if n not in hashes]
+    hashes.update(hash_files(listing.root, unknown))
+    links = {n: os.readlink(os.path.join(listing.root, n)) for n in sorted(listing.links) if n in listing.sizes}
+    return Manifest(
+        dataset=dataset,
+        files=list(listing.files),
+        sizes=[listing.sizes[f] for f in listing.files],
+        mtimes=[listing.mtimes.get(f, 0) for f in listing.files],
+        sha1=[hashes[f] for f in listing.files],
+        links=links,
+        listing=digest,
+    )
+
+
+# --- this machine's copies ----------------------------------------------------------------------
+
+
+def save(folder: Path, manifest: Manifest) -> Path:
+    """Keep a copy under its name (immutable: the name is its digest)."""
+    path = folder / "manifests" / manifest.name
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(manifest.to_bytes())
+        os.replace(tmp, path)
+    return path
+
+
+def load(folder: Path, name: str) -> Manifest | None:
+    try:
+        return Manifest.from_bytes((folder / "manifests" / name).read_bytes())
+    except (OSError, ValueError):
+        return None
+
+
+def remember(folder: Path, manifest: Manifest) -> None:
+    """The latest state of a dataset seen here: where the next run carries SHA-1s from."""
+    save(folder, manifest)
+    pointer = folder / "latest" / f"{manifest.dataset}.{manifest.mode}"
+    pointer.parent.mkdir(parents=True, exist_ok=True)
+    tmp = pointer.with_name(f".{pointer.name}.{os.getpid()}.tmp")
+    tmp.write_text(manifest.name, encoding="utf-8")
+    os.replace(tmp, pointer)
+
+
+def latest(folder: Path, dataset: str, mode: str = "direct") -> Manifest | None:
+    try:
+        name = (folder / "latest" / f"{dataset}.{mode}").read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    return load(folder, name)
