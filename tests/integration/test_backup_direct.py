@@ -344,6 +344,7 @@ def test_verify_flag_checks_without_sending(lab):
     bad = lab.box / "Ramanlab-Backups/CSVs/model_predictions.csv"
     bad.write_bytes(bad.read_bytes()[:-1] + b"X")
     (lab.smb / "Figures/Results/Opto/PER-Envelopes/fig2.png").unlink()
+
     def data():  # everything but the record of checks each destination keeps (scrub.json)
         return {n: h for n, h in hash_tree(lab.root / "dest").items() if not n.endswith(".lab-backup/scrub.json")}
 

@@ -26,7 +26,6 @@ import dataclasses
 import json
 import os
 import tempfile
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -166,6 +165,7 @@ class Catalog:
         self.cache = records.cache_dir(workdir)
         self.own = self.cache / "catalogs" / plan.catalog_key(transfer)
         self._tree: dict[str, tuple[int, int]] | None = None
+        self._primed = None
 
     @property
     def destination(self) -> str:
@@ -173,9 +173,15 @@ class Catalog:
 
     def tree(self, refresh: bool = False) -> dict[str, tuple[int, int]]:
         """Every catalog file at the destination (two folders deep is all there is)."""
+        if self._primed is not None and not refresh:
+            self._tree, self._primed = self._primed.result(), None
         if self._tree is None or refresh:
             self._tree = self.transport.tree(self.transfer, self.log, depth=2)
         return self._tree
+
+    def prime(self, listing) -> None:
+        """Take the tree from a listing already under way (a future: a transport's prefetch)."""
+        self._primed = listing
 
     def exists(self) -> bool:
         return FORMAT_FILE in self.tree()
@@ -196,15 +202,9 @@ class Catalog:
             else:
                 fetch.append(path)
         if fetch:
-            with tempfile.TemporaryDirectory(prefix="backup-catalog-") as tmp:
-                self.transport.restore(self.transfer, tmp, self.log, files=fetch)
-                for path in fetch:
-                    try:
-                        data = Path(tmp, path).read_bytes()
-                    except OSError:
-                        continue  # gone since the listing
-                    out[path] = data
-                    self._keep(path, data)
+            for path, data in self.transport.read_files(self.transfer, fetch, self.log).items():
+                out[path] = data
+                self._keep(path, data)
         return out
 
     def read(self, path: str) -> bytes | None:
@@ -221,7 +221,17 @@ class Catalog:
         """FORMAT.json: the format and this destination's id (None: no catalog here yet)."""
         if not self.exists():
             return None
-        data = self.read(FORMAT_FILE)
+        # The format file is written once: the copy kept here serves while the listing shows the same size and time.
+        seen = self.own / f".{FORMAT_FILE}.seen"
+        stamp = json.dumps(self.tree()[FORMAT_FILE])
+        kept = self.own / FORMAT_FILE
+        if kept.is_file() and seen.is_file() and seen.read_text() == stamp:
+            data = kept.read_bytes()
+        else:
+            data = self.read(FORMAT_FILE)
+            if data is not None:
+                self._keep(FORMAT_FILE, data)
+                seen.write_text(stamp)
         try:
             info = json.loads(data or b"")
         except ValueError:
@@ -299,7 +309,7 @@ class Catalog:
     def new_identity(self) -> tuple[dict, dict[str, bytes]]:
         """A new destination id, and the files that introduce it (written with the first lock)."""
         info = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "destination": self.destination,
-                "destination_id": str(uuid.uuid4()), "created": records.now_iso(),
+                "destination_id": os.urandom(16).hex(), "created": records.now_iso(),
                 "created_on": os.uname().nodename}  # fmt: skip
         return info, {FORMAT_FILE: _json_bytes(info), README_FILE: README.encode()}
 

@@ -2,32 +2,37 @@
 
 The jobs of one (run, stage, destination) agree through a small state file per destination
 under ``.backup/runs/RUN_ID/catalog/STAGE/`` and an flock beside it. The first job to need
-the destination reads its catalog, refuses it if another run holds it (a fresh in-progress
-marker), takes over a stale marker, and writes this run's marker (with the format file on a
-destination's first backup) in one step. Each job then adds its dataset's manifest, if the
-destination does not hold that state yet. The job that finds every planned dataset of the
-destination recorded writes the run record, which is the commit, and removes the marker in
-the same step. A stage that is never committed (a job was killed) stays visible at the
-destination as an in-progress marker, and the summary says so.
+the destination reads its catalog and refuses it if another run holds it (a fresh
+in-progress marker). Before anything is written there, this run's in-progress marker is
+written (the destination's lock; with the format file on a destination's first backup, and
+stale markers of dead runs moved to interrupted/), then the locks are listed again: if
+another run wrote one in between and started earlier, this run steps back (restic's way).
+A run that finds nothing to send writes no marker at all. Each job adds its dataset's
+manifest if the destination does not hold that state yet. The job that finds every planned
+dataset of the destination recorded writes the run record, which is the commit, and removes
+the marker in the same step. A stage that is never committed (a job was killed) stays
+visible at the destination as an in-progress marker, and the summary says so.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
-import getpass
 import os
-import platform
+import pwd
 import re
 import subprocess
+import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import config, plan, records
+from . import config, manifest, plan, records
 from .catalog import (
     INTERRUPTED,
     LOCKS,
     MANIFESTS,
+    STALE_AFTER_HOURS,
     SUMS,
     Catalog,
     CatalogRun,
@@ -40,7 +45,6 @@ from .catalog import (
     sums_path,
 )
 from .errors import TransferError
-from .manifest import Manifest
 from .records import TransferRecord
 
 # The process that owns a run (the command line, or Snakemake run by hand): the in-progress
@@ -57,6 +61,8 @@ class StageState:
     error: str | None = None  # the destination's catalog cannot be used: nothing may be sent there
     took_over: list[str] = field(default_factory=list)  # stale markers of earlier runs, now in interrupted/
     started: str = ""
+    marked: bool = False  # this run's in-progress marker is at the destination
+    datasets: list[str] = field(default_factory=list)
     committed: bool = False
     commit_error: str | None = None
 
@@ -97,42 +103,83 @@ def open_stage(cat: Catalog, run_id: str, stage: str, datasets: list[str], workd
 
 def _open(cat: Catalog, run_id: str, stage: str, datasets: list[str]) -> StageState:
     tag = records.version_tag(run_id, stage)
+    state = StageState(started=records.now_iso(), datasets=list(datasets))
     try:
         info = cat.identity()
         writes: dict[str, bytes] = {}
         if info is None:
             info, writes = cat.new_identity()
+        state.destination_id = info["destination_id"]
         others = [m for m in cat.markers(LOCKS) if m.tag != tag]
         fresh = [m for m in others if is_fresh(m)]
         if fresh:
-            holder = fresh[0]
-            return StageState(
-                error=f"another backup is writing to {cat.destination}: {holder.describe()}; wait for it to "
-                f"finish (if it is not running any more, remove {plan.CATALOG_DIR}/{lock_path(holder.tag)} "
-                "there, or wait: it counts as stale after "
-                f"{'its process ends' if holder.host == os.uname().nodename else '6 hours'})"
-            )
-        now = records.now_iso()
+            state.error = _busy(cat, fresh[0])
+            return state
         for stale in others:  # runs that died: their markers move to interrupted/, named as such
-            stale.taken_over_by, stale.taken_over_at = tag, now
+            stale.taken_over_by, stale.taken_over_at = tag, state.started
             writes[f"{INTERRUPTED}/{stale.tag}.json"] = encode(stale)
-        marker = InProgress(run_id, tag, stage, os.uname().nodename, owner_pid(), _user(), now, list(datasets))
-        writes[lock_path(tag)] = encode(marker)
-        cat.apply(writes, [lock_path(m.tag) for m in others])
+        state.took_over = [m.describe() for m in others]
+        state.held = [p for p in cat.tree() if p.startswith((MANIFESTS + "/", SUMS + "/"))]
+        if writes:  # writing anyway (a first backup here, or a takeover): the marker goes with it
+            _mark(cat, run_id, stage, state, writes, [lock_path(m.tag) for m in others])
     except TransferError as exc:
-        return StageState(error=f"cannot use the catalog at {cat.destination}: {exc}")
-    held = [p for p in cat.tree() if p.startswith((MANIFESTS + "/", SUMS + "/"))]
-    return StageState(info["destination_id"], held, None, [m.describe() for m in others], marker.started)
+        state.error = f"cannot use the catalog at {cat.destination}: {exc}"
+    return state
 
 
-def add_manifest(cat: Catalog, run_id: str, stage: str, found: Manifest, workdir) -> None:
-    """Put a dataset's manifest and checksum file at the destination, unless it holds that state."""
+def _busy(cat: Catalog, holder: InProgress) -> str:
+    stale_when = "its process ends" if holder.host == os.uname().nodename else f"{STALE_AFTER_HOURS} hours"
+    return (
+        f"another backup is writing to {cat.destination}: {holder.describe()}; wait for it to finish "
+        f"(if it is not running any more, remove {plan.CATALOG_DIR}/{lock_path(holder.tag)} there, or wait: "
+        f"it counts as stale after {stale_when})"
+    )
+
+
+def _mark(cat: Catalog, run_id: str, stage: str, state: StageState, writes=None, deletes=()) -> None:
+    """Write this run's in-progress marker (with ``writes``), then list the locks again: a run that
+    wrote its own in between and started first keeps the destination; this one steps back."""
+    tag = records.version_tag(run_id, stage)
+    marker = InProgress(run_id, tag, stage, os.uname().nodename, owner_pid(), _user(), state.started, state.datasets)
+    cat.apply({**(writes or {}), lock_path(tag): encode(marker)}, list(deletes))
+    state.marked = True
+    cat.tree(refresh=True)
+    rivals = [m for m in cat.markers(LOCKS) if m.tag != tag and is_fresh(m)]
+    first = min(rivals, key=lambda m: (m.started, m.tag), default=None)
+    if first is not None and (first.started, first.tag) < (marker.started, tag):
+        cat.apply({}, [lock_path(tag)])
+        state.marked = False
+        raise TransferError(_busy(cat, first))
+
+
+def before_write(cat: Catalog, run_id: str, stage: str, workdir) -> None:
+    """Called before anything is written at the destination: this run's marker goes there first."""
+    with _locked(run_id, stage, cat.destination, workdir) as state:
+        if state is None or state.error:
+            raise TransferError(state.error if state else f"the catalog at {cat.destination} was not opened")
+        if not state.marked:
+            try:
+                _mark(cat, run_id, stage, state)
+            except TransferError as exc:
+                state.error = str(exc)
+                raise
+            finally:
+                _save(run_id, stage, cat.destination, workdir, state)
+
+
+def add_manifest(cat: Catalog, run_id: str, stage: str, name: str, workdir) -> None:
+    """Put a dataset's manifest ``name`` (from this machine's cache) and its checksum file at the
+    destination, unless it holds that state already."""
     with _locked(run_id, stage, cat.destination, workdir) as state:
         if state is None or state.error:
             raise TransferError(f"the catalog at {cat.destination} was not opened")
-        wanted = {manifest_path(found.name): found.to_bytes(), sums_path(found.name): found.sums()}
-        missing = {path: data for path, data in wanted.items() if path not in state.held}
-        if missing:
+        if {manifest_path(name), sums_path(name)} - set(state.held):
+            found = manifest.load(records.cache_dir(workdir), name)
+            if found is None:
+                raise TransferError(f"the manifest {name} is missing from this machine's cache")
+            missing = {manifest_path(name): found.to_bytes(), sums_path(name): found.sums()}
+            if not state.marked:
+                _mark(cat, run_id, stage, state)
             cat.apply(missing)
             state.held += sorted(missing)
             _save(run_id, stage, cat.destination, workdir, state)
@@ -154,7 +201,7 @@ def commit_if_last(cat: Catalog, cfg: dict, run_id: str, stage: str, planned: li
             tools=tool_versions(workdir), config=config.public(cfg), transfers=done,
         )  # fmt: skip
         try:
-            cat.apply({run_path(tag): encode(run)}, [lock_path(tag)])
+            cat.apply({run_path(tag): encode(run)}, [lock_path(tag)] if state.marked else [])
             state.committed = True
         except TransferError as exc:
             state.commit_error = str(exc)
@@ -186,7 +233,7 @@ def owner_pid() -> int:
 
 def _user() -> str:
     try:
-        return getpass.getuser()
+        return os.environ.get("USER") or os.environ.get("LOGNAME") or pwd.getpwuid(os.getuid()).pw_name
     except (KeyError, OSError):
         return str(os.getuid())
 
@@ -198,13 +245,11 @@ def tool_versions(workdir) -> dict:
 
     cache = records.cache_dir(workdir) / "tools.json"
     known = records.read_json(cache) or {}
-    out = {"python": platform.python_version(), "backup": _project_commit()}
-    try:
-        from importlib.metadata import version
-
-        out["snakemake"] = version("snakemake")
-    except Exception:  # noqa: BLE001 - a version is a nicety, never a reason to fail
-        out["snakemake"] = "?"
+    out = {
+        "python": ".".join(map(str, sys.version_info[:3])),
+        "backup": _project_commit(),
+        "snakemake": _snakemake_version(),
+    }
     changed = False
     for tool in ("rsync", "rclone"):
         try:
@@ -223,6 +268,16 @@ def tool_versions(workdir) -> dict:
     if changed:
         records.write_json(cache, known)
     return out
+
+
+def _snakemake_version() -> str:
+    """From the name of its installed metadata folder (importlib.metadata scans every package)."""
+    for folder in sys.path:
+        with contextlib.suppress(OSError):
+            for name in os.listdir(folder or "."):
+                if name.startswith("snakemake-") and name.endswith(".dist-info") and name[10:11].isdigit():
+                    return name[10 : -len(".dist-info")]
+    return "?"
 
 
 def _project_commit() -> str:

@@ -9,6 +9,7 @@ non-zero by itself.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import time
@@ -62,13 +63,14 @@ def _archive_listing(run_id: str, stage: str, dataset: str, record: TransferReco
     return sources.single_file(made.archive), made.manifest
 
 
-def _send_checked(transfer, transport, listing, log, args, content: bool, record: TransferRecord):
+def _send_checked(transfer, transport, listing, log, args, content: bool, record: TransferRecord, marking):
     """Send, resend what changed while read, confirm, resend what is damaged, confirm again.
-    Returns the listing as sent (less vanished files) and the SHA-1 of every file the tools wrote."""
+    Returns the listing as sent (less vanished files) and the SHA-1 of every file the tools wrote.
+    ``marking``: called before anything is written (the catalog's in-progress marker goes first)."""
     tag = records.version_tag(args.run_id, args.stage)
     label = f"{args.stage} {args.dest}/{args.dataset}"
     reporter = progress.Reporter(label, len(listing.files), listing.total_bytes) if progress.wanted() else None
-    result = transport.send(transfer, listing, log, version_tag=tag, progress=reporter)
+    result = transport.send(transfer, listing, log, version_tag=tag, progress=reporter, before_write=marking)
     record.files_sent, record.bytes_sent = result.files_sent, result.bytes_sent
     known = dict(result.sha1)
     if result.vanished:
@@ -91,7 +93,7 @@ def _send_checked(transfer, transport, listing, log, args, content: bool, record
         for name in changed:
             known.pop(name, None)
         resent = transport.send(transfer, sources.subset(listing, changed), log, version_tag=f"{tag}-retry1",
-                                force=True)  # fmt: skip
+                                force=True, before_write=marking)  # fmt: skip
         known.update(resent.sha1)
     # Success means verified: every file the source holds is at the destination, same bytes.
     check = (
@@ -109,7 +111,7 @@ def _send_checked(transfer, transport, listing, log, args, content: bool, record
         for name in damaged:
             known.pop(name, None)
         again = transport.send(transfer, sources.subset(listing, damaged), log, version_tag=f"{tag}-retry2",
-                               force=True)  # fmt: skip
+                               force=True, before_write=marking)  # fmt: skip
         known.update(again.sha1)
         again.newer = sorted(newer | set(again.newer))
         check = (
@@ -123,6 +125,13 @@ def _send_checked(transfer, transport, listing, log, args, content: bool, record
     log.info("verified %d files at %s (%s)", check.verified, transfer.target,
              "content" if content else "checksums of what was sent, size and time of the rest")  # fmt: skip
     return listing, known
+
+
+def _archived_state(cache: Path, name: str, record: TransferRecord) -> manifest.Summary:
+    found = manifest.load(cache, name)
+    if found is None:
+        raise ArchiveError(f"the manifest of {record.archive} is missing from {cache}")
+    return manifest.Summary.of(found)
 
 
 def sync(args: argparse.Namespace) -> int:
@@ -145,6 +154,8 @@ def sync(args: argparse.Namespace) -> int:
         transport = transports.for_transfer(transfer)
         cat = Catalog(plan.catalog_transfer(cfg, args.dest, workdir), workdir, log, transport)
         planned = list(cfg["backups"]["destinations"][args.dest]["datasets"])
+        if transfer.mode == "direct":  # rclone lists the target, and the catalog beside it, meanwhile
+            cat.prime(transport.prefetch(transfer, log, beside=cat.transfer))
         with ThreadPoolExecutor(max_workers=1) as pool:
             # The destination's catalog is read and locked while the source is walked.
             opening = pool.submit(commit.open_stage, cat, args.run_id, args.stage, planned, workdir)
@@ -152,7 +163,6 @@ def sync(args: argparse.Namespace) -> int:
                 listing, archived = _archive_listing(args.run_id, args.stage, args.dataset, record)
                 whole, skipped = listing, []
             else:
-                transport.prefetch(transfer, log)  # rclone lists the target while this walks the source
                 whole = sources.list_source(transfer.source)
                 listing, skipped = sources.sendable(transfer, whole)
             state = opening.result()
@@ -174,21 +184,18 @@ def sync(args: argparse.Namespace) -> int:
             log.info("sending %d files (%s) to %s", len(listing.files), summary.human_bytes(listing.total_bytes),
                      transfer.target)  # fmt: skip
             content = cfg["backups"]["verify"] == "content"
-            listing, known = _send_checked(transfer, transport, listing, log, args, content, record)
+            marking = functools.partial(commit.before_write, cat, args.run_id, args.stage, workdir)
+            listing, known = _send_checked(transfer, transport, listing, log, args, content, record, marking)
         # What this run holds at the destination, for restores from any machine: the manifest.
         cache = records.cache_dir(workdir)
         if transfer.mode == "archive":
-            state_now = manifest.load(cache, archived) if archived else None
-            if archived and state_now is None:
-                raise ArchiveError(f"the manifest of {record.archive} is missing from {cache}")
+            state_now = _archived_state(cache, archived, record) if archived else None
         else:
             held = sources.union(listing, sources.subset(whole, skipped)) if skipped else listing
-            state_now = manifest.build(args.dataset, held, known, manifest.latest(cache, args.dataset))
-            manifest.remember(cache, state_now)
+            state_now = manifest.of_listing(cache, args.dataset, held, known)
         if state_now is not None:
-            commit.add_manifest(cat, args.run_id, args.stage, state_now, workdir)
-            record.manifest = state_now.name
-            record.state_files, record.state_bytes = len(state_now.files), state_now.total_bytes
+            commit.add_manifest(cat, args.run_id, args.stage, state_now.name, workdir)
+            record.manifest, record.state_files, record.state_bytes = state_now.name, state_now.files, state_now.bytes
         if record.missing or record.vanished or record.skipped_links:
             record.status = records.WARNING
 

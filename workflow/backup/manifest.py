@@ -16,6 +16,7 @@ import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 
 from .sources import Listing
@@ -35,6 +36,7 @@ class Manifest:
     links: dict[str, str] = field(default_factory=dict)  # symlink -> its target
     archive: dict | None = None  # {"name", "size", "sha256", "sha1"} in compressed mode
     listing: str = ""  # digest of (name, size, time) of every file: an unchanged source has the same
+    _digest: str | None = field(default=None, init=False, repr=False, compare=False)  # built once, never changed
 
     def text(self) -> bytes:
         """The canonical JSON (the digest and the name are computed from it)."""
@@ -46,7 +48,9 @@ class Manifest:
         )
 
     def digest(self) -> str:
-        return hashlib.sha256(self.text()).hexdigest()
+        if self._digest is None:  # a manifest is never changed once built: its digest is computed once
+            self._digest = hashlib.sha256(self.text()).hexdigest()
+        return self._digest
 
     @property
     def name(self) -> str:
@@ -92,6 +96,19 @@ class Manifest:
         return "".join(lines).encode("utf-8", "surrogateescape")
 
 
+@dataclass
+class Summary:
+    """What a run's record says of a dataset's state: its manifest's name, files and bytes."""
+
+    name: str
+    files: int
+    bytes: int
+
+    @classmethod
+    def of(cls, manifest: Manifest) -> Summary:
+        return cls(manifest.name, len(manifest.files), manifest.total_bytes)
+
+
 def _sum_line(digest: str, name: str) -> str:
     """GNU coreutils' format: a name holding a backslash or newline is escaped, the line starts with \\."""
     if "\\" in name or "\n" in name or "\r" in name:
@@ -104,8 +121,13 @@ def listing_digest(listing: Listing) -> str:
     """Names, sizes and times of a listing in one digest (equal digests: nothing changed)."""
     h = hashlib.sha256()
     h.update("\0".join(listing.files).encode("utf-8", "surrogateescape"))
-    h.update(repr([listing.sizes[f] for f in listing.files]).encode())
-    h.update(repr([listing.mtimes.get(f, 0) for f in listing.files]).encode())
+    if len(listing.files) > 1 and len(listing.mtimes) == len(listing.files):
+        pick = itemgetter(*listing.files)  # values in file order, in C: 100,000 files in a few ms
+        h.update(repr(list(pick(listing.sizes))).encode())
+        h.update(repr(list(pick(listing.mtimes))).encode())
+    else:
+        h.update(repr([listing.sizes[f] for f in listing.files]).encode())
+        h.update(repr([listing.mtimes.get(f, 0) for f in listing.files]).encode())
     h.update(repr(sorted(listing.links)).encode("utf-8", "surrogateescape"))
     return h.hexdigest()
 
@@ -129,11 +151,12 @@ def hash_files(root: str, names: list[str], threads: int = 2) -> dict[str, str]:
         return dict(zip(names, pool.map(lambda n: hash_file(os.path.join(root, n)), names), strict=True))
 
 
-def build(dataset: str, listing: Listing, known: dict[str, str], previous: Manifest | None = None) -> Manifest:
+def build(dataset: str, listing: Listing, known: dict[str, str], previous: Manifest | None = None,
+          digest: str | None = None) -> Manifest:  # fmt: skip
     """The manifest of a direct-mode state. SHA-1s come from ``known`` (what the tools reported for
     the files they sent), else from ``previous`` for files with the same size and time there, else
     from reading the file here (a file never seen before, or after a lost cache)."""
-    digest = listing_digest(listing)
+    digest = digest or listing_digest(listing)
     if previous is not None and previous.listing == digest and previous.mode == "direct" and not known:
         return previous  # nothing changed: the same manifest, the same name
     carried = previous.entries() if previous is not None and previous.mode == "direct" else {}
@@ -181,18 +204,39 @@ def load(folder: Path, name: str) -> Manifest | None:
 
 
 def remember(folder: Path, manifest: Manifest) -> None:
-    """The latest state of a dataset seen here: where the next run carries SHA-1s from."""
+    """The latest state of a dataset seen here: where the next run carries SHA-1s from, and how it
+    sees, from the listing's digest alone, that nothing changed (without reading the manifest)."""
     save(folder, manifest)
     pointer = folder / "latest" / f"{manifest.dataset}.{manifest.mode}"
     pointer.parent.mkdir(parents=True, exist_ok=True)
     tmp = pointer.with_name(f".{pointer.name}.{os.getpid()}.tmp")
-    tmp.write_text(manifest.name, encoding="utf-8")
+    about = {"name": manifest.name, "listing": manifest.listing, "files": len(manifest.files),
+             "bytes": manifest.total_bytes}  # fmt: skip
+    tmp.write_text(json.dumps(about), encoding="utf-8")
     os.replace(tmp, pointer)
 
 
-def latest(folder: Path, dataset: str, mode: str = "direct") -> Manifest | None:
+def _pointer(folder: Path, dataset: str, mode: str) -> dict:
     try:
-        name = (folder / "latest" / f"{dataset}.{mode}").read_text(encoding="utf-8").strip()
-    except OSError:
-        return None
-    return load(folder, name)
+        about = json.loads((folder / "latest" / f"{dataset}.{mode}").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return about if isinstance(about, dict) else {}
+
+
+def of_listing(folder: Path, dataset: str, listing: Listing, known: dict[str, str]) -> Summary:
+    """The state a direct-mode run leaves: when nothing changed since the last state seen here
+    (the same listing digest, nothing sent), that one, without reading its manifest; else a new
+    manifest, built (SHA-1s from ``known``, carried or read, see ``build``) and remembered."""
+    digest = listing_digest(listing)
+    about = _pointer(folder, dataset, "direct")
+    if not known and about.get("listing") == digest and (folder / "manifests" / str(about.get("name"))).is_file():
+        return Summary(about["name"], about["files"], about["bytes"])
+    found = build(dataset, listing, known, latest(folder, dataset), digest)
+    remember(folder, found)
+    return Summary.of(found)
+
+
+def latest(folder: Path, dataset: str, mode: str = "direct") -> Manifest | None:
+    name = _pointer(folder, dataset, mode).get("name")
+    return load(folder, name) if name else None

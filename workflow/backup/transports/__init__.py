@@ -12,17 +12,24 @@ without a mount, ...). Data is only ever added or updated: no ``--delete`` of da
 
 from __future__ import annotations
 
+import importlib
+
 from ..errors import TransferError
 from ..plan import Transfer
 from .base import SendResult, Transport, VerifyResult, find_tool
-from .rclone import WALK_ABOVE, RcloneTransport
-from .rsync import RsyncTransport
 
 __all__ = ["RcloneTransport", "RsyncTransport", "SendResult", "TransferError", "Transport", "VerifyResult",
            "WALK_ABOVE", "find_tool", "for_transfer"]  # fmt: skip
 
-TRANSPORTS = {"rsync": RsyncTransport, "rclone": RcloneTransport}
+# Each tool's module is imported when it is first needed: a job uses one tool (a tenth of its start).
+LAZY = {"RsyncTransport": "rsync", "RcloneTransport": "rclone", "WALK_ABOVE": "rclone"}
 
 
-def for_transfer(transfer: Transfer):
-    return TRANSPORTS[transfer.tool]()
+def __getattr__(name: str):
+    if name in LAZY:
+        return getattr(importlib.import_module(f".{LAZY[name]}", __name__), name)
+    raise AttributeError(name)
+
+
+def for_transfer(transfer: Transfer) -> Transport:
+    return __getattr__("RsyncTransport" if transfer.tool == "rsync" else "RcloneTransport")()

@@ -119,8 +119,23 @@ class Transport:
     ``sha1_of(transfer, names, log) -> {name: sha1}``, read at the destination.
     """
 
-    def prefetch(self, transfer: Transfer, log) -> None:
-        """Start what ``send`` will need from the target, while the source is being listed."""
+    def prefetch(self, transfer: Transfer, log, beside: Transfer | None = None):
+        """Start what ``send`` will need from the target, while the source is being listed (and
+        perhaps ``beside``'s tree: then a future of it is returned)."""
+        return None
+
+    def read_files(self, transfer: Transfer, names: list[str], log) -> dict[str, bytes]:
+        """The bytes of small files at the target (those that are there)."""
+        with tempfile.TemporaryDirectory(prefix="backup-read-") as tmp:
+            self.restore(transfer, tmp, log, files=names)
+            out = {}
+            for name in names:
+                try:
+                    with open(os.path.join(tmp, name), "rb") as fh:
+                        out[name] = fh.read()
+                except OSError:
+                    continue
+            return out
 
     def confirm(self, transfer: Transfer, listing: Listing, sent: SendResult, log, recheck=()) -> VerifyResult:
         """After a send: the tool checked what it wrote (rsync: whole-file checksum; rclone: the remote's

@@ -12,6 +12,7 @@ from datetime import datetime
 from .. import mounts, runner
 from ..plan import Transfer, is_ssh_target, versions_folder
 from ..sources import Listing
+from . import local
 from .base import SendResult, TransferError, Transport, VerifyResult, diagnose, file_list, find_tool
 
 RSYNC_EXIT = {
@@ -121,12 +122,16 @@ class RsyncTransport(Transport):
         version_tag: str | None = None,
         force: bool = False,
         progress=None,
+        before_write=None,
     ) -> SendResult:
         """Send the listed files; ``force`` ignores matching size and time (still never older over newer).
 
-        ``progress``: a progress.Reporter, fed rsync's --info=progress2 lines.
+        ``progress``: a progress.Reporter, fed rsync's --info=progress2 lines. ``before_write``: called
+        before anything may be written (rsync decides what to send itself: always, unless a dry run).
         """
         target = self.resolve(transfer)
+        if before_write and not dry_run:
+            before_write()
         with _naming(listing) as what:
             # rsync writes each file under a temporary name (.NAME.XXXXXX) and renames it when it is
             # complete and its checksum matches, so a killed transfer never leaves a partial file
@@ -175,10 +180,10 @@ class RsyncTransport(Transport):
 
     def tree(self, transfer: Transfer, log, depth: int | None = None) -> dict[str, tuple[int, int]]:
         """Files at the target (``depth``: at most that many folders deep, 1 = the target's own
-        files): path -> (size, modification time in ns, to the second). None there: empty."""
+        files): path -> (size, modification time in ns; to the second over SSH). None there: empty."""
         target = self.resolve(transfer)
-        if not is_ssh_target(target) and not os.path.isdir(target):
-            return {}
+        if not is_ssh_target(target):
+            return local.tree(target, depth)
         args = [*self.options(transfer), "--list-only", "--no-human-readable"]
         if depth is not None:
             args.append(f"--exclude=/{'*/' * depth}")  # no folder deeper than ``depth``
@@ -191,6 +196,10 @@ class RsyncTransport(Transport):
                 size = int(re.sub(r"[^0-9]", "", match.group(2)))
                 found[unescape(match.group(5))] = (size, int(when.timestamp()) * 1_000_000_000)
         return found
+
+    def read_files(self, transfer: Transfer, names: list[str], log) -> dict[str, bytes]:
+        target = self.resolve(transfer)
+        return local.read(target, names) if not is_ssh_target(target) else super().read_files(transfer, names, log)
 
     def _summed(self, args: list[str], log, what: str, **kw) -> runner.Result:
         """Run rsync asking for SHA-1 checksums; without, if the other side cannot compute them."""
@@ -208,7 +217,16 @@ class RsyncTransport(Transport):
     def apply(self, transfer: Transfer, staging: str, writes: list[str], deletes: list[str], log) -> None:
         """Write ``writes`` (paths under ``staging``) to the target and remove ``deletes`` there, in
         one rsync: filter rules name exactly these paths, so nothing else can be touched; the
-        removals happen after every write (--delete-after), and only files this run wrote."""
+        removals happen after every write (--delete-after). A folder on this machine: local.apply."""
+        target = self.resolve(transfer)
+        if not is_ssh_target(target):
+            try:
+                local.apply(target, staging, writes, deletes, transfer.private)
+            except OSError as exc:
+                log.error("cannot write the catalog in %s: %s", target, exc)
+                advice = diagnose([str(exc)])
+                raise TransferError(f"write the catalog: {advice + f' ({exc.strerror})' if advice else exc}") from None
+            return
         rules: list[str] = []
         for path in [*writes, *deletes]:
             parts = path.split("/")
@@ -216,7 +234,6 @@ class RsyncTransport(Transport):
             os.makedirs(os.path.join(staging, *parts[:-1]), exist_ok=True)  # rsync must visit the folder
         filters = [f"--filter={rule}" for rule in dict.fromkeys(rules)] + ["--filter=- *"]
         args = [*self.options(transfer), "--mkpath", "--delete", "--delete-after", *filters]
-        target = self.resolve(transfer)
         self._run([*args, "--", staging.rstrip("/") + "/", target.rstrip("/") + "/"], log, "write the catalog")
 
     def sha1_of(self, transfer: Transfer, names: list[str], log) -> dict[str, str]:

@@ -1,0 +1,70 @@
+"""The catalog's small files in a folder on this machine (a local disk or a mounted share).
+
+rsync is how data reaches such a folder; for the catalog's few small files, starting rsync
+(three processes) costs more than the files themselves, so they are written here with the
+same guarantees: a temporary name, fsync, read back and compared, then a rename (a reader
+never sees half a file, and never a file that differs from what was meant).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+
+def tree(folder: str, depth: int | None = None) -> dict[str, tuple[int, int]]:
+    """Files under ``folder`` at most ``depth`` folders deep: path -> (size, mtime_ns)."""
+    found: dict[str, tuple[int, int]] = {}
+    stack = [("", 1)]
+    while stack:
+        rel, level = stack.pop()
+        try:
+            entries = list(os.scandir(os.path.join(folder, rel) if rel else folder))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for entry in entries:
+            name = f"{rel}/{entry.name}" if rel else entry.name
+            if entry.is_dir(follow_symlinks=False):
+                if depth is None or level < depth:
+                    stack.append((name, level + 1))
+            else:
+                st = entry.stat(follow_symlinks=False)
+                found[name] = (st.st_size, st.st_mtime_ns)
+    return found
+
+
+def apply(folder: str, staging: str, writes: list[str], deletes: list[str], private: bool) -> None:
+    """Write each of ``writes`` (from ``staging``) into ``folder``, checked, then remove ``deletes``."""
+    for path in writes:
+        with open(os.path.join(staging, path), "rb") as fh:
+            data = fh.read()
+        final = os.path.join(folder, path)
+        os.makedirs(os.path.dirname(final), mode=0o700 if private else 0o777, exist_ok=True)
+        tmp = os.path.join(os.path.dirname(final), f".{os.path.basename(final)}.{os.getpid()}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            with open(tmp, "rb") as fh:
+                if fh.read() != data:
+                    raise OSError(f"{final}: what was written reads back differently")
+            os.replace(tmp, final)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    for path in deletes:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(folder, path))
+
+
+def read(folder: str, names: list[str]) -> dict[str, bytes]:
+    out = {}
+    for name in names:
+        try:
+            with open(os.path.join(folder, name), "rb") as fh:
+                out[name] = fh.read()
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+    return out
