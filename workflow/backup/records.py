@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -24,6 +25,7 @@ STAGES = ("manual", "pre", "post")
 # Order of the stages of one run: a post-pipeline state comes after the pre-pipeline one.
 STAGE_RANK = {"manual": 0, "pre": 0, "post": 1}
 OK, WARNING, FAILED = "ok", "warning", "failed"
+RUN_ID = re.compile(r"^\d{8}-\d{6}-[0-9a-z]{2,8}$")  # see new_run_id
 R = TypeVar("R")
 
 
@@ -71,8 +73,7 @@ class Tag:
         head, _, tail = base.rpartition("-")
         if tail in ("pre", "post"):
             run_id, stage = head, tail
-        parts = run_id.split("-")
-        if len(parts) != 3 or not (parts[0].isdigit() and parts[1].isdigit() and len(parts[0]) == 8):
+        if not RUN_ID.match(run_id):
             return None
         return cls(run_id, STAGE_RANK[stage], stage, retry)
 

@@ -269,19 +269,19 @@ def _fetch_archive(point: Point, transfer: plan.Transfer, state: Manifest, names
     info = state.archive or {}
     name = info.get("name") or point.record.archive
     fetched = staging.with_name(staging.name + "-archive")
-    point.catalog.transport.restore(transfer, str(fetched), log, files=[name])
-    path = fetched / name
-    if not path.is_file():
-        raise TransferError(f"the archive {name} is not at {transfer.target}")
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    if path.stat().st_size != info.get("size") or digest.hexdigest() != info.get("sha256"):
-        raise TransferError(
-            f"the archive {name} is damaged: its size or SHA-256 differs from the catalog's (truncated or changed)"
-        )
     try:
+        point.catalog.transport.restore(transfer, str(fetched), log, files=[name])
+        path = fetched / name
+        if not path.is_file():
+            raise TransferError(f"the archive {name} is not at {transfer.target}")
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                digest.update(chunk)
+        if path.stat().st_size != info.get("size") or digest.hexdigest() != info.get("sha256"):
+            raise TransferError(
+                f"the archive {name} is damaged: its size or SHA-256 differs from the catalog's (truncated or changed)"
+            )
         extract(path, staging, set(names))
     finally:
         shutil.rmtree(fetched, ignore_errors=True)

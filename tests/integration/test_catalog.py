@@ -1,0 +1,225 @@
+"""What each destination says about itself, and what a person can do with that alone.
+
+The destinations here are local folders and a local rclone remote (see conftest.Lab); the
+same catalog through every other transport is in test_disaster_recovery.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from conftest import hash_tree
+from test_faults import BIG, big_file, start_cli, wait_until, writing
+
+
+def runs_at(folder: Path) -> list[dict]:
+    """The committed run records a destination holds, oldest first (read here, not by the code)."""
+    return [json.loads(p.read_text()) for p in sorted((folder / ".lab-backup/runs").glob("*.json"))]
+
+
+def flip_one_byte(path: Path) -> None:
+    """Same size, same time, one byte different: what a size-and-time check cannot see."""
+    st = path.stat()
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_sha1sum_checks_each_destination_without_this_project(lab):
+    """The catalog's checksum files are sha1sum input; their SHA-1s (rsync's %C, rclone's) are the sources'."""
+    assert lab.cli().returncode == 0
+    box = lab.box / "Ramanlab-Backups"
+    places = {("smb", "CSVs"): lab.smb / "flyTrackingData", ("smb", "Results"): lab.smb / "Figures",
+              ("box", "CSVs"): box / "CSVs", ("box", "Results"): box / "Results",
+              ("secured", "CSVs"): lab.secured / "CSVs"}  # fmt: skip
+    roots = {"CSVs": lab.csv_root, "Results": lab.results_root}
+    bases = {"smb": lab.smb, "box": box, "secured": lab.secured}
+    for (dest, dataset), folder in places.items():
+        (run,) = runs_at(bases[dest])
+        record = next(t for t in run["transfers"] if t["dataset"] == dataset)
+        sums = bases[dest] / ".lab-backup/sums" / record["manifest"].replace(".json.gz", ".sha1")
+        check = subprocess.run(["sha1sum", "-c", "--strict", str(sums)], cwd=folder, capture_output=True, text=True)
+        assert check.returncode == 0 and check.stdout.count(": OK") >= 6, check.stdout + check.stderr
+        for line in sums.read_text().splitlines():
+            digest, name = line.split("  ", 1)
+            assert hashlib.sha1((roots[dataset] / name).read_bytes()).hexdigest() == digest, (dest, name)
+    flip_one_byte(lab.secured / "CSVs/model_predictions.csv")
+    (run,) = runs_at(lab.secured)
+    sums = lab.secured / ".lab-backup/sums" / run["transfers"][0]["manifest"].replace(".json.gz", ".sha1")
+    check = subprocess.run(["sha1sum", "-c", "--quiet", str(sums)], cwd=lab.secured / "CSVs", capture_output=True,
+                           text=True)  # fmt: skip
+    assert check.returncode == 1 and "model_predictions.csv: FAILED" in check.stdout
+
+
+def test_a_flipped_byte_is_named_by_verify_and_by_a_rolling_sample_within_n_calls(lab):
+    assert lab.cli().returncode == 0
+    flip_one_byte(lab.smb / "Figures/Results/Opto/PER-Envelopes/fig1.png")
+    full = lab.cli("--verify")
+    assert full.returncode == 1
+    line = next(ln for ln in full.stdout.splitlines() if ln.startswith("smb") and " Results " in ln)
+    assert "FAILED" in line and "Results/Opto/PER-Envelopes/fig1.png: differs from the catalog's SHA-1" in line
+    assert all(" OK" in ln for ln in full.stdout.splitlines()[3:] if not ln.startswith("smb  ") or " CSVs " in ln)
+    found_in, covered = None, 0
+    for call in range(1, 5):  # N = 4 calls read everything: the file is named within them
+        sample = lab.cli("--verify", "--sample", "4")
+        row = next(ln for ln in sample.stdout.splitlines() if ln.startswith("smb") and " Results " in ln)
+        covered += int(row.split()[3].split("/")[1])
+        if "fig1.png" in row:
+            assert sample.returncode == 1 and "FAILED" in row
+            found_in = found_in or call
+        else:
+            assert " OK" in row
+    assert found_in is not None and covered == 28  # the four slices together: every file once
+    scrub = json.loads((lab.smb / ".lab-backup/scrub.json").read_text())
+    assert scrub["parts"] == 4 and scrub["next"] == 0 and len(scrub["history"]) == 5
+    assert scrub["full"]["files"] == 34 and any("fig1.png" in b for b in scrub["full"]["bad"])
+
+
+def test_a_killed_run_is_listed_as_interrupted_and_the_next_run_commits(lab):
+    big_file(lab.csv_root / BIG, 300)
+    for name in ("smb", "box"):
+        lab.config["backups"]["destinations"][name]["enabled"] = False
+    lab.save()
+    proc = start_cli(lab)
+    started = wait_until(lambda: writing(lab.secured / "CSVs"))
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=30)
+    assert started, "rsync never started writing"
+    locks = list((lab.secured / ".lab-backup/locks").glob("*.json"))
+    assert len(locks) == 1 and runs_at(lab.secured) == []  # in progress, never committed
+    marker = json.loads(locks[0].read_text())
+    assert marker["host"] == os.uname().nodename and marker["pid"] == proc.pid
+    listed = lab.cli("list")
+    assert listed.returncode == 0
+    line = next(ln for ln in listed.stdout.splitlines() if ln.startswith("secured"))
+    assert marker["tag"] in line and "interrupted" in line and f"pid {proc.pid}" in line
+    again = lab.cli()
+    assert again.returncode == 0, again.stdout
+    copies = {n: h for n, h in hash_tree(lab.secured / "CSVs").items() if not n.startswith(".")}
+    assert copies == lab.csv_hashes()  # (a killed rsync's hidden temporary file may stay: see README)
+    (run,) = runs_at(lab.secured)
+    assert run["transfers"][0]["status"] == "ok" and not list((lab.secured / ".lab-backup/locks").glob("*.json"))
+    gone = json.loads((lab.secured / f".lab-backup/interrupted/{marker['tag']}.json").read_text())
+    assert gone["taken_over_by"] == run["tag"]
+    listed = lab.cli("list").stdout
+    assert f"{marker['tag']}" in listed and "interrupted" in listed and f"{run['tag']}" in listed
+
+
+def test_another_machine_writing_stops_that_destination_only_until_its_marker_is_stale(lab):
+    assert lab.cli().returncode == 0
+    locks = lab.smb / ".lab-backup/locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    now = datetime.now().astimezone()
+    held = {"run_id": "20261130-090000-0001", "tag": "20261130-090000-0001", "stage": "manual",
+            "host": "analysis-pc-2", "pid": 4242, "started": now.isoformat(timespec="seconds"),
+            "datasets": ["CSVs"]}  # fmt: skip
+    (locks / f"{held['tag']}.json").write_text(json.dumps(held))
+    before = hash_tree(lab.smb)
+    lab.write(lab.csv_root / "model_predictions.csv", "changed while another machine writes to smb\n")
+    result = lab.cli()
+    assert result.returncode == 1
+    for line in (ln for ln in result.stdout.splitlines() if ln.startswith("smb ")):
+        assert "FAILED" in line and "another backup is writing to smb: run 20261130-090000-0001 on host " \
+            "analysis-pc-2 (pid 4242" in line, line  # fmt: skip
+    assert all(" OK" in ln for ln in result.stdout.splitlines() if ln.startswith(("box ", "secured ")))
+    assert hash_tree(lab.smb) == before  # nothing written there, not even a marker of its own
+    held["started"] = (now - timedelta(hours=7)).isoformat(timespec="seconds")  # its run died long ago
+    (locks / f"{held['tag']}.json").write_text(json.dumps(held))
+    result = lab.cli()
+    assert result.returncode == 0, result.stdout
+    assert (
+        "took over the stale in-progress marker of run 20261130-090000-0001 on host analysis-pc-2"
+        in (lab.root / "backup.log").read_text()
+    )
+    assert not list(locks.glob("*.json")) and (lab.smb / ".lab-backup/interrupted/20261130-090000-0001.json").exists()
+    assert hash_tree(lab.smb / "flyTrackingData") == lab.csv_hashes()
+
+
+def test_damaged_archives_are_named_and_any_restores_from_the_next_destination(lab, tmp_path):
+    lab.config["backups"]["compression"] = {"enabled": True, "archive_dir": str(lab.workdir / "zips")}
+    lab.config["backups"]["destinations"]["smb"]["enabled"] = False
+    lab.save()
+    assert lab.cli().returncode == 0
+    (archive,) = (lab.box / "Ramanlab-Backups/CSVs").glob("CSVs_archive_*.zip")
+    good = archive.read_bytes()
+    for damage, why in ((lambda: archive.write_bytes(good[: len(good) // 2]), "truncated"),
+                        (lambda: flip_one_byte(archive), "one byte flipped")):  # fmt: skip
+        archive.write_bytes(good)
+        damage()
+        out = tmp_path / f"restored-{why.split()[0]}"
+        result = lab.cli("restore", "--from", "box", "--dataset", "CSVs", "--to", str(out))
+        assert result.returncode == 1, (why, result.stdout, result.stderr)
+        assert f"the archive {archive.name} is damaged" in result.stderr and "Traceback" not in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert not out.exists(), f"{why}: something was left under {out}"
+        # box comes first for 'any': its copy is damaged, so secured's is used, and says so.
+        result = lab.cli("restore", "--from", "any", "--dataset", "CSVs", "--to", str(out))
+        assert result.returncode == 0, (why, result.stdout, result.stderr)
+        assert "6 from secured" in result.stdout and hash_tree(out) == lab.csv_hashes()
+
+
+def test_a_damaged_file_at_a_direct_destination_comes_from_the_next_one(lab, tmp_path):
+    assert lab.cli().returncode == 0
+    flip_one_byte(lab.smb / "flyTrackingData/model_predictions.csv")
+    result = lab.cli("restore", "--from", "smb", "--dataset", "CSVs", "--to", str(tmp_path / "one"))
+    assert result.returncode == 1 and "model_predictions.csv: smb: its bytes differ from the catalog's SHA-1" in (
+        result.stderr
+    )
+    assert not (tmp_path / "one/model_predictions.csv").exists()  # never under its final name
+    assert hash_tree(tmp_path / "one") == {n: h for n, h in lab.csv_hashes().items() if n != "model_predictions.csv"}
+    result = lab.cli("restore", "--from", "any", "--dataset", "CSVs", "--to", str(tmp_path / "any"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "5 from smb, 1 from box" in result.stdout and hash_tree(tmp_path / "any") == lab.csv_hashes()
+
+
+def test_links_that_leave_the_folder_are_named_not_made(lab, tmp_path):
+    os.symlink("/etc/hostname", lab.csv_root / "host-link")
+    os.symlink("model_predictions.csv", lab.csv_root / "inside-link")
+    lab.config["backups"]["sources"]["CSVs"]["include"] += ["host-link", "inside-link"]
+    lab.save()
+    assert lab.cli().returncode == 3  # SMB (rsync onto a share) cannot hold links: a warning
+    result = lab.cli("restore", "--from", "secured", "--dataset", "CSVs", "--to", str(tmp_path / "out"))
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "1 symlinks not restored: they point outside" in result.stderr and "host-link" in result.stderr
+    assert not os.path.lexists(tmp_path / "out/host-link")
+    assert os.readlink(tmp_path / "out/inside-link") == "model_predictions.csv"
+
+
+def test_status_list_and_verify_from_a_fresh_clone(lab):
+    assert lab.cli().returncode == 0
+    subprocess.run(["rm", "-rf", str(lab.workdir / ".backup")], check=True)
+    status = lab.cli("--status")
+    assert status.returncode == 0, status.stdout
+    assert all(" ok" in ln for ln in status.stdout.splitlines()[2:]), status.stdout
+    listed = lab.cli("list", "--dataset", "Results")
+    assert listed.returncode == 0 and len([ln for ln in listed.stdout.splitlines() if " Results " in ln]) == 2
+    assert all("complete" in ln for ln in listed.stdout.splitlines()[2:])
+    verify = lab.cli("--verify")
+    assert verify.returncode == 0 and "28/28" in verify.stdout and "6/6" in verify.stdout, verify.stdout
+
+
+def test_compressed_verify_checks_every_recorded_archive_without_local_copies(lab):
+    lab.config["backups"]["compression"] = {"enabled": True, "archive_dir": str(lab.workdir / "zips")}
+    lab.save()
+    assert lab.cli().returncode == 0
+    lab.write(lab.csv_root / "model_predictions.csv", "second state\n")
+    assert lab.cli().returncode == 0
+    subprocess.run(["rm", "-rf", str(lab.workdir / "zips"), str(lab.workdir / ".backup")], check=True)
+    verify = lab.cli("--verify")
+    assert verify.returncode == 0, verify.stdout
+    row = next(ln for ln in verify.stdout.splitlines() if ln.startswith("secured"))
+    assert "2/2" in row  # both archives of CSVs at secured: the first run's and the second's
+    oldest = sorted((lab.secured / "backups").glob("CSVs_archive_*.zip"))[0]
+    flip_one_byte(oldest)
+    time.sleep(0.01)
+    verify = lab.cli("--verify")
+    row = next(ln for ln in verify.stdout.splitlines() if ln.startswith("secured"))
+    assert verify.returncode == 1 and f"{oldest.name}: differs from the catalog's SHA-1" in row
