@@ -223,3 +223,20 @@ def test_compressed_verify_checks_every_recorded_archive_without_local_copies(la
     verify = lab.cli("--verify")
     row = next(ln for ln in verify.stdout.splitlines() if ln.startswith("secured"))
     assert verify.returncode == 1 and f"{oldest.name}: differs from the catalog's SHA-1" in row
+
+
+def test_restore_uses_the_mode_the_run_recorded_not_the_current_config(lab, tmp_path):
+    lab.config["backups"]["compression"] = {"enabled": True, "archive_dir": str(lab.workdir / "zips")}
+    lab.save()
+    assert lab.cli("--secured-only").returncode == 0
+    archived = lab.csv_hashes()
+    lab.config["backups"]["compression"] = {"enabled": False}
+    lab.save()
+    lab.write(lab.csv_root / "model_predictions.csv", "after switching to direct copies\n")
+    assert lab.cli("--secured-only").returncode == 0
+    first = runs_at(lab.secured)[0]["run_id"]
+    result = lab.cli("restore", "--from", "secured", "--dataset", "CSVs", "--to", str(tmp_path / "a"), "--run", first)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert hash_tree(tmp_path / "a") == archived  # from the archive that run sent, though the config is direct now
+    result = lab.cli("restore", "--from", "secured", "--dataset", "CSVs", "--to", str(tmp_path / "b"))
+    assert result.returncode == 0 and hash_tree(tmp_path / "b") == lab.csv_hashes()

@@ -67,6 +67,10 @@ Never edit or delete files here by hand while a backup runs.
 """
 
 
+class NoCatalog(TransferError):
+    """The destination holds no catalog: never backed up there by this system (or the path is wrong)."""
+
+
 @dataclass
 class InProgress:
     """locks/TAG.json: a run is writing to this destination (and holds it)."""
@@ -185,6 +189,13 @@ class Catalog:
 
     def exists(self) -> bool:
         return FORMAT_FILE in self.tree()
+
+    def require(self) -> dict:
+        """The catalog's identity, for reading it; NoCatalog if there is none here (yet)."""
+        info = self.identity()
+        if info is None:
+            raise NoCatalog(f"no catalog at {self.transfer.target}: nothing was backed up there yet")
+        return info
 
     # --- reading ----------------------------------------------------------------------------------
 

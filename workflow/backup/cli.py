@@ -230,7 +230,8 @@ def verify(cfg: dict, destinations: list[str], workdir: Path, sample: int | None
     for row in rows:
         log.info("%s/%s: %d of %d files match the catalog%s", row.destination, row.dataset, row.files_verified,
                  row.files_total, f" ({row.error})" if row.error else "")  # fmt: skip
-    what = f"slice {rows[0].source} at each destination" if sample and rows and rows[0].source else "everything"
+    slices = {r.destination: r.source for r in rows if r.source}
+    what = ", ".join(f"{d}: {part}" for d, part in slices.items()) if sample else "everything"
     print(summary.table(rows, f"Verification against each destination's catalog ({what}; nothing was sent):",
                         verify=True))  # fmt: skip
     return summary.exit_status(rows)
@@ -444,12 +445,12 @@ def _run(args, cfg: dict, config_files: list[str], transfers: list[plan.Transfer
             error = records.read_record(workdir / records.pipeline_error(run_id), records.PipelineRecord)
             reason = error.error if error else f"see .backup/runs/{run_id}/snakemake.log"
             label = "NOT RUN" if error and error.status == "not run" else "FAILED"
-            pipeline = {"status": label.lower(), "error": reason}
+            pipeline = records.PipelineRecord(run_id, status=label.lower(), error=reason)
             print(f"\nPipeline {label}: {reason}\nPost-pipeline backup: not run.")
             exit_code = summary.EXIT_FAILED
             continue
         if stage == "post":
-            pipeline = {"status": "ok", "error": None}
+            pipeline = records.PipelineRecord(run_id)
             print("\nPipeline: ok")
         rows = commit.stage_rows(run_id, stage, transfers, workdir)
         all_rows += rows

@@ -152,19 +152,26 @@ def _mark(cat: Catalog, run_id: str, stage: str, state: StageState, writes=None,
         raise TransferError(_busy(cat, first))
 
 
+def _ensure_marked(cat: Catalog, run_id: str, stage: str, state: StageState | None, workdir) -> StageState:
+    """This run's marker at the destination (under the stage's flock); a refusal is kept for the
+    other jobs of the stage (nothing more is written there, and nothing committed)."""
+    if state is None or state.error:
+        raise TransferError(state.error if state else f"the catalog at {cat.destination} was not opened")
+    if not state.marked:
+        try:
+            _mark(cat, run_id, stage, state)
+        except TransferError as exc:
+            state.error = str(exc)
+            raise
+        finally:
+            _save(run_id, stage, cat.destination, workdir, state)
+    return state
+
+
 def before_write(cat: Catalog, run_id: str, stage: str, workdir) -> None:
     """Called before anything is written at the destination: this run's marker goes there first."""
     with _locked(run_id, stage, cat.destination, workdir) as state:
-        if state is None or state.error:
-            raise TransferError(state.error if state else f"the catalog at {cat.destination} was not opened")
-        if not state.marked:
-            try:
-                _mark(cat, run_id, stage, state)
-            except TransferError as exc:
-                state.error = str(exc)
-                raise
-            finally:
-                _save(run_id, stage, cat.destination, workdir, state)
+        _ensure_marked(cat, run_id, stage, state, workdir)
 
 
 def add_manifest(cat: Catalog, run_id: str, stage: str, name: str, workdir) -> None:
@@ -174,12 +181,14 @@ def add_manifest(cat: Catalog, run_id: str, stage: str, name: str, workdir) -> N
         if state is None or state.error:
             raise TransferError(f"the catalog at {cat.destination} was not opened")
         if {manifest_path(name), sums_path(name)} - set(state.held):
-            found = manifest.load(records.cache_dir(workdir), name)
-            if found is None:
-                raise TransferError(f"the manifest {name} is missing from this machine's cache")
-            missing = {manifest_path(name): found.to_bytes(), sums_path(name): found.sums()}
-            if not state.marked:
-                _mark(cat, run_id, stage, state)
+            kept = records.cache_dir(workdir)  # manifest.save laid them out as the catalog does
+            if not (kept / sums_path(name)).is_file():  # a manifest read from a catalog: no sums kept with it
+                found = manifest.load(kept, name)
+                if found is None:
+                    raise TransferError(f"the manifest {name} is missing from this machine's cache")
+                manifest.save(kept, found, again=True)
+            missing = {path: (kept / path).read_bytes() for path in (manifest_path(name), sums_path(name))}
+            _ensure_marked(cat, run_id, stage, state, workdir)
             cat.apply(missing)
             state.held += sorted(missing)
             _save(run_id, stage, cat.destination, workdir, state)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import plan
-from .catalog import INTERRUPTED, LOCKS, Catalog, is_fresh
+from .catalog import INTERRUPTED, LOCKS, Catalog, NoCatalog, is_fresh
 from .errors import TransferError
 from .records import Tag
 from .summary import ORDER, columns, human_bytes
@@ -45,11 +45,10 @@ def render(cfg: dict, workdir: Path, destinations: list[str], dataset: str | Non
     for dest in sorted(destinations, key=lambda d: ORDER.get(d, 9)):
         cat = Catalog(plan.catalog_transfer(cfg, dest, str(workdir)), workdir, log)
         try:
-            if not cat.exists():
-                notes.append(f"{dest}: no catalog at {cat.transfer.target}: nothing was backed up there yet")
-                continue
-            cat.identity()
+            cat.require()
             rows += rows_of(cat, dataset)
+        except NoCatalog as exc:
+            notes.append(f"{dest}: {exc}")
         except TransferError as exc:
             notes.append(f"{dest}: cannot read its catalog: {exc}")
             status = 1

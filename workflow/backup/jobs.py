@@ -63,14 +63,16 @@ def _archive_listing(run_id: str, stage: str, dataset: str, record: TransferReco
     return sources.single_file(made.archive), made.manifest
 
 
-def _send_checked(transfer, transport, listing, log, args, content: bool, record: TransferRecord, marking):
+def _send_checked(transfer, transport, listing, log, args, content: bool, record: TransferRecord, marking, known):
     """Send, resend what changed while read, confirm, resend what is damaged, confirm again.
     Returns the listing as sent (less vanished files) and the SHA-1 of every file the tools wrote.
-    ``marking``: called before anything is written (the catalog's in-progress marker goes first)."""
+    ``marking``: called before anything is written (the catalog's in-progress marker goes first);
+    ``known``: the SHA-1s this machine already knows for the files' sizes and times."""
     tag = records.version_tag(args.run_id, args.stage)
     label = f"{args.stage} {args.dest}/{args.dataset}"
     reporter = progress.Reporter(label, len(listing.files), listing.total_bytes) if progress.wanted() else None
-    result = transport.send(transfer, listing, log, version_tag=tag, progress=reporter, before_write=marking)
+    result = transport.send(transfer, listing, log, version_tag=tag, progress=reporter, before_write=marking,
+                            known=known)  # fmt: skip
     record.files_sent, record.bytes_sent = result.files_sent, result.bytes_sent
     known = dict(result.sha1)
     if result.vanished:
@@ -140,7 +142,7 @@ def sync(args: argparse.Namespace) -> int:
     records.stamp(record)
     log = logs.setup(None, args.run_id, job_log=args.log)
     label = f"{args.stage} {args.dest}/{args.dataset}"
-    opened: dict = {}  # the destination's catalog, once this job has it (to commit at the end)
+    opened: dict = {}  # the destination's catalog, once this job knows it (to commit at the end)
 
     def work() -> None:
         nonlocal log
@@ -154,6 +156,7 @@ def sync(args: argparse.Namespace) -> int:
         transport = transports.for_transfer(transfer)
         cat = Catalog(plan.catalog_transfer(cfg, args.dest, workdir), workdir, log, transport)
         planned = list(cfg["backups"]["destinations"][args.dest]["datasets"])
+        opened.update(cat=cat, cfg=cfg, planned=planned)  # whatever happens next, the last job commits
         if transfer.mode == "direct":  # rclone lists the target, and the catalog beside it, meanwhile
             cat.prime(transport.prefetch(transfer, log, beside=cat.transfer))
         with ThreadPoolExecutor(max_workers=1) as pool:
@@ -168,7 +171,6 @@ def sync(args: argparse.Namespace) -> int:
             state = opening.result()
         if state.error:
             raise transports.TransferError(state.error)
-        opened.update(cat=cat, cfg=cfg, planned=planned)
         for holder in state.took_over:
             log.warning("took over the stale in-progress marker of %s: that run did not finish", holder)
         record.missing = record.missing or listing.missing
@@ -185,7 +187,8 @@ def sync(args: argparse.Namespace) -> int:
                      transfer.target)  # fmt: skip
             content = cfg["backups"]["verify"] == "content"
             marking = functools.partial(commit.before_write, cat, args.run_id, args.stage, workdir)
-            listing, known = _send_checked(transfer, transport, listing, log, args, content, record, marking)
+            carried = functools.partial(manifest.carried, records.cache_dir(workdir), args.dataset, listing)
+            listing, known = _send_checked(transfer, transport, listing, log, args, content, record, marking, carried)
         # What this run holds at the destination, for restores from any machine: the manifest.
         cache = records.cache_dir(workdir)
         if transfer.mode == "archive":

@@ -62,7 +62,7 @@ class Manifest:
         return self.name[: -len(".json.gz")] + ".sha1"
 
     def to_bytes(self) -> bytes:
-        return gzip.compress(self.text(), compresslevel=6, mtime=0)
+        return gzip.compress(self.text(), compresslevel=1, mtime=0)  # level 6: 5x the time, 15% smaller
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Manifest:
@@ -185,14 +185,16 @@ def build(dataset: str, listing: Listing, known: dict[str, str], previous: Manif
 # --- this machine's copies ----------------------------------------------------------------------
 
 
-def save(folder: Path, manifest: Manifest) -> Path:
-    """Keep a copy under its name (immutable: the name is its digest)."""
+def save(folder: Path, manifest: Manifest, again: bool = False) -> Path:
+    """Keep a copy under its name (immutable: the name is its digest), and its checksum file, laid
+    out as in a destination's catalog (manifests/NAME, sums/NAME.sha1): uploaded as they are."""
     path = folder / "manifests" / manifest.name
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(manifest.to_bytes())
-        os.replace(tmp, path)
+    if again or not path.exists():
+        for target, data in ((folder / "sums" / manifest.sums_name, manifest.sums()), (path, manifest.to_bytes())):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, target)
     return path
 
 
@@ -240,3 +242,12 @@ def of_listing(folder: Path, dataset: str, listing: Listing, known: dict[str, st
 def latest(folder: Path, dataset: str, mode: str = "direct") -> Manifest | None:
     name = _pointer(folder, dataset, mode).get("name")
     return load(folder, name) if name else None
+
+
+def carried(folder: Path, dataset: str, listing: Listing) -> dict[str, str]:
+    """SHA-1s the latest state seen here knows for files of ``listing`` with the same size and time."""
+    found = latest(folder, dataset)
+    if found is None:
+        return {}
+    return {f: h for f, s, m, h in zip(found.files, found.sizes, found.mtimes, found.sha1, strict=True)
+            if listing.sizes.get(f) == s and listing.mtimes.get(f) == m and f not in found.links}  # fmt: skip

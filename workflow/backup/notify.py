@@ -55,7 +55,8 @@ def notify(urls: list[str], title: str, body: str, log, timeout: float, failure:
     return sent
 
 
-def message(run_id: str, kind: str, exit_code: int, rows: list, pipeline: dict | None) -> tuple[str, str]:
+def message(run_id: str, kind: str, exit_code: int, rows: list, pipeline) -> tuple[str, str]:
+    """``rows``: TransferRecords; ``pipeline``: a PipelineRecord (of a `run`) or None."""
     """Title and body: which destination failed and why (errors are already masked)."""
     verdict = {0: "succeeded", 1: "FAILED", 3: "finished with warnings"}.get(exit_code, f"ended with {exit_code}")
     title = f"Lab backup {verdict} on {socket.gethostname()} (run {run_id})"
@@ -63,8 +64,8 @@ def message(run_id: str, kind: str, exit_code: int, rows: list, pipeline: dict |
     for r in rows:
         if r.status != "ok":
             lines.append(f"- {r.stage} {r.destination}/{r.dataset}: {r.status}: {r.error or ', '.join(r.missing)}")
-    if pipeline and pipeline.get("status") != "ok":
-        lines.append(f"- pipeline: {pipeline.get('status')}: {pipeline.get('error')}")
+    if pipeline and pipeline.status != "ok":
+        lines.append(f"- pipeline: {pipeline.status}: {pipeline.error}")
     ok = sum(1 for r in rows if r.status == "ok")
     lines.append(f"{ok} of {len(rows)} transfers ok.")
     return title, "\n".join(lines)

@@ -198,7 +198,7 @@ class RunRecord:
     started: str = ""
     finished: str = ""
     exit_status: int | None = None
-    pipeline: dict | None = None  # {"status", "error"}
+    pipeline: PipelineRecord | None = None  # of a `run`: what became of the pipeline
     transfers: list[TransferRecord] = field(default_factory=list)
 
     @classmethod
@@ -206,6 +206,8 @@ class RunRecord:
         run = from_json(cls, data)
         if run is not None:
             run.transfers = [t for t in (from_json(TransferRecord, d) for d in run.transfers or []) if t]
+            if isinstance(run.pipeline, dict):
+                run.pipeline = from_json(PipelineRecord, {"run_id": run.run_id, **run.pipeline})
         return run
 
 

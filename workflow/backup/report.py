@@ -54,12 +54,12 @@ def render(runs: list[RunRecord], enabled: list[str], last: int = 20) -> str:
         seconds = ""
         with contextlib.suppress(ValueError):
             seconds = f"{(datetime.fromisoformat(finished) - datetime.fromisoformat(started)).total_seconds():.0f} s"
-        pipeline = run.pipeline or {}
+        pipeline = run.pipeline
         parts.append(
             f"<h3 id='run-{escape(run.run_id)}'>Run {escape(run.run_id)} ({escape(run.kind)}): "
             f"exit status {escape(str(run.exit_status))}</h3><p><small>{escape(started)} to {escape(finished)}"
             f" ({seconds}); {escape(run.command)}"
-            + (f"; pipeline: {escape(str(pipeline.get('status')))}" if pipeline else "") + "</small></p>"
+            + (f"; pipeline: {escape(pipeline.status)}" if pipeline else "") + "</small></p>"
         )  # fmt: skip
         parts.append(
             "<table class='run'><tr><th>stage</th><th>destination</th><th>dataset</th><th>mode</th>"

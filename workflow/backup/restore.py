@@ -114,10 +114,7 @@ def candidates(cats: list[Catalog], dataset: str, run_id, at, notes: list[str]) 
     found: list[Point] = []
     for cat in cats:
         try:
-            if not cat.exists():
-                notes.append(f"{cat.destination}: no catalog at {cat.transfer.target}: nothing was backed up there yet")
-                continue
-            cat.identity()
+            cat.require()
             found += points(cat, dataset)
         except TransferError as exc:
             notes.append(f"{cat.destination}: {exc}")

@@ -53,16 +53,16 @@ def in_slice(want: Want, part: int, parts: int) -> bool:
     return int.from_bytes(digest[:4], "big") % parts == part
 
 
-def needed(cat: Catalog, datasets: list[str], log) -> tuple[list[Want], set[str]]:
+def needed(cat: Catalog, datasets: list[str], log) -> tuple[list[Want], dict[str, str]]:
     """Every file the destination's kept restore points need, each once (the latest run's
-    expectation wins where two runs need the same file at the same place), and the datasets
-    that have restore points here."""
+    expectation wins where two runs need the same file at the same place), and the mode of
+    each dataset that has restore points here."""
     wants: dict[tuple[str, str], Want] = {}
-    backed_up = set()
+    modes: dict[str, str] = {}  # dataset -> the mode of its latest restore point here
     for dataset in datasets:
         found = points(cat, dataset)
         if found:
-            backed_up.add(dataset)
+            modes[dataset] = found[-1].record.mode
         held: dict[str, dict[str, list[Tag]]] = {}  # target -> name -> later version tags
         for point in found:
             state = cat.manifest(point.record.manifest)
@@ -87,7 +87,7 @@ def needed(cat: Catalog, datasets: list[str], log) -> tuple[list[Want], set[str]
                 later = [t for t in held[target].get(name, []) if t > own]
                 folder = plan.versions_folder(target, str(min(later))) if later else target
                 wants[(folder, name)] = Want(dataset, folder, name, sha1, target)
-    return list(wants.values()), backed_up
+    return list(wants.values()), modes
 
 
 def check(cat: Catalog, wants: list[Want], log) -> Found:
@@ -113,13 +113,11 @@ def check(cat: Catalog, wants: list[Want], log) -> Found:
 def verify_destination(cfg: dict, workdir: Path, dest: str, sample: int | None, log) -> list[TransferRecord]:
     """Check one destination (a slice of it with ``sample``); record the check in its catalog."""
     datasets = cfg["backups"]["destinations"][dest]["datasets"]
-    rows = {d: TransferRecord("verify", "verify", dest, d, mode="catalog") for d in datasets}
+    rows = {d: TransferRecord("verify", "verify", dest, d) for d in datasets}
     cat = Catalog(plan.catalog_transfer(cfg, dest, str(workdir)), workdir, log)
     try:
-        if not cat.exists():
-            raise TransferError(f"no catalog at {cat.transfer.target}: nothing was backed up there yet")
-        cat.identity()
-        wants, backed_up = needed(cat, datasets, log)
+        cat.require()
+        wants, modes = needed(cat, datasets, log)
         scrub = _scrub_state(cat)
         part = None
         if sample:
@@ -133,12 +131,13 @@ def verify_destination(cfg: dict, workdir: Path, dest: str, sample: int | None, 
         return list(rows.values())
     for dataset, row in rows.items():
         row.files_total, row.files_verified = found.wanted.get(dataset, 0), found.checked.get(dataset, 0)
+        row.mode = modes.get(dataset, "")
         if sample:
             row.source = f"slice {part + 1} of {sample}"
         bad = found.bad.get(dataset, [])
         if bad:
             row.status, row.error = records.FAILED, f"{len(bad)} files missing or changed (e.g. {bad[0]})"
-        elif dataset not in backed_up:
+        elif dataset not in modes:
             row.status, row.error = records.WARNING, "no backup of this dataset here yet"
     return list(rows.values())
 

@@ -82,7 +82,7 @@ def restore_args(wildcards):
     missing = [key for key in wanted.values() if not config.get(key)]
     if missing:
         raise WorkflowError(
-            "snakemake restore needs --config restore_from=smb|box|secured restore_dataset=NAME "
+            "snakemake restore needs --config restore_from=smb|box|secured|any restore_dataset=NAME "
             "restore_to=DIR [restore_run=RUN_ID | restore_at='YYYY-MM-DD HH:MM']"
         )
     args = [f"--{flag} {shlex.quote(str(config[key]))}" for flag, key in wanted.items()]

@@ -255,13 +255,15 @@ class RcloneTransport(Transport):
         force: bool = False,
         progress=None,
         before_write=None,
+        known=None,
     ) -> SendResult:
         """Send what the target lacks or holds in another version (never over a newer one: --update).
 
         The target is listed first (one listing, as rclone's own check would make): files it holds with
         the source's size and time are left out, so a run that finds nothing new starts no copy at all.
         ``force`` sends every listed file, ignoring size and time. ``before_write``: called once it is
-        clear that something will be written."""
+        clear that something will be written. ``known``: gives the SHA-1s already known for the
+        listed files' sizes and times (asked after the copy)."""
         out = SendResult()
         held, self._held = self._held, None  # a prefetched listing serves one send
         there = held.result() if held else self._entries(transfer, log)
@@ -310,26 +312,33 @@ class RcloneTransport(Transport):
         out.files_sent = len(out.sent)
         out.bytes_sent = sum(listing.sizes.get(f, 0) for f in out.sent)
         if not dry_run:
-            self._check_sent(transfer, listing, out, walk, log)
+            self._check_sent(transfer, listing, out, walk, log, known)
         return out
 
-    def _check_sent(self, transfer: Transfer, listing: Listing, out: SendResult, walk: bool, log) -> None:
-        """The SHA-1 of every file sent, for the catalog: as the remote keeps it (Box), or, where the
-        remote keeps no SHA-1, of the source file; where it keeps no hash at all (SMB), rclone could
-        not check the copy, so it is read back and compared here (``out.differ``)."""
+    def _check_sent(self, transfer: Transfer, listing: Listing, out: SendResult, walk: bool, log, known) -> None:
+        """The SHA-1 of every file sent, for the catalog. Where the remote keeps hashes, rclone
+        checked each copy by them as it wrote it: the SHA-1 is one already known for the file's
+        size and time (``known()``: another destination's tool reported it this run), else the
+        remote's own (Box keeps SHA-1), else the source file's. Where it keeps none at all (SMB),
+        rclone could not check the copy, so each one is read back and compared here (``out.differ``)."""
         from ..manifest import hash_files
 
         names = [f for f in out.sent if f not in listing.links]
         hashes = [h.lower() for h in self.features(transfer, log).get("Hashes") or []]
-        if "sha1" in hashes:
-            # Every file given was sent: walk the same folders where that is all of them.
-            whole = walk and len(names) == len(listing.files) - len(listing.links)
-            out.sha1 = self.sha1_of(transfer, names, log, rules=_filters(listing) if whole else None)
+        if hashes:
+            carried = known() if known else {}
+            out.sha1 = {n: carried[n] for n in names if n in carried}
+            rest = [n for n in names if n not in carried]
+            if "sha1" in hashes:
+                # All sent and none known: walk the same folders rather than look up every file.
+                whole = walk and len(rest) == len(listing.files) - len(listing.links)
+                out.sha1.update(self.sha1_of(transfer, rest, log, rules=_filters(listing) if whole else None))
+            else:
+                out.sha1.update(hash_files(listing.root, rest))
             return
         local = hash_files(listing.root, names)
-        if not hashes:
-            there = self.sha1_of(transfer, names, log)
-            out.differ = sorted(n for n in names if there.get(n) != local[n])
+        there = self.sha1_of(transfer, names, log)
+        out.differ = sorted(n for n in names if there.get(n) != local[n])
         out.sha1 = {n: h for n, h in local.items() if n not in set(out.differ)}
 
     def list(self, transfer: Transfer, log) -> dict[str, int]:

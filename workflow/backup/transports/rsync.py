@@ -123,11 +123,13 @@ class RsyncTransport(Transport):
         force: bool = False,
         progress=None,
         before_write=None,
+        known=None,
     ) -> SendResult:
         """Send the listed files; ``force`` ignores matching size and time (still never older over newer).
 
         ``progress``: a progress.Reporter, fed rsync's --info=progress2 lines. ``before_write``: called
         before anything may be written (rsync decides what to send itself: always, unless a dry run).
+        ``known``: not needed (rsync reports the SHA-1 of every file it writes).
         """
         target = self.resolve(transfer)
         if before_write and not dry_run:
