@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import commit, logs, notify, plan, progress, records, sources, status, summary, transports
+from . import logs, notify, plan, progress, records, sources, summary, transports
 from .config import ConfigError, load_config
 from .lock import LockBusy, project_lock
 
@@ -267,7 +267,7 @@ class Engine:
         env = {
             **os.environ,
             "BACKUP_CLI": "1",
-            commit.OWNER_ENV: str(os.getpid()),  # the process a destination's in-progress marker names
+            records.OWNER_ENV: str(os.getpid()),  # the process a destination's in-progress marker names
             "BACKUP_PROGRESS": "1" if self.tty else "0",
             "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]),
             "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_DIR / "workflow"), os.environ.get("PYTHONPATH")])),
@@ -375,6 +375,8 @@ def _main(args, argv: list[str] | None, workdir: Path, engine: Engine | None) ->
         print(text)
         return worst
     if args.status:
+        from . import status
+
         quiet = logs.setup(None, "status")
         enabled = plan.enabled_destinations(cfg["backups"], only)
         transfers, notes = status.gather(cfg, workdir, enabled, quiet)
@@ -452,6 +454,8 @@ def _run(args, cfg: dict, config_files: list[str], transfers: list[plan.Transfer
         if stage == "post":
             pipeline = records.PipelineRecord(run_id)
             print("\nPipeline: ok")
+        from . import commit  # the catalog's modules: only once the workflow has run
+
         rows = commit.stage_rows(run_id, stage, transfers, workdir)
         all_rows += rows
         if rows:

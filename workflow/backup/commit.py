@@ -47,10 +47,6 @@ from .catalog import (
 from .errors import TransferError
 from .records import TransferRecord
 
-# The process that owns a run (the command line, or Snakemake run by hand): the in-progress
-# marker names it, so a run on this machine can tell a live holder from a dead one.
-OWNER_ENV = "BACKUP_OWNER_PID"
-
 
 @dataclass
 class StageState:
@@ -237,7 +233,7 @@ def stage_rows(run_id: str, stage: str, expected: list[plan.Transfer], workdir) 
 
 
 def owner_pid() -> int:
-    return int(os.environ.get(OWNER_ENV) or os.getppid())
+    return int(os.environ.get(records.OWNER_ENV) or os.getppid())
 
 
 def _user() -> str:

@@ -25,6 +25,9 @@ STAGES = ("manual", "pre", "post")
 # Order of the stages of one run: a post-pipeline state comes after the pre-pipeline one.
 STAGE_RANK = {"manual": 0, "pre": 0, "post": 1}
 OK, WARNING, FAILED = "ok", "warning", "failed"
+# The process that owns a run (the command line, or Snakemake run by hand): a destination's
+# in-progress marker names it, so a run on this machine can tell a live holder from a dead one.
+OWNER_ENV = "BACKUP_OWNER_PID"
 RUN_ID = re.compile(r"^\d{8}-\d{6}-[0-9a-z]{2,8}$")  # see new_run_id
 R = TypeVar("R")
 

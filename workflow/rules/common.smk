@@ -29,7 +29,7 @@ RUN_ID = str(
     config.get("run_id") or os.environ.setdefault("BACKUP_RUN_ID", records.new_run_id())
 )
 ONLY = [d for d in str(config.get("only") or "").split(",") if d]
-# The process a destination's in-progress marker names (commit.OWNER_ENV): the command line
+# The process a destination's in-progress marker names (records.OWNER_ENV): the command line
 # sets it; Snakemake run by hand is the owner itself. Jobs inherit it.
 os.environ.setdefault("BACKUP_OWNER_PID", str(os.getpid()))
 TRANSFERS = backup_plan.plan(CFG, os.getcwd(), ONLY)
