@@ -43,6 +43,9 @@ def all_output(lab, result) -> str:
 
 def test_all_three_real_servers_in_the_seed_layout(lab, samba, webdav, sshd, monkeypatch):
     smb, box, secured = use_servers(lab, samba, webdav, sshd, monkeypatch)
+    token = "hc-secret-token-7f3a"  # a monitor URL holds a token: it must reach no catalog either
+    lab.config["backups"]["notify"] = {"ping_url": f"http://127.0.0.1:9/ping/{token}", "timeout_seconds": 1}
+    lab.save()
     result = lab.cli()
     assert result.returncode == 0, result.stdout + result.stderr
     assert hash_tree(smb / "flyTrackingData") == lab.csv_hashes()
@@ -60,6 +63,12 @@ def test_all_three_real_servers_in_the_seed_layout(lab, samba, webdav, sshd, mon
     assert any((lab.workdir / ".snakemake" / "metadata").iterdir())
     assert samba.password not in all_output(lab, result)
     assert webdav.password not in all_output(lab, result)
+    # Nor at any destination: each catalog records the run with its config, without secrets.
+    catalogs = "".join(p.read_bytes().decode(errors="replace") for folder in (smb, box, secured)
+                       for p in (folder / ".lab-backup").rglob("*") if p.is_file() and p.suffix != ".gz")  # fmt: skip
+    assert "password_env" in catalogs and "SMB_PASSWORD" in catalogs  # the variable's name is recorded
+    for secret in (samba.password, webdav.password, token):
+        assert secret not in catalogs and secret not in all_output(lab, result)
 
 
 def test_stopped_server_fails_clearly_and_others_succeed(lab, samba, webdav, sshd, monkeypatch):

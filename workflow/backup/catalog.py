@@ -233,16 +233,14 @@ class Catalog:
         if not self.exists():
             return None
         # The format file is written once: the copy kept here serves while the listing shows the same size and time.
-        seen = self.own / f".{FORMAT_FILE}.seen"
-        stamp = json.dumps(self.tree()[FORMAT_FILE])
         kept = self.own / FORMAT_FILE
-        if kept.is_file() and seen.is_file() and seen.read_text() == stamp:
+        if kept.is_file() and self._seen().is_file() and self._seen().read_text() == self._stamp():
             data = kept.read_bytes()
         else:
             data = self.read(FORMAT_FILE)
             if data is not None:
                 self._keep(FORMAT_FILE, data)
-                seen.write_text(stamp)
+                self._seen().write_text(self._stamp())
         try:
             info = json.loads(data or b"")
         except ValueError:
@@ -255,6 +253,18 @@ class Catalog:
                 "update this project (git pull)"
             )
         return info
+
+    def _seen(self) -> Path:
+        return self.own / f".{FORMAT_FILE}.seen"
+
+    def _stamp(self) -> str:
+        return json.dumps(self.tree()[FORMAT_FILE])
+
+    def keep_identity(self, info: dict) -> None:
+        """Remember the format file this run wrote (after a fresh listing shows its size and time)."""
+        if FORMAT_FILE in self.tree():
+            self._keep(FORMAT_FILE, _json_bytes(info))
+            self._seen().write_text(self._stamp())
 
     def runs(self) -> list[CatalogRun]:
         """Every committed run here, oldest first."""

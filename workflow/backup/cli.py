@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import logs, notify, plan, progress, records, sources, summary, transports
+from . import logs, notify, plan, progress, records, runner, sources, summary, transports
 from .config import ConfigError, load_config
 from .lock import LockBusy, project_lock
 
@@ -426,6 +426,7 @@ def _run(args, cfg: dict, config_files: list[str], transfers: list[plan.Transfer
     print(f"Run {run_id}: {args.command}, config {', '.join(config_files)}")
     if not cfg["backups"]["enabled"]:
         print("backups are disabled (backups.enabled: false): no backup step will transfer anything")
+    runner.give_back_memory()  # what validating the config took: this process waits for the run now
     if args.command == "run":
         # The pre-pipeline backup (and its gate) first, then the pipeline and the post backup:
         # two invocations of one graph, so no pipeline job can start before the gate.

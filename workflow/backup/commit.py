@@ -29,6 +29,7 @@ from pathlib import Path
 
 from . import config, manifest, plan, records
 from .catalog import (
+    FORMAT_FILE,
     INTERRUPTED,
     LOCKS,
     MANIFESTS,
@@ -118,6 +119,8 @@ def _open(cat: Catalog, run_id: str, stage: str, datasets: list[str]) -> StageSt
         state.held = [p for p in cat.tree() if p.startswith((MANIFESTS + "/", SUMS + "/"))]
         if writes:  # writing anyway (a first backup here, or a takeover): the marker goes with it
             _mark(cat, run_id, stage, state, writes, [lock_path(m.tag) for m in others])
+            if FORMAT_FILE in writes:
+                cat.keep_identity(info)  # the tree was listed again after the marker: its stamp is known
     except TransferError as exc:
         state.error = f"cannot use the catalog at {cat.destination}: {exc}"
     return state
@@ -203,7 +206,7 @@ def commit_if_last(cat: Catalog, cfg: dict, run_id: str, stage: str, planned: li
         run = CatalogRun(
             run_id=run_id, tag=tag, stage=stage, destination=cat.destination, destination_id=state.destination_id,
             host=os.uname().nodename, user=_user(), started=state.started, finished=records.now_iso(),
-            tools=tool_versions(workdir), config=config.public(cfg), transfers=done,
+            tools=tool_versions(), config=config.public(cfg), transfers=done,
         )  # fmt: skip
         try:
             cat.apply({run_path(tag): encode(run)}, [lock_path(tag)] if state.marked else [])
@@ -243,13 +246,15 @@ def _user() -> str:
         return str(os.getuid())
 
 
-def tool_versions(workdir) -> dict:
+def tool_versions() -> dict:
     """What wrote a run: this project's commit, Python, Snakemake, rsync and rclone (asked once per
-    installed binary, then kept in the cache: rclone takes a twentieth of a second to start)."""
+    installed binary, then kept in the user's cache: rclone takes a twentieth of a second to start,
+    and beside a running copy a second rclone costs 40 MB)."""
     from .transports import find_tool
 
-    cache = records.cache_dir(workdir) / "tools.json"
-    known = records.read_json(cache) or {}
+    home = records.user_cache()
+    cache = home / "tools.json" if home else None
+    known = (records.read_json(cache) if cache else None) or {}
     out = {
         "python": ".".join(map(str, sys.version_info[:3])),
         "backup": _project_commit(),
@@ -270,8 +275,9 @@ def tool_versions(workdir) -> dict:
             known[tool] = {"key": key, "version": match.group(1) if match else "?"}
             changed = True
         out[tool] = known[tool]["version"]
-    if changed:
-        records.write_json(cache, known)
+    if changed and cache:
+        with contextlib.suppress(OSError):
+            records.write_json(cache, known)
     return out
 
 

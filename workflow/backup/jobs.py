@@ -13,7 +13,6 @@ import functools
 import os
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from . import commit, logs, manifest, plan, progress, records, runner, sources, summary, transports
@@ -157,18 +156,15 @@ def sync(args: argparse.Namespace) -> int:
         cat = Catalog(plan.catalog_transfer(cfg, args.dest, workdir), workdir, log, transport)
         planned = list(cfg["backups"]["destinations"][args.dest]["datasets"])
         opened.update(cat=cat, cfg=cfg, planned=planned)  # whatever happens next, the last job commits
-        if transfer.mode == "direct":  # rclone lists the target, and the catalog beside it, meanwhile
+        if transfer.mode == "archive":
+            listing, archived = _archive_listing(args.run_id, args.stage, args.dataset, record)
+            whole, skipped = listing, []
+        else:
+            # rclone lists the target, and the catalog beside it, while this walks the source.
             cat.prime(transport.prefetch(transfer, log, beside=cat.transfer))
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            # The destination's catalog is read and locked while the source is walked.
-            opening = pool.submit(commit.open_stage, cat, args.run_id, args.stage, planned, workdir)
-            if transfer.mode == "archive":
-                listing, archived = _archive_listing(args.run_id, args.stage, args.dataset, record)
-                whole, skipped = listing, []
-            else:
-                whole = sources.list_source(transfer.source)
-                listing, skipped = sources.sendable(transfer, whole)
-            state = opening.result()
+            whole = sources.list_source(transfer.source)
+            listing, skipped = sources.sendable(transfer, whole)
+        state = commit.open_stage(cat, args.run_id, args.stage, planned, workdir)  # the catalog, read (and locked)
         if state.error:
             raise transports.TransferError(state.error)
         for holder in state.took_over:
@@ -199,6 +195,7 @@ def sync(args: argparse.Namespace) -> int:
         if state_now is not None:
             commit.add_manifest(cat, args.run_id, args.stage, state_now.name, workdir)
             record.manifest, record.state_files, record.state_bytes = state_now.name, state_now.files, state_now.bytes
+        runner.give_back_memory()  # the job lives on beside the others and their tools: the sum peaks
         if record.missing or record.vanished or record.skipped_links:
             record.status = records.WARNING
 

@@ -264,6 +264,13 @@ def cache_dir(project_dir: str | Path = ".") -> Path:
     return Path(project_dir, STATE_DIR, "cache")
 
 
+def user_cache() -> Path | None:
+    """What this user's tools are and can do (rclone remotes' features, tool versions): facts
+    about the machine, kept across project folders. None where there is no usable home."""
+    home = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return Path(home, "lab-backup") if os.path.isabs(home) else None
+
+
 def write_json(path: str | Path, data: dict) -> None:
     """Write JSON atomically: a reader never sees half a marker."""
     path = Path(path)

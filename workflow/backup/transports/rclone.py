@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .. import runner
 from ..plan import Transfer, versions_folder
+from ..records import user_cache
 from ..sources import Listing
 from .base import SendResult, TransferError, Transport, VerifyResult, diagnose, file_list, find_tool
 
@@ -45,8 +46,8 @@ def _features_file(transfer: Transfer) -> Path | None:
     except OSError:
         stamp = "no config file"
     key = hashlib.sha1(f"{remote}\0{stamp}".encode()).hexdigest()[:20]
-    home = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
-    return Path(home, "lab-backup", f"rclone-features-{key}.json") if os.path.isabs(home) else None
+    home = user_cache()
+    return home / f"rclone-features-{key}.json" if home else None
 
 
 def _parent(target: str) -> str | None:
