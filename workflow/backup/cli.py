@@ -455,9 +455,7 @@ def _run(args, cfg: dict, config_files: list[str], transfers: list[plan.Transfer
         if stage == "post":
             pipeline = records.PipelineRecord(run_id)
             print("\nPipeline: ok")
-        from . import commit  # the catalog's modules: only once the workflow has run
-
-        rows = commit.stage_rows(run_id, stage, transfers, workdir)
+        rows = records.stage_rows(run_id, stage, transfers, workdir)
         all_rows += rows
         if rows:
             text = summary.table(rows, f"Backup summary ({stage}):" if stage != "manual" else "Backup summary:")

@@ -24,7 +24,6 @@ import re
 import subprocess
 import sys
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import config, manifest, plan, records
@@ -46,32 +45,13 @@ from .catalog import (
     sums_path,
 )
 from .errors import TransferError
-from .records import TransferRecord
-
-
-@dataclass
-class StageState:
-    """What the jobs of one (run, stage, destination) know of its catalog."""
-
-    destination_id: str = ""
-    held: list[str] = field(default_factory=list)  # manifests and sums the destination holds
-    error: str | None = None  # the destination's catalog cannot be used: nothing may be sent there
-    took_over: list[str] = field(default_factory=list)  # stale markers of earlier runs, now in interrupted/
-    started: str = ""
-    marked: bool = False  # this run's in-progress marker is at the destination
-    datasets: list[str] = field(default_factory=list)
-    committed: bool = False
-    commit_error: str | None = None
-
-
-def _state_file(run_id: str, stage: str, destination: str, workdir) -> Path:
-    return records.commit_state_dir(run_id, stage, workdir) / f"{destination}.json"
+from .records import StageState
 
 
 @contextmanager
 def _locked(run_id: str, stage: str, destination: str, workdir):
     """Hold the (run, stage, destination) flock; yield its state (None before the first job)."""
-    path = _state_file(run_id, stage, destination, workdir)
+    path = records.stage_state_file(run_id, stage, destination, workdir)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -82,11 +62,7 @@ def _locked(run_id: str, stage: str, destination: str, workdir):
 
 
 def _save(run_id: str, stage: str, destination: str, workdir, state: StageState) -> None:
-    records.write_record(_state_file(run_id, stage, destination, workdir), state)
-
-
-def state_of(run_id: str, stage: str, destination: str, workdir) -> StageState | None:
-    return records.read_record(_state_file(run_id, stage, destination, workdir), StageState)
+    records.write_record(records.stage_state_file(run_id, stage, destination, workdir), state)
 
 
 def open_stage(cat: Catalog, run_id: str, stage: str, datasets: list[str], workdir) -> StageState:
@@ -215,24 +191,6 @@ def commit_if_last(cat: Catalog, cfg: dict, run_id: str, stage: str, planned: li
             state.commit_error = str(exc)
         _save(run_id, stage, cat.destination, workdir, state)
         return state.committed
-
-
-def stage_rows(run_id: str, stage: str, expected: list[plan.Transfer], workdir) -> list[TransferRecord]:
-    """The records of a stage, as the summary shows them: a planned transfer without a record failed
-    without saying why, and a destination whose catalog entry was not committed is not safe."""
-    found = {(r.destination, r.dataset): r for r in records.stage_records(run_id, stage, workdir)}
-    rows = []
-    for t in expected:
-        row = found.get((t.destination, t.dataset))
-        if row is None:
-            row = TransferRecord(run_id, stage, t.destination, t.dataset, mode=t.mode, status=records.FAILED,
-                                 error=f"the job did not finish; see .backup/runs/{run_id}/snakemake.log")  # fmt: skip
-        state = state_of(run_id, stage, t.destination, workdir)
-        if row.status != records.FAILED and not (state and state.committed):
-            why = (state.commit_error or "a job of this destination did not finish") if state else "never opened"
-            row.status, row.error = records.FAILED, f"not recorded in the destination's catalog: {why}"
-        rows.append(row)
-    return rows
 
 
 def owner_pid() -> int:

@@ -281,7 +281,7 @@ def gate(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, inherited=True)
     log = logs.setup(cfg["backups"]["log_file"], args.run_id, "pipeline", job_log=args.log)
     planned = plan.plan(cfg, os.getcwd(), args.only.split(",") if args.only else None)
-    failed = [r for r in commit.stage_rows(args.run_id, "pre", planned, os.getcwd()) if r.status == records.FAILED]
+    failed = [r for r in records.stage_rows(args.run_id, "pre", planned, os.getcwd()) if r.status == records.FAILED]
     if failed and cfg["pipeline"]["require_pre_backup"]:
         names = ", ".join(f"{r.destination}/{r.dataset}" for r in failed)
         message = (
@@ -350,7 +350,7 @@ def report(args: argparse.Namespace) -> int:
         text = f"destination {args.dest} is disabled (backups.destinations.{args.dest}.enabled: false): nothing to do"
     else:
         planned = plan.plan(cfg, os.getcwd(), [args.dest] if args.dest else args.only.split(",") if args.only else None)
-        rows = [r for stage in args.stage for r in commit.stage_rows(args.run_id, stage, planned, os.getcwd())]
+        rows = [r for stage in args.stage for r in records.stage_rows(args.run_id, stage, planned, os.getcwd())]
         text = summary.table(rows, f"Backup summary (run {args.run_id}, {' + '.join(args.stage)})")
         log.info("%s", text)
         if not os.environ.get("BACKUP_CLI"):

@@ -10,6 +10,7 @@ target text, which is what a restore recreates. Beside each manifest, a checksum
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -35,23 +36,25 @@ class Manifest:
     links: dict[str, str] = field(default_factory=dict)  # symlink -> its target
     archive: dict | None = None  # {"name", "size", "sha256", "sha1"} in compressed mode
     listing: str = ""  # digest of (name, size, time) of every file: an unchanged source has the same
-    _digest: str | None = field(default=None, init=False, repr=False, compare=False)  # built once, never changed
+    _text: bytes | None = field(default=None, init=False, repr=False, compare=False)  # built once, never changed
 
     def text(self) -> bytes:
-        """The canonical JSON (the digest and the name are computed from it)."""
+        """The canonical JSON (the digest and the name are computed from it), made once: a manifest is
+        never changed once built."""
+        if self._text is not None:
+            return self._text
         data = {"format": FORMAT, "dataset": self.dataset, "mode": self.mode, "files": self.files,
                 "sizes": self.sizes, "mtimes": self.mtimes, "sha1": self.sha1, "links": self.links,
                 "archive": self.archive, "listing": self.listing}  # fmt: skip
-        return json.dumps(data, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode(
+        self._text = json.dumps(data, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode(
             "utf-8", "surrogateescape"
         )
+        return self._text
 
     def digest(self) -> str:
-        if self._digest is None:  # a manifest is never changed once built: its digest is computed once
-            self._digest = hashlib.sha256(self.text()).hexdigest()
-        return self._digest
+        return hashlib.sha256(self.text()).hexdigest()
 
-    @property
+    @functools.cached_property
     def name(self) -> str:
         """The file name at the destination: the dataset and the first 32 hex digits of the digest."""
         return f"{self.dataset}-{self.digest()[:32]}.json.gz"
@@ -235,8 +238,15 @@ def of_listing(folder: Path, dataset: str, listing: Listing, known: dict[str, st
     manifest, built (SHA-1s from ``known``, carried or read, see ``build``) and remembered."""
     digest = listing_digest(listing)
     about = _pointer(folder, dataset, "direct")
-    if not known and about.get("listing") == digest and (folder / "manifests" / str(about.get("name"))).is_file():
-        return Summary(about["name"], about["files"], about["bytes"])
+    if about.get("listing") == digest and (folder / "manifests" / str(about.get("name"))).is_file():
+        if not known:
+            return Summary(about["name"], about["files"], about["bytes"])
+        # The same files, sizes and times (another destination's job of this run built it): the same
+        # manifest, if what this job's tool reported agrees with it.
+        same = load(folder, about["name"])
+        entries = same.entries() if same else {}
+        if same and all(entries.get(n, (0, 0, ""))[2] == sha1 for n, sha1 in known.items()):
+            return Summary.of(same)
     found = build(dataset, listing, known, latest(folder, dataset), digest)
     remember(folder, found)
     return Summary.of(found)

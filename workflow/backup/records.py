@@ -300,6 +300,47 @@ def read_record(path: str | Path, cls: type[R]) -> R | None:
     return from_json(cls, read_json(path))
 
 
+@dataclass
+class StageState:
+    """What the jobs of one (run, stage, destination) know of its catalog."""
+
+    destination_id: str = ""
+    held: list[str] = field(default_factory=list)  # manifests and sums the destination holds
+    error: str | None = None  # the destination's catalog cannot be used: nothing may be sent there
+    took_over: list[str] = field(default_factory=list)  # stale markers of earlier runs, now in interrupted/
+    started: str = ""
+    marked: bool = False  # this run's in-progress marker is at the destination
+    datasets: list[str] = field(default_factory=list)
+    committed: bool = False
+    commit_error: str | None = None
+
+
+def stage_state_file(run_id: str, stage: str, destination: str, workdir) -> Path:
+    return commit_state_dir(run_id, stage, workdir) / f"{destination}.json"
+
+
+def state_of(run_id: str, stage: str, destination: str, workdir) -> StageState | None:
+    return read_record(stage_state_file(run_id, stage, destination, workdir), StageState)
+
+
+def stage_rows(run_id: str, stage: str, expected: list, workdir) -> list[TransferRecord]:
+    """The records of a stage, as the summary shows them: a planned transfer without a record failed
+    without saying why, and a destination whose catalog entry was not committed is not safe."""
+    found = {(r.destination, r.dataset): r for r in stage_records(run_id, stage, workdir)}
+    rows = []
+    for t in expected:
+        row = found.get((t.destination, t.dataset))
+        if row is None:
+            row = TransferRecord(run_id, stage, t.destination, t.dataset, mode=t.mode, status=FAILED,
+                                 error=f"the job did not finish; see .backup/runs/{run_id}/snakemake.log")  # fmt: skip
+        state = state_of(run_id, stage, t.destination, workdir)
+        if row.status != FAILED and not (state and state.committed):
+            why = (state.commit_error or "a job of this destination did not finish") if state else "never opened"
+            row.status, row.error = FAILED, f"not recorded in the destination's catalog: {why}"
+        rows.append(row)
+    return rows
+
+
 def stage_records(run_id: str, stage: str, project_dir: str | Path = ".") -> list[TransferRecord]:
     """All transfer records of one stage of a run, in a stable order."""
     folder = run_dir(run_id, project_dir) / stage
