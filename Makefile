@@ -22,8 +22,14 @@ help:
 	@echo "make lint     ruff, snakefmt and snakemake --lint"
 	@echo "make bench    benchmarks against the bare tools: rsync, rclone, sha256sum, zip -9 (bench/, ~10 minutes)"
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed $(VENV)/.compiled
 	@scripts/setup.sh
+
+# Every job is a new Python process: compiled once here, the package's bytecode is read, not
+# compiled again, by each of them (also where PYTHONDONTWRITEBYTECODE keeps Python from saving it).
+$(VENV)/.compiled: $(VENV)/.installed $(wildcard workflow/backup/*.py workflow/backup/*/*.py)
+	@$(PY) -m compileall -q workflow/backup
+	@touch $@
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)

@@ -62,7 +62,8 @@ def _locked(run_id: str, stage: str, destination: str, workdir):
 
 
 def _save(run_id: str, stage: str, destination: str, workdir, state: StageState) -> None:
-    records.write_record(records.stage_state_file(run_id, stage, destination, workdir), state)
+    # Read only by this run's own jobs, under the flock: atomic, no need to wait for the disk.
+    records.write_record(records.stage_state_file(run_id, stage, destination, workdir), state, durable=False)
 
 
 def open_stage(cat: Catalog, run_id: str, stage: str, datasets: list[str], workdir) -> StageState:

@@ -195,7 +195,8 @@ def sync(args: argparse.Namespace) -> int:
         if state_now is not None:
             commit.add_manifest(cat, args.run_id, args.stage, state_now.name, workdir)
             record.manifest, record.state_files, record.state_bytes = state_now.name, state_now.files, state_now.bytes
-        runner.give_back_memory()  # the job lives on beside the others and their tools: the sum peaks
+        if known:  # a manifest was built: the job lives on beside the others and their tools, whose sum peaks
+            runner.give_back_memory()
         if record.missing or record.vanished or record.skipped_links:
             record.status = records.WARNING
 

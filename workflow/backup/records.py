@@ -271,16 +271,18 @@ def user_cache() -> Path | None:
     return Path(home, "lab-backup") if os.path.isabs(home) else None
 
 
-def write_json(path: str | Path, data: dict) -> None:
-    """Write JSON atomically: a reader never sees half a marker."""
+def write_json(path: str | Path, data: dict, durable: bool = True) -> None:
+    """Write JSON atomically: a reader never sees half a marker. ``durable``: on disk before the
+    name appears (not needed for what only this run's own processes read)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "w", encoding="utf-8") as fh:
         json.dump(data, fh, indent=2, sort_keys=True)
         fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+        if durable:
+            fh.flush()
+            os.fsync(fh.fileno())
     os.replace(tmp, path)
 
 
@@ -292,8 +294,8 @@ def read_json(path: str | Path) -> dict | None:
         return None
 
 
-def write_record(path: str | Path, record) -> None:
-    write_json(path, to_json(record))
+def write_record(path: str | Path, record, durable: bool = True) -> None:
+    write_json(path, to_json(record), durable)
 
 
 def read_record(path: str | Path, cls: type[R]) -> R | None:
