@@ -9,14 +9,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
 import subprocess
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
 from conftest import hash_tree
-from test_faults import BIG, big_file, start_cli, wait_until, writing
+from test_faults import killed_while_writing
 
 
 def runs_at(folder: Path) -> list[dict]:
@@ -84,23 +83,15 @@ def test_a_flipped_byte_is_named_by_verify_and_by_a_rolling_sample_within_n_call
 
 
 def test_a_killed_run_is_listed_as_interrupted_and_the_next_run_commits(lab):
-    big_file(lab.csv_root / BIG, 300)
-    for name in ("smb", "box"):
-        lab.config["backups"]["destinations"][name]["enabled"] = False
-    lab.save()
-    proc = start_cli(lab)
-    started = wait_until(lambda: writing(lab.secured / "CSVs"))
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.communicate(timeout=30)
-    assert started, "rsync never started writing"
+    pid = killed_while_writing(lab, 300)
     locks = list((lab.secured / ".lab-backup/locks").glob("*.json"))
     assert len(locks) == 1 and runs_at(lab.secured) == []  # in progress, never committed
     marker = json.loads(locks[0].read_text())
-    assert marker["host"] == os.uname().nodename and marker["pid"] == proc.pid
+    assert marker["host"] == os.uname().nodename and marker["pid"] == pid
     listed = lab.cli("list")
     assert listed.returncode == 0
     line = next(ln for ln in listed.stdout.splitlines() if ln.startswith("secured"))
-    assert marker["tag"] in line and "interrupted" in line and f"pid {proc.pid}" in line
+    assert marker["tag"] in line and "interrupted" in line and f"pid {pid}" in line
     again = lab.cli()
     assert again.returncode == 0, again.stdout
     copies = {n: h for n, h in hash_tree(lab.secured / "CSVs").items() if not n.startswith(".")}

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import run_cli
+from test_conformance import make_source as conformance_source
 
 KINDS = ["rsync-local", "rsync-fuse-smb", "rclone-smb", "rclone-webdav-box", "rsync-ssh"]
 
@@ -38,18 +39,9 @@ def state(root: Path) -> dict[str, str]:
 
 
 def make_source(src: Path) -> None:
-    files = {
-        "all_envelope_rows_wide.csv": b"fly,v\n" + b"fly1,0.25\n" * 3000,
-        "model_predictions.csv": b"p\n0.9\n",
-        "Results/Opto/Reaction_Predictions(Strictest)/fig 1.png": os.urandom(4000),
-        "Results/Opto/PER-Envelopes/unicodé α.svg": "<svg>α</svg>".encode(),
-        "Results/Opto/PER-Envelopes/-dash.pdf": b"%PDF-1.4 dash",
-        "Results/Opto/Weekly-Training-Envelopes/empty.csv": b"",
-    }
-    for name, data in files.items():
-        (src / name).parent.mkdir(parents=True, exist_ok=True)
-        (src / name).write_bytes(data)
-    os.symlink("unicodé α.svg", src / "Results/Opto/PER-Envelopes/latest.svg")  # a link inside the dataset
+    """The conformance suite's source, with a symlink inside the dataset."""
+    conformance_source(src)
+    os.symlink("unicodé α.svg", src / "Results/Opto/PER-Envelopes/latest.svg")
 
 
 def destination(kind: str, request, tmp_path: Path, monkeypatch) -> dict:

@@ -100,8 +100,10 @@ def test_destination_permission_denied(lab):
         unmount(lab.secured)
 
 
-def test_transfer_killed_mid_file_then_rerun_completes(lab):
-    big_file(lab.csv_root / BIG, 400)
+def killed_while_writing(lab, megabytes: int = 400) -> int:
+    """A backup to secured storage only, killed (SIGKILL, the whole process group) while rsync
+    writes a large file there; returns the command line's pid."""
+    big_file(lab.csv_root / BIG, megabytes)
     lab.config["backups"]["destinations"]["smb"]["enabled"] = False
     lab.config["backups"]["destinations"]["box"]["enabled"] = False
     lab.save()
@@ -110,6 +112,11 @@ def test_transfer_killed_mid_file_then_rerun_completes(lab):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.communicate(timeout=30)
     assert started, "rsync never started writing"
+    return proc.pid
+
+
+def test_transfer_killed_mid_file_then_rerun_completes(lab):
+    killed_while_writing(lab)
     no_half_written(lab.secured / "CSVs", lab.csv_root)
     assert not (lab.secured / "CSVs" / BIG).exists()
     result = lab.cli(timeout=170)
