@@ -80,10 +80,6 @@ class Tag:
             return None
         return cls(run_id, STAGE_RANK[stage], stage, retry)
 
-    def when(self) -> datetime:
-        """The run's start, from its id (local time)."""
-        return datetime.strptime(self.run_id[:15], "%Y%m%d-%H%M%S").astimezone()
-
 
 def version_tag(run_id: str, stage: str) -> str:
     return str(Tag.of(run_id, stage))

@@ -210,23 +210,38 @@ def _transfer(point: Point) -> plan.Transfer:
                                mode=point.record.mode)  # fmt: skip
 
 
+class Versions:
+    """What the versions folder beside a dataset's folder holds: name -> the tags of the runs that
+    moved a copy of it aside (retries hold first attempts found wrong: never a state to restore)."""
+
+    def __init__(self, cat: Catalog, target: str, log) -> None:
+        self.target = target
+        self.held: dict[str, list[Tag]] = defaultdict(list)
+        versions = dataclasses.replace(cat.transfer, target=target.rstrip("/") + ".versions")
+        for path in cat.transport.list(versions, log):  # whatever the config says now: what is there
+            folder, _, name = path.partition("/")
+            tag = Tag.parse(folder)
+            if tag is not None and not tag.retry:
+                self.held[name].append(tag)
+
+    def source(self, name: str, after: Tag) -> str:
+        """The tag of the versions folder that holds ``name`` as it was after the run ``after``: the
+        earliest one written later; '' when no later run replaced it (the current copy)."""
+        later = [t for t in self.held.get(name, ()) if t > after]
+        return str(min(later)) if later else ""
+
+    def folder(self, name: str, after: Tag) -> str:
+        tag = self.source(name, after)
+        return plan.versions_folder(self.target, tag) if tag else self.target
+
+
 def _plan_direct(point: Point, state: Manifest, log, names: list[str] | None = None) -> dict[str, list[str]]:
-    """Which versions folder each file comes from ('' = the current copy): the earliest one written
-    after the run (retries hold first attempts found wrong: never a state to restore)."""
-    transfer = _transfer(point)
-    own = Tag.parse(point.run.tag)
-    versions = dataclasses.replace(transfer, target=transfer.target.rstrip("/") + ".versions")
-    held = point.catalog.transport.list(versions, log)  # whatever the config says now: what is there
-    later: dict[str, list[Tag]] = defaultdict(list)
-    for path in held:
-        folder, _, name = path.partition("/")
-        tag = Tag.parse(folder)
-        if tag is not None and not tag.retry and tag > own:
-            later[name].append(tag)
+    """Which versions folder each file comes from ('' = the current copy)."""
+    versions, own = Versions(point.catalog, point.record.target, log), Tag.parse(point.run.tag)
     groups: dict[str, list[str]] = defaultdict(list)
     for name in state.files if names is None else names:
         if name not in state.links:
-            groups[str(min(later[name])) if later.get(name) else ""].append(name)
+            groups[versions.source(name, own)].append(name)
     return groups
 
 

@@ -25,7 +25,7 @@ from . import plan, records
 from .catalog import SCRUB_FILE, Catalog
 from .errors import TransferError
 from .records import Tag, TransferRecord
-from .restore import points
+from .restore import Versions, points
 
 HISTORY = 50  # scrub.json keeps the last this many checks
 
@@ -63,7 +63,7 @@ def needed(cat: Catalog, datasets: list[str], log) -> tuple[list[Want], dict[str
         found = points(cat, dataset)
         if found:
             modes[dataset] = found[-1].record.mode
-        held: dict[str, dict[str, list[Tag]]] = {}  # target -> name -> later version tags
+        held: dict[str, Versions] = {}  # what each target's versions folder holds, listed once
         for point in found:
             state = cat.manifest(point.record.manifest)
             target = point.record.target
@@ -73,19 +73,13 @@ def needed(cat: Catalog, datasets: list[str], log) -> tuple[list[Want], dict[str
                 wants[(target, name)] = Want(dataset, target, name, info.get("sha1", ""), target)
                 continue
             if target not in held:
-                versions = dataclasses.replace(cat.transfer, target=target.rstrip("/") + ".versions")
-                held[target] = defaultdict(list)
-                for path in cat.transport.list(versions, log):
-                    folder, _, name = path.partition("/")
-                    tag = Tag.parse(folder)
-                    if tag is not None and not tag.retry:
-                        held[target][name].append(tag)
+                held[target] = Versions(cat, target, log)
+            versions = held[target]
             own = Tag.parse(point.run.tag)
             for name, sha1 in zip(state.files, state.sha1, strict=True):
                 if name in state.links:
                     continue  # made from the manifest on restore; nothing to read
-                later = [t for t in held[target].get(name, []) if t > own]
-                folder = plan.versions_folder(target, str(min(later))) if later else target
+                folder = versions.folder(name, own)
                 wants[(folder, name)] = Want(dataset, folder, name, sha1, target)
     return list(wants.values()), modes
 
