@@ -140,6 +140,12 @@ class Lab:
         return {n: h for n, h in hash_tree(self.results_root).items() if any(n.startswith(d) for d in RESULT_DIRS)}
 
 
+@pytest.fixture(autouse=True, scope="session")
+def user_cache(tmp_path_factory):
+    """The tests keep what they learn about tools and remotes (~/.cache/lab-backup) to themselves."""
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("user-cache"))
+
+
 @pytest.fixture
 def lab(tmp_path: Path) -> Lab:
     return Lab(tmp_path)

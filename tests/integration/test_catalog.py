@@ -231,3 +231,87 @@ def test_restore_uses_the_mode_the_run_recorded_not_the_current_config(lab, tmp_
     assert hash_tree(tmp_path / "a") == archived  # from the archive that run sent, though the config is direct now
     result = lab.cli("restore", "--from", "secured", "--dataset", "CSVs", "--to", str(tmp_path / "b"))
     assert result.returncode == 0 and hash_tree(tmp_path / "b") == lab.csv_hashes()
+
+
+def test_restore_and_verify_find_a_destination_reached_by_another_path(lab, tmp_path):
+    """A new machine mounts the same share elsewhere: the catalog says where the data is inside it."""
+    assert lab.cli().returncode == 0
+    moved = lab.root / "mounted-elsewhere"
+    lab.secured.rename(moved)
+    lab.config["backups"]["destinations"]["secured"]["base_path"] = str(moved)
+    lab.save()
+    subprocess.run(["rm", "-rf", str(lab.workdir / ".backup")], check=True)
+    result = lab.cli("restore", "--from", "secured", "--dataset", "CSVs", "--to", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert hash_tree(tmp_path / "out") == lab.csv_hashes()
+    verify = lab.cli("--verify", "--secured-only")
+    assert verify.returncode == 0 and "6/6" in verify.stdout, verify.stdout
+
+
+def test_a_run_without_its_source_is_no_restore_point(lab, tmp_path):
+    """The data disk was not mounted: the run warns, and the latest restore point is still the last
+    real state, not an empty one (restoring "the latest" after a disaster must not give nothing)."""
+    assert lab.cli("--secured-only").returncode == 0
+    before = lab.csv_hashes()
+    lab.csv_root.rename(lab.root / "unmounted")
+    assert lab.cli("--secured-only").returncode == 3
+    listed = lab.cli("list", "--from", "secured").stdout
+    assert "nothing to restore" in listed.splitlines()[-1], listed
+    result = lab.cli("restore", "--from", "secured", "--dataset", "CSVs", "--to", str(tmp_path / "out"))
+    assert result.returncode == 0 and "6 of 6 files match" in result.stdout, result.stdout + result.stderr
+    assert hash_tree(tmp_path / "out") == before
+
+
+def forge_run(dest: Path, found, tag: str, dataset: str = "CSVs", folder: str = "CSVs") -> str:
+    """A later committed run at a local destination whose manifest is ``found`` (what someone with
+    write access to the destination could put there)."""
+    from backup.records import TransferRecord
+
+    cat = dest / ".lab-backup"
+    (cat / "manifests" / found.name).write_bytes(found.to_bytes())
+    record = TransferRecord(tag, "manual", "secured", dataset, target=str(dest / folder), folder=folder,
+                            mode="direct", manifest=found.name)  # fmt: skip
+    when = "2999-12-31T23:59:59+00:00"
+    run = {"run_id": tag, "tag": tag, "stage": "manual", "destination": "secured", "started": when,
+           "finished": when, "transfers": [record.__dict__]}  # fmt: skip
+    (cat / "runs" / f"{tag}.json").write_text(json.dumps(run))
+    return tag
+
+
+def test_a_forged_manifest_cannot_make_restore_write_outside_the_folder(lab, tmp_path):
+    from backup.manifest import Manifest
+
+    assert lab.cli("--secured-only").returncode == 0
+    good = hashlib.sha1((lab.csv_root / "model_predictions.csv").read_bytes()).hexdigest()
+    size = (lab.csv_root / "model_predictions.csv").stat().st_size
+    escape = Manifest("CSVs", files=["../planted.csv"], sizes=[size], mtimes=[0], sha1=[good])
+    forge_run(lab.secured, escape, "29991231-235958-0001")
+    out = tmp_path / "box-in-a-box" / "out"
+    result = lab.cli("restore", "--from", "secured", "--dataset", "CSVs", "--to", str(out))
+    assert result.returncode == 1 and "names a file outside the dataset ('../planted.csv')" in result.stderr
+    assert not (tmp_path / "box-in-a-box" / "planted.csv").exists() and not out.exists()
+    # Links that leave the folder through other links are not made either.
+    chain = Manifest("CSVs", files=["model_predictions.csv", "sub/A", "sub/up"], sizes=[size, 2, 4], mtimes=[0, 0, 0],
+                     sha1=[good, "0" * 40, "0" * 40], links={"sub/A": "..", "sub/up": "A/.."})  # fmt: skip
+    forge_run(lab.secured, chain, "29991231-235959-0001")
+    result = lab.cli("restore", "--from", "secured", "--dataset", "CSVs", "--to", str(tmp_path / "chain"), "--force")
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "1 symlinks not restored: they point outside" in result.stderr and "sub/up" in result.stderr
+    assert os.readlink(tmp_path / "chain/sub/A") == ".." and not os.path.lexists(tmp_path / "chain/sub/up")
+
+
+def test_wrong_restore_requests_end_in_one_line(lab, tmp_path):
+    assert lab.cli().returncode == 0
+    result = lab.cli("restore", "--from", "secured", "--dataset", "CSVs", "--to", str(tmp_path / "x"), "--at",
+                     "yesterday")  # fmt: skip
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "'YYYY-MM-DD HH:MM'" in result.stderr
+    lab.config["backups"]["destinations"]["smb"] = {"enabled": False}
+    lab.save()
+    for args in (
+        ("restore", "--from", "smb", "--dataset", "CSVs", "--to", str(tmp_path / "y")),
+        ("list", "--from", "smb"),
+    ):
+        result = lab.cli(*args)
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert "backups.destinations.smb.base_path is not set" in result.stdout + result.stderr
+        assert "Traceback" not in result.stdout + result.stderr

@@ -60,9 +60,9 @@ def test_status_flags_a_stale_success(lab):
     assert "OVERDUE" in rows["smb"] and "NEVER" in rows["box"]
 
 
-def test_status_shows_a_failure_at_an_unreachable_destination(lab):
-    """The destination cannot be reached (so its catalog cannot say): this machine's record of the
-    failed run is shown, with a note saying where the line comes from."""
+def test_status_shows_a_failure_at_a_destination_that_never_took_a_backup(lab):
+    """Its catalog has nothing to say (the run could not write there): this machine's record of
+    the failed run is shown."""
     assert lab.cli().returncode == 0
     lab.config["backups"]["destinations"]["secured"]["base_path"] = "/proc/forbidden"
     lab.save()
@@ -71,3 +71,14 @@ def test_status_shows_a_failure_at_an_unreachable_destination(lab):
     rows = status_rows(result.stdout)
     assert "NEVER" in rows["secured"] and "CSVs:" in rows["secured"], result.stdout
     assert result.returncode == 1
+
+
+def test_status_says_where_it_comes_from_when_a_catalog_cannot_be_read(lab):
+    assert lab.cli().returncode == 0
+    catalog = lab.secured / ".lab-backup"
+    catalog.rename(lab.secured / "catalog-aside")
+    catalog.symlink_to(".lab-backup")  # a loop: reading it fails (ELOOP), as an unreadable share would
+    result = lab.cli("--status")
+    assert "note: secured: its catalog cannot be read" in result.stdout and "this machine's records" in result.stdout
+    assert status_rows(result.stdout)["secured"].split()[-1] == "ok", result.stdout  # this machine's record
+    assert result.returncode == 0

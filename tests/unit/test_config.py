@@ -145,3 +145,17 @@ def test_jobs_inherit_the_validated_config_while_its_files_are_unchanged(tmp_pat
     assert config.load_config([path], inherited=True)["backups"]["log_file"] == "a.log"
     path.write_text(path.read_text().replace("a.log", "bb.log"))
     assert config.load_config([path], inherited=True)["backups"]["log_file"] == "bb.log"
+
+
+def test_a_password_in_any_url_is_refused_even_for_a_disabled_destination():
+    """Every run records the config (without secrets) at each destination: a password in the URL of
+    a disabled SMB destination would otherwise travel to Box with it."""
+    from backup.config import public
+
+    smb = {"enabled": False, "base_path": "smb://lab:Secr3t@nas/share/x"}
+    data = {"backups": {"sources": {"CSVs": {"root": "/d", "include": ["a"]}}, "destinations": {"smb": smb}}}
+    with pytest.raises(ConfigError, match="backups.destinations.smb.base_path: never put a password in the URL"):
+        validate(data)
+    cfg = validate({"backups": {"sources": {"CSVs": {"root": "/d", "include": ["a"]}}}})
+    cfg["backups"]["destinations"]["smb"]["base_path"] = "smb://lab:Secr3t@nas/share/x"  # past the check
+    assert "Secr3t" not in repr(public(cfg)) and "smb://lab:****@nas/share/x" in repr(public(cfg))

@@ -97,3 +97,24 @@ def test_each_destination_keeps_its_catalog_in_its_own_folder():
     assert targets["smb"].target == ":smb,host=nas:share/cole/.lab-backup" and targets["smb"].tool == "rclone"
     assert targets["box"].target == "Box-Folder:Ramanlab-Backups/.lab-backup"
     assert targets["secured"].target == "backup@host:/secure/cole/.lab-backup" and not targets["secured"].keep_versions
+
+
+def test_a_file_that_changes_while_its_sha1_is_read_is_asked_of_the_destination(tmp_path, monkeypatch):
+    """Not sent this run and no SHA-1 known (a new machine): read here; but if it changed meanwhile,
+    what was read is not what the destination holds: the destination is asked."""
+    (tmp_path / "a.csv").write_text("as sent")
+    listing = listing_of(tmp_path)
+    real = manifest.hash_file
+
+    def changing(path):
+        digest = real(path)
+        with open(path, "a") as fh:
+            fh.write(" and then changed")
+        return digest
+
+    monkeypatch.setattr(manifest, "hash_file", changing)
+    asked = []
+    found = manifest.build("Data", listing, {}, ask=lambda names: asked.extend(names) or {"a.csv": "1" * 40})
+    assert asked == ["a.csv"] and found.sha1 == ["1" * 40]
+    with pytest.raises(ValueError, match="changed while their SHA-1 was read"):
+        manifest.build("Data", listing, {}, ask=lambda names: {})

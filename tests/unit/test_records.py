@@ -35,3 +35,12 @@ def test_records_read_back_from_what_older_versions_wrote():
     assert records.from_json(records.TransferRecord, {"run_id": "r"}) is None
     run = records.RunRecord.load({"run_id": "r", "transfers": [data, {"bad": 1}]})
     assert [t.dataset for t in run.transfers] == ["CSVs"]
+
+
+def test_run_ids_are_in_utc_so_machines_in_other_time_zones_sort_together():
+    from datetime import UTC
+
+    before = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    made = records.new_run_id()
+    after = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    assert before <= made[:15] <= after

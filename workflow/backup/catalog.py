@@ -22,6 +22,7 @@ relied on to keep links).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -42,9 +43,11 @@ LOCKS, RUNS, INTERRUPTED, MANIFESTS, SUMS = "locks", "runs", "interrupted", "man
 SCRUB_FILE = "scrub.json"
 FORMAT_VERSION = 1
 FORMAT_NAME = "lab-backup catalog"
-# Another machine's in-progress marker older than this is taken to be left by a run that died.
-# (On this machine, a marker whose process is gone is stale at once.)
-STALE_AFTER_HOURS = 6
+# A run refreshes its in-progress marker this often while it writes; another machine's marker not
+# refreshed for STALE_AFTER_HOURS was left by a run that died. (On this machine, a marker whose
+# process is gone is stale at once.)
+REFRESH_MINUTES = 10
+STALE_AFTER_HOURS = 1
 
 README = """This folder is the catalog of the lab's backups at this destination, written by
 the lab backup system (a Snakemake workflow around rsync and rclone). Everything needed to
@@ -53,7 +56,8 @@ list, restore and check the backups without the machine that made them is here:
   FORMAT.json            format version and this destination's id
   runs/TAG.json          one per backup run, written last: a run without one did not finish.
                          Per dataset: status, counts, and the names of its manifest and checksums.
-  locks/TAG.json         a run writing here now (or one that died: see the start time)
+  locks/TAG.json         a run writing here now (it refreshes it every 10 minutes; one not
+                         refreshed for an hour died)
   interrupted/TAG.json   a run that died, found by a later run
   manifests/NAME.json.gz every file of a dataset as one run left it: path, size, time, SHA-1
   sums/NAME.sha1         the same as sha1sum input. Check the newest state of a dataset with
@@ -83,11 +87,17 @@ class InProgress:
     user: str = ""
     started: str = ""
     datasets: list[str] = field(default_factory=list)
+    machine: str = ""  # this machine's id (two machines may share a host name, never an id)
+    refreshed: str = ""  # the last time the run said it is still writing
     taken_over_by: str | None = None  # interrupted/TAG.json: the run that found it stale
     taken_over_at: str | None = None
 
     def describe(self) -> str:
         return f"run {self.tag} on host {self.host} (pid {self.pid}, started {self.started})"
+
+    def here(self) -> bool:
+        """Written on this machine (so its process can be looked up here)."""
+        return self.machine == machine_id() if self.machine else self.host == os.uname().nodename
 
 
 @dataclass
@@ -140,19 +150,32 @@ def lock_path(tag: str) -> str:
     return f"{LOCKS}/{tag}.json"
 
 
+def machine_id() -> str:
+    """This machine's id (systemd's /etc/machine-id), else its host name."""
+    for path in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
+        try:
+            with open(path, encoding="ascii") as fh:
+                found = fh.read().strip()
+        except (OSError, UnicodeError):
+            continue
+        if found:
+            return found
+    return os.uname().nodename
+
+
 def is_fresh(marker: InProgress, now: datetime | None = None, alive=None) -> bool:
-    """A marker of a run that may still be writing: on this host while its process lives; on
-    another host for STALE_AFTER_HOURS after its start."""
+    """A marker of a run that may still be writing: on this machine while its process lives; from
+    another machine while it was started or refreshed within STALE_AFTER_HOURS."""
     from .archive import process_alive
 
-    if marker.host == os.uname().nodename and marker.pid:
+    if marker.here() and marker.pid:
         return (alive or process_alive)(marker.pid)
-    try:
-        started = datetime.fromisoformat(marker.started)
-    except (TypeError, ValueError):
-        return False
+    times = []
+    for value in (marker.started, marker.refreshed):
+        with contextlib.suppress(TypeError, ValueError):
+            times.append(datetime.fromisoformat(value))
     now = now or datetime.now().astimezone()
-    return (now - started).total_seconds() < STALE_AFTER_HOURS * 3600
+    return bool(times) and (now - max(times)).total_seconds() < STALE_AFTER_HOURS * 3600
 
 
 class Catalog:
@@ -174,6 +197,17 @@ class Catalog:
     @property
     def destination(self) -> str:
         return self.transfer.destination
+
+    @property
+    def base(self) -> str:
+        """The destination's own folder, as this machine reaches it (the catalog's parent)."""
+        base = self.transfer.target[: -len(CATALOG_DIR)]  # "/x/" of "/x/.lab-backup", "Remote:" of "Remote:.lab-backup"
+        return base[:-1] if base.endswith("/") else base
+
+    def locate(self, record: TransferRecord) -> str:
+        """Where a run put a dataset, as this machine reaches it: its folder inside the destination's
+        folder (so a new machine, another mount point or remote name finds it), else where it was."""
+        return plan.inside(self.base, record.folder) if record.folder else record.target
 
     def tree(self, refresh: bool = False) -> dict[str, tuple[int, int]]:
         """Every catalog file at the destination (two folders deep is all there is)."""
@@ -313,6 +347,7 @@ class Catalog:
     def apply(self, writes: dict[str, bytes], deletes: list[str] = ()) -> None:
         """Write catalog files and remove own markers, in one step of the transport (removals last)."""
         with tempfile.TemporaryDirectory(prefix="backup-catalog-") as staging:
+            os.chmod(staging, 0o700 if self.transfer.private else 0o755)  # rsync gives .lab-backup its mode
             for path, data in writes.items():
                 local = Path(staging, path)
                 local.parent.mkdir(parents=True, exist_ok=True)

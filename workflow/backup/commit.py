@@ -23,6 +23,7 @@ import pwd
 import re
 import subprocess
 import sys
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from .catalog import (
     INTERRUPTED,
     LOCKS,
     MANIFESTS,
+    REFRESH_MINUTES,
     STALE_AFTER_HOURS,
     SUMS,
     Catalog,
@@ -40,6 +42,7 @@ from .catalog import (
     encode,
     is_fresh,
     lock_path,
+    machine_id,
     manifest_path,
     run_path,
     sums_path,
@@ -104,7 +107,7 @@ def _open(cat: Catalog, run_id: str, stage: str, datasets: list[str]) -> StageSt
 
 
 def _busy(cat: Catalog, holder: InProgress) -> str:
-    stale_when = "its process ends" if holder.host == os.uname().nodename else f"{STALE_AFTER_HOURS} hours"
+    stale_when = "its process ends" if holder.here() else f"{STALE_AFTER_HOURS} hour without news from it"
     return (
         f"another backup is writing to {cat.destination}: {holder.describe()}; wait for it to finish "
         f"(if it is not running any more, remove {plan.CATALOG_DIR}/{lock_path(holder.tag)} there, or wait: "
@@ -112,20 +115,53 @@ def _busy(cat: Catalog, holder: InProgress) -> str:
     )
 
 
+def _marker(run_id: str, stage: str, state: StageState, refreshed: str = "") -> InProgress:
+    return InProgress(run_id, records.version_tag(run_id, stage), stage, os.uname().nodename, owner_pid(), _user(),
+                      state.started, state.datasets, machine_id(), refreshed)  # fmt: skip
+
+
 def _mark(cat: Catalog, run_id: str, stage: str, state: StageState, writes=None, deletes=()) -> None:
-    """Write this run's in-progress marker (with ``writes``), then list the locks again: a run that
-    wrote its own in between and started first keeps the destination; this one steps back."""
-    tag = records.version_tag(run_id, stage)
-    marker = InProgress(run_id, tag, stage, os.uname().nodename, owner_pid(), _user(), state.started, state.datasets)
-    cat.apply({**(writes or {}), lock_path(tag): encode(marker)}, list(deletes))
+    """Write this run's in-progress marker (with ``writes``), then list the locks again: if another
+    run's marker is there too, both wrote at about the same time, and this one steps back (so does
+    the other, or it wrote first and keeps the destination: never both)."""
+    marker = _marker(run_id, stage, state)
+    cat.apply({**(writes or {}), lock_path(marker.tag): encode(marker)}, list(deletes))
     state.marked = True
     cat.tree(refresh=True)
-    rivals = [m for m in cat.markers(LOCKS) if m.tag != tag and is_fresh(m)]
-    first = min(rivals, key=lambda m: (m.started, m.tag), default=None)
-    if first is not None and (first.started, first.tag) < (marker.started, tag):
-        cat.apply({}, [lock_path(tag)])
+    rival = next((m for m in cat.markers(LOCKS) if m.tag != marker.tag and is_fresh(m)), None)
+    if rival is not None:
+        cat.apply({}, [lock_path(marker.tag)])
         state.marked = False
-        raise TransferError(_busy(cat, first))
+        raise TransferError(_busy(cat, rival))
+
+
+@contextmanager
+def holding(cat: Catalog, run_id: str, stage: str, workdir, log):
+    """While a job writes, refresh this run's marker every REFRESH_MINUTES, so that another machine
+    never takes a long transfer (a first backup to Box) for a dead one."""
+    stop = threading.Event()
+
+    def refresh() -> None:
+        while not stop.wait(REFRESH_MINUTES * 60):
+            try:
+                refresh_marker(cat, run_id, stage, workdir)
+            except TransferError as exc:
+                log.warning("could not refresh the in-progress marker at %s: %s", cat.destination, exc)
+
+    thread = threading.Thread(target=refresh, name="marker", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+
+
+def refresh_marker(cat: Catalog, run_id: str, stage: str, workdir) -> None:
+    with _locked(run_id, stage, cat.destination, workdir) as state:
+        if state is not None and state.marked and not state.committed:
+            marker = _marker(run_id, stage, state, refreshed=records.now_iso())
+            cat.apply({lock_path(marker.tag): encode(marker)})
 
 
 def _ensure_marked(cat: Catalog, run_id: str, stage: str, state: StageState | None, workdir) -> StageState:

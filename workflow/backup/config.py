@@ -131,6 +131,13 @@ def _check_semantics(cfg: dict, source: str) -> None:
     if cfg["pipeline"].get("command") and cfg["pipeline"].get("snakefile"):
         raise ConfigError(f"{source}: pipeline: give either command or snakefile, not both")
     smb = backups["destinations"]["smb"]
+    for name, dest in backups["destinations"].items():  # enabled or not: it is recorded with every run
+        for key, value in dest.items():
+            if isinstance(value, str) and "://" in value and urlsplit(value).password is not None:
+                raise ConfigError(
+                    f"{source}: backups.destinations.{name}.{key}: never put a password in the URL; "
+                    "use password_env (or the mount's credentials file)"
+                )
     for key in ("base_path", "csvs_path", "results_path"):
         value = smb.get(key) or ""
         if smb.get("enabled") and mounts.is_smb_url(value):
@@ -138,11 +145,6 @@ def _check_semantics(cfg: dict, source: str) -> None:
                 url = mounts.parse_smb_url(value)
             except ValueError as exc:
                 raise ConfigError(f"{source}: backups.destinations.smb.{key}: {exc}") from None
-            if urlsplit(value).password is not None:
-                raise ConfigError(
-                    f"{source}: backups.destinations.smb.{key}: never put a password in the URL; "
-                    "use password_env (or the mount's credentials file)"
-                )
             if not url.path and key != "base_path" and smb.get("keep_versions"):
                 raise ConfigError(
                     f"{source}: backups.destinations.smb.{key}: a dataset needs a folder inside the share "
@@ -221,7 +223,23 @@ def public(cfg: dict) -> dict:
     config (which may also hold values JSON cannot carry, such as dates) are left out; passwords
     are never in a config (password_env names a variable)."""
     pipeline = {k: v for k, v in cfg["pipeline"].items() if k not in ("command", "config")}
-    return {**cfg, "backups": {**cfg["backups"], "notify": {}}, "pipeline": pipeline}
+    return _without_passwords({**cfg, "backups": {**cfg["backups"], "notify": {}}, "pipeline": pipeline})
+
+
+def _without_passwords(value):
+    """Every URL's password masked, wherever it is (the config check refuses them; this makes sure)."""
+    if isinstance(value, dict):
+        return {k: _without_passwords(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_passwords(v) for v in value]
+    if isinstance(value, str) and "://" in value and "@" in value:
+        try:
+            password = urlsplit(value).password
+        except ValueError:
+            return value
+        if password:
+            return value.replace(f":{password}@", ":****@", 1)
+    return value
 
 
 def load_config(paths: list[str | Path] | None = None, inherited: bool = False) -> dict:

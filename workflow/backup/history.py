@@ -22,9 +22,12 @@ def rows_of(cat: Catalog, dataset: str | None) -> list[tuple[str, ...]]:
         for t in run.transfers:
             if dataset and t.dataset != dataset:
                 continue
-            state = "complete" if t.status != "failed" and t.manifest else f"failed: {t.error or '?'}"
-            if t.status == "warning" and t.manifest:
-                state = "complete, with warnings"
+            if t.status == "failed":
+                state = f"failed: {t.error or '?'}"
+            elif not t.manifest:
+                state = "nothing to restore: " + (f"missing {', '.join(t.missing)}" if t.missing else "no files")
+            else:
+                state = "complete, with warnings" if t.status == "warning" else "complete"
             rows.append((cat.destination, run.tag, run.finished, run.stage, t.dataset, t.mode,
                          str(t.state_files), human_bytes(t.state_bytes), state))  # fmt: skip
     for folder in (LOCKS, INTERRUPTED):
@@ -43,7 +46,12 @@ def render(cfg: dict, workdir: Path, destinations: list[str], dataset: str | Non
     rows: list[tuple[str, ...]] = []
     notes, status = [], 0
     for dest in sorted(destinations, key=lambda d: ORDER.get(d, 9)):
-        cat = Catalog(plan.catalog_transfer(cfg, dest, str(workdir)), workdir, log)
+        try:
+            cat = Catalog(plan.catalog_transfer(cfg, dest, str(workdir)), workdir, log)
+        except ValueError as exc:
+            notes.append(f"{dest}: {exc}")
+            status = 2
+            continue
         try:
             cat.require()
             rows += rows_of(cat, dataset)

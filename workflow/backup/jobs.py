@@ -154,6 +154,7 @@ def sync(args: argparse.Namespace) -> int:
         )  # fmt: skip
         transport = transports.for_transfer(transfer)
         cat = Catalog(plan.catalog_transfer(cfg, args.dest, workdir), workdir, log, transport)
+        record.folder = plan.within(cat.base, transfer.target)
         planned = list(cfg["backups"]["destinations"][args.dest]["datasets"])
         opened.update(cat=cat, cfg=cfg, planned=planned)  # whatever happens next, the last job commits
         if transfer.mode == "archive":
@@ -184,14 +185,21 @@ def sync(args: argparse.Namespace) -> int:
             content = cfg["backups"]["verify"] == "content"
             marking = functools.partial(commit.before_write, cat, args.run_id, args.stage, workdir)
             carried = functools.partial(manifest.carried, records.cache_dir(workdir), args.dataset, listing)
-            listing, known = _send_checked(transfer, transport, listing, log, args, content, record, marking, carried)
+            with commit.holding(cat, args.run_id, args.stage, workdir, log):
+                listing, known = _send_checked(transfer, transport, listing, log, args, content, record, marking,
+                                               carried)  # fmt: skip
         # What this run holds at the destination, for restores from any machine: the manifest.
         cache = records.cache_dir(workdir)
         if transfer.mode == "archive":
             state_now = _archived_state(cache, archived, record) if archived else None
         else:
             held = sources.union(listing, sources.subset(whole, skipped)) if skipped else listing
-            state_now = manifest.of_listing(cache, args.dataset, held, known)
+            # No files at all (the source's disk is missing or empty): not a state to restore, ever.
+            ask = functools.partial(transport.sha1_of, transfer, log=log)  # for files that moved while read
+            try:
+                state_now = manifest.of_listing(cache, args.dataset, held, known, ask) if held.files else None
+            except ValueError as exc:
+                raise transports.TransferError(f"no manifest of this state: {exc}; run the backup again") from None
         if state_now is not None:
             commit.add_manifest(cat, args.run_id, args.stage, state_now.name, workdir)
             record.manifest, record.state_files, record.state_bytes = state_now.name, state_now.files, state_now.bytes

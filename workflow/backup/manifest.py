@@ -158,10 +158,12 @@ def hash_files(root: str, names: list[str], threads: int = 2) -> dict[str, str]:
 
 
 def build(dataset: str, listing: Listing, known: dict[str, str], previous: Manifest | None = None,
-          digest: str | None = None) -> Manifest:  # fmt: skip
+          digest: str | None = None, ask=None) -> Manifest:  # fmt: skip
     """The manifest of a direct-mode state. SHA-1s come from ``known`` (what the tools reported for
     the files they sent), else from ``previous`` for files with the same size and time there, else
-    from reading the file here (a file never seen before, or after a lost cache)."""
+    from reading the file here (a file never seen before, or after a lost cache). A file read here
+    that changed since it was listed was not what the destination holds: its SHA-1 is asked of the
+    destination (``ask(names) -> {name: sha1}``); ValueError if it cannot say."""
     digest = digest or listing_digest(listing)
     if previous is not None and previous.listing == digest and previous.mode == "direct" and not known:
         return previous  # nothing changed: the same manifest, the same name
@@ -176,6 +178,12 @@ def build(dataset: str, listing: Listing, known: dict[str, str], previous: Manif
             hashes[name] = old[2]
     unknown = [n for n in listing.files if n not in hashes]
     hashes.update(hash_files(listing.root, unknown))
+    moved = [n for n in unknown if _state(os.path.join(listing.root, n)) != (listing.sizes[n], listing.mtimes.get(n))]
+    if moved:
+        told = ask(moved) if ask else {}
+        if set(moved) - set(told):
+            raise ValueError(f"{len(moved)} files changed while their SHA-1 was read (e.g. {moved[0]})")
+        hashes.update(told)
     links = {n: os.readlink(os.path.join(listing.root, n)) for n in sorted(listing.links) if n in listing.sizes}
     return Manifest(
         dataset=dataset,
@@ -186,6 +194,14 @@ def build(dataset: str, listing: Listing, known: dict[str, str], previous: Manif
         links=links,
         listing=digest,
     )
+
+
+def _state(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
 
 
 # --- this machine's copies ----------------------------------------------------------------------
@@ -232,7 +248,7 @@ def _pointer(folder: Path, dataset: str, mode: str) -> dict:
     return about if isinstance(about, dict) else {}
 
 
-def of_listing(folder: Path, dataset: str, listing: Listing, known: dict[str, str]) -> Summary:
+def of_listing(folder: Path, dataset: str, listing: Listing, known: dict[str, str], ask=None) -> Summary:
     """The state a direct-mode run leaves: when nothing changed since the last state seen here
     (the same listing digest, nothing sent), that one, without reading its manifest; else a new
     manifest, built (SHA-1s from ``known``, carried or read, see ``build``) and remembered."""
@@ -247,7 +263,7 @@ def of_listing(folder: Path, dataset: str, listing: Listing, known: dict[str, st
         entries = same.entries() if same else {}
         if same and all(entries.get(n, (0, 0, ""))[2] == sha1 for n, sha1 in known.items()):
             return Summary.of(same)
-    found = build(dataset, listing, known, latest(folder, dataset), digest)
+    found = build(dataset, listing, known, latest(folder, dataset), digest, ask)
     remember(folder, found)
     return Summary.of(found)
 

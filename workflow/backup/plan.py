@@ -168,6 +168,10 @@ def plan(cfg: dict, project_dir: str, only: list[str] | None = None) -> list[Tra
 def destination_base(backups: dict, destination: str, project_dir: str) -> str:
     """The destination's own folder: SMB's base_path, Box's remote:folder, secured's base_path."""
     dest = backups["destinations"][destination]
+    needed = ("remote", "folder") if destination == "box" else ("base_path",)
+    missing = [key for key in needed if dest.get(key) is None]
+    if missing:
+        raise ValueError(f"backups.destinations.{destination}.{missing[0]} is not set: {destination} cannot be reached")
     if destination == "box":
         return f"{dest['remote']}:{dest['folder'].strip('/')}"
     if destination == "smb" and dest.get("transport") == "rclone":
@@ -177,10 +181,20 @@ def destination_base(backups: dict, destination: str, project_dir: str) -> str:
 
 def catalog_transfer(cfg: dict, destination: str, project_dir: str) -> Transfer:
     """Where the destination's catalog lives (CATALOG_DIR in its own folder), reached as its data is."""
-    base = destination_base(cfg["backups"], destination, project_dir).rstrip("/")
-    target = base + CATALOG_DIR if base.endswith(":") else f"{base}/{CATALOG_DIR}"
+    target = inside(destination_base(cfg["backups"], destination, project_dir), CATALOG_DIR)
     return _transfer(cfg, destination, CATALOG_DIR, project_dir, source=Source(CATALOG_DIR, "", ()), target=target,
                      mode="direct", keep_versions=False)  # fmt: skip
+
+
+def within(base: str, target: str) -> str | None:
+    """``target``'s path inside the folder ``base`` ("CSVs" for BASE/CSVs); None if it is elsewhere."""
+    base = base if base.endswith(":") else base.rstrip("/") + "/"
+    return target[len(base) :].strip("/") or None if target.startswith(base) else None
+
+
+def inside(base: str, folder: str) -> str:
+    """The place of ``folder`` inside ``base`` (the reverse of ``within``)."""
+    return base + folder if base.endswith(":") else f"{base.rstrip('/')}/{folder}"
 
 
 def catalog_key(transfer: Transfer) -> str:

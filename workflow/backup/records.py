@@ -16,7 +16,7 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,8 +33,10 @@ R = TypeVar("R")
 
 
 def new_run_id(now: datetime | None = None) -> str:
-    """Sortable, unique even for two runs within one second."""
-    now = now or datetime.now()
+    """Sortable, unique even for two runs within one second; in UTC, so that runs of machines in
+    other time zones (a cluster's submit host, a laptop) and around a clock change sort by time at
+    a destination they share."""
+    now = now or datetime.now(UTC)
     # Milliseconds, then one random hex digit: ids of runs within one second still sort by time
     # (restore finds "the versions written after a run" by comparing ids).
     return now.strftime("%Y%m%d-%H%M%S-") + f"{now.microsecond // 1000:03d}{os.urandom(1).hex()[0]}"
@@ -125,6 +127,9 @@ class TransferRecord:
     mode: str = ""  # direct | archive
     tool: str = ""  # rsync | rclone
     target: str = ""
+    # The dataset's folder inside the destination's own folder (where the catalog is): how another
+    # machine finds the data, whatever path or remote name it reaches the destination by.
+    folder: str | None = None
     source: str = ""
     files_total: int = 0
     bytes_total: int = 0

@@ -15,6 +15,7 @@ is damaged or missing at one destination comes from the next one that holds the 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -106,7 +107,10 @@ def check_target(to: Path, live_roots: list[str], force: bool) -> None:
 def catalogs(cfg: dict, workdir: Path, source: str, log) -> list[Catalog]:
     """The catalogs to restore from: one destination, or every enabled one for ``any``."""
     names = plan.enabled_destinations(cfg["backups"]) if source == "any" else [source]
-    return [Catalog(plan.catalog_transfer(cfg, d, str(workdir)), workdir, log) for d in names]
+    try:
+        return [Catalog(plan.catalog_transfer(cfg, d, str(workdir)), workdir, log) for d in names]
+    except ValueError as exc:
+        raise RestoreError(str(exc)) from None
 
 
 def candidates(cats: list[Catalog], dataset: str, run_id, at, notes: list[str]) -> list[Point]:
@@ -131,6 +135,11 @@ def restore(cfg: dict, workdir: Path, source: str, dataset: str, to: Path, log, 
     """Restore ``dataset`` into ``to`` (see the module docstring)."""
     if source != "any" and source not in plan.DESTINATIONS:
         raise RestoreError(f"unknown destination {source!r} (smb, box, secured or any)")
+    if at is not None:
+        try:
+            datetime.strptime(at, "%Y-%m-%d %H:%M")
+        except ValueError:
+            raise RestoreError(f"--at {at!r}: give a time as 'YYYY-MM-DD HH:MM', e.g. '2026-11-20 14:00'") from None
     notes: list[str] = []
     chosen = candidates(catalogs(cfg, workdir, source, log), dataset, run_id, at, notes)
     check_target(to, [plan.absolute(s["root"], str(workdir)) for s in cfg["backups"]["sources"].values()], force)
@@ -166,6 +175,10 @@ def _restore_into(chosen: list[Point], to: Path, staging: Path, out: Outcome, lo
         except TransferError as exc:
             out.problems.append(f"{where}: {exc}")
             continue
+        unsafe = next((f for f in state.files if not safe_name(f)), None)
+        if unsafe is not None:
+            out.problems.append(f"{where}: its manifest {state.name} names a file outside the dataset ({unsafe!r})")
+            continue
         if base is None:
             base = state
             out.expected = len(state.files)
@@ -186,11 +199,17 @@ def _restore_into(chosen: list[Point], to: Path, staging: Path, out: Outcome, lo
             break
     if base is None:
         raise TransferError("; ".join(out.problems) or "no manifest could be read")
-    out.skipped_links = _links(base, to, staging)
+    out.skipped_links = _links(base, staging)
     entries = base.entries()
-    for name in sorted(good | (set(base.links) - set(out.skipped_links))):
+    inside = os.path.realpath(to)
+    # Files first, links last: nothing is ever written through a link this restore made.
+    made = sorted(good) + sorted(set(base.links) - set(out.skipped_links))
+    for name in made:
         final = to / name
         final.parent.mkdir(parents=True, exist_ok=True)
+        if not Path(os.path.realpath(final.parent)).is_relative_to(inside):  # a link already in the folder
+            out.problems.append(f"{name}: its folder leads outside {to} (a symlink there): not restored")
+            continue
         os.utime(staging / name, ns=(entries[name][1], entries[name][1]), follow_symlinks=False)
         os.replace(staging / name, final)
     out.matched = len(good) + len(base.links) - len(out.skipped_links)
@@ -204,9 +223,9 @@ def _restore_into(chosen: list[Point], to: Path, staging: Path, out: Outcome, lo
 
 
 def _transfer(point: Point) -> plan.Transfer:
-    """Where the run put the dataset, reached as the destination is (the record's mode and folder)."""
+    """Where the run put the dataset, reached as the destination is now (the record's mode and folder)."""
     base = point.catalog.transfer
-    return dataclasses.replace(base, dataset=point.record.dataset, target=point.record.target,
+    return dataclasses.replace(base, dataset=point.record.dataset, target=point.catalog.locate(point.record),
                                mode=point.record.mode)  # fmt: skip
 
 
@@ -237,7 +256,7 @@ class Versions:
 
 def _plan_direct(point: Point, state: Manifest, log, names: list[str] | None = None) -> dict[str, list[str]]:
     """Which versions folder each file comes from ('' = the current copy)."""
-    versions, own = Versions(point.catalog, point.record.target, log), Tag.parse(point.run.tag)
+    versions, own = Versions(point.catalog, point.catalog.locate(point.record), log), Tag.parse(point.run.tag)
     groups: dict[str, list[str]] = defaultdict(list)
     for name in state.files if names is None else names:
         if name not in state.links:
@@ -325,22 +344,34 @@ def extract(zip_path: Path, to: Path, names: set[str] | None = None) -> int:
     return count
 
 
-def _links(state: Manifest, to: Path, staging: Path) -> list[str]:
-    """Make the manifest's symlinks in ``staging``; those whose target would leave ``to`` are not
-    made (a link out of the restored folder is how a restore could write elsewhere later)."""
+def _links(state: Manifest, staging: Path) -> list[str]:
+    """Make the manifest's symlinks in ``staging``; those that lead out of the folder, directly or
+    through other links (a link out of the restored folder is how a restore, or whoever uses the
+    folder next, could write elsewhere), are not made: their names are returned."""
     skipped = []
-    base = os.path.realpath(to)
     for name, target in sorted(state.links.items()):
-        resolved = os.path.normpath(os.path.join(base, os.path.dirname(name), target))
-        if os.path.isabs(target) or not (resolved == base or resolved.startswith(base + os.sep)):
+        path = staging / name
+        if os.path.isabs(target):
             skipped.append(name)
             continue
-        path = staging / name
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.is_symlink() or path.exists():
             path.unlink()
         os.symlink(target, path)
-    return skipped
+    root = Path(os.path.realpath(staging))
+    for name in sorted(set(state.links) - set(skipped)):  # all made: now chains resolve as they will
+        if not Path(os.path.realpath(staging / name)).is_relative_to(root):
+            skipped.append(name)
+    for name in skipped:
+        with contextlib.suppress(FileNotFoundError):
+            (staging / name).unlink()
+    return sorted(skipped)
+
+
+def safe_name(name: str) -> bool:
+    """A manifest's file name that stays inside the folder it is restored into."""
+    parts = name.split("/")
+    return bool(name) and not name.startswith("/") and all(p not in ("", ".", "..") for p in parts)
 
 
 def command(cfg: dict, workdir: Path, source: str, dataset: str, to: Path, run_id=None, at=None, dry_run=False,

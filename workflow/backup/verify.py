@@ -66,7 +66,7 @@ def needed(cat: Catalog, datasets: list[str], log) -> tuple[list[Want], dict[str
         held: dict[str, Versions] = {}  # what each target's versions folder holds, listed once
         for point in found:
             state = cat.manifest(point.record.manifest)
-            target = point.record.target
+            target = cat.locate(point.record)
             if point.record.mode == "archive":
                 info = state.archive or {}
                 name = info.get("name", "")

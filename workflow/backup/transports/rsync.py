@@ -185,7 +185,10 @@ class RsyncTransport(Transport):
         files): path -> (size, modification time in ns; to the second over SSH). None there: empty."""
         target = self.resolve(transfer)
         if not is_ssh_target(target):
-            return local.tree(target, depth)
+            try:
+                return local.tree(target, depth)
+            except OSError as exc:
+                raise TransferError(f"list: cannot read {target}: {exc.strerror or exc}") from None
         args = [*self.options(transfer), "--list-only", "--no-human-readable"]
         if depth is not None:
             args.append(f"--exclude=/{'*/' * depth}")  # no folder deeper than ``depth``
@@ -201,7 +204,12 @@ class RsyncTransport(Transport):
 
     def read_files(self, transfer: Transfer, names: list[str], log) -> dict[str, bytes]:
         target = self.resolve(transfer)
-        return local.read(target, names) if not is_ssh_target(target) else super().read_files(transfer, names, log)
+        if is_ssh_target(target):
+            return super().read_files(transfer, names, log)
+        try:
+            return local.read(target, names)
+        except OSError as exc:
+            raise TransferError(f"read: cannot read in {target}: {exc.strerror or exc}") from None
 
     def _summed(self, args: list[str], log, what: str, **kw) -> runner.Result:
         """Run rsync asking for SHA-1 checksums; without, if the other side cannot compute them."""
