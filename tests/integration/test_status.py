@@ -44,9 +44,9 @@ def test_status_shows_a_newer_failure(lab):
     assert lab.cli().returncode == 1
     result = lab.cli("--status")
     rows = status_rows(result.stdout)
-    assert "ok, but failed since" in rows["secured"] and "CSVs:" in rows["secured"]
+    assert "FAILING (the last run failed)" in rows["secured"] and "CSVs:" in rows["secured"], result.stdout
     assert rows["smb"].split()[-1] == "ok" and rows["box"].split()[-1] == "ok"
-    assert result.returncode == 0  # the last success is still recent
+    assert result.returncode == 1  # a recent success elsewhere does not hide the latest failure
 
 
 def test_status_flags_a_stale_success(lab):
@@ -69,7 +69,7 @@ def test_status_shows_a_failure_at_a_destination_that_never_took_a_backup(lab):
     assert lab.cli().returncode == 1
     result = lab.cli("--status")
     rows = status_rows(result.stdout)
-    assert "NEVER" in rows["secured"] and "CSVs:" in rows["secured"], result.stdout
+    assert "never" in rows["secured"] and "FAILING" in rows["secured"] and "CSVs:" in rows["secured"], result.stdout
     assert result.returncode == 1
 
 
@@ -82,3 +82,13 @@ def test_status_says_where_it_comes_from_when_a_catalog_cannot_be_read(lab):
     assert "note: secured: its catalog cannot be read" in result.stdout and "this machine's records" in result.stdout
     assert status_rows(result.stdout)["secured"].split()[-1] == "ok", result.stdout  # this machine's record
     assert result.returncode == 0
+
+
+def test_status_fails_when_backups_are_switched_off(lab):
+    """A monitor calling --status must hear that nothing is being backed up."""
+    assert lab.cli().returncode == 0
+    lab.config["backups"]["enabled"] = False
+    lab.save()
+    result = lab.cli("--status")
+    assert result.returncode == 1
+    assert "backups are switched off (backups.enabled: false)" in result.stdout

@@ -103,7 +103,7 @@ def test_bad_yaml_and_missing_file(tmp_path):
 
 def test_later_files_override_earlier(tmp_path):
     base, override = tmp_path / "a.yaml", tmp_path / "b.yaml"
-    base.write_text(yaml.safe_dump(minimal(smb={"base_path": "/mnt"})))
+    base.write_text(yaml.safe_dump(minimal(smb={"base_path": "/mnt"}, secured={"base_path": "/s"})))
     override.write_text(yaml.safe_dump({"backups": {"destinations": {"smb": {"enabled": False}}}}))
     cfg = load_config([base, override])
     assert cfg["backups"]["destinations"]["smb"] == {**cfg["backups"]["destinations"]["smb"], "enabled": False}
@@ -123,7 +123,8 @@ def test_a_validated_config_is_not_trusted_for_other_content(tmp_path, monkeypat
 
     monkeypatch.delenv(config.VALIDATED_ENV, raising=False)
     good = tmp_path / "good.yaml"
-    good.write_text("backups:\n  sources: {}\n  destinations: {smb: {enabled: false}, box: {enabled: false}}\n")
+    good.write_text("backups:\n  sources: {CSVs: {root: /d, include: [a]}}\n"
+                    "  destinations: {smb: {enabled: false}, secured: {base_path: /s}}\n")  # fmt: skip
     config.load_config([good])
     assert len(os.environ[config.VALIDATED_ENV]) == 64
     bad = tmp_path / "bad.yaml"
@@ -138,8 +139,9 @@ def test_jobs_inherit_the_validated_config_while_its_files_are_unchanged(tmp_pat
 
     monkeypatch.delenv(config.SNAPSHOT_ENV, raising=False)
     path = tmp_path / "c.yaml"
-    path.write_text("backups:\n  log_file: a.log\n  notify: {on_failure: ['slack://T0KEN/B/C']}\n  sources: {}\n"
-                    "  destinations: {smb: {enabled: false}, box: {enabled: false}}\n")  # fmt: skip
+    path.write_text("backups:\n  log_file: a.log\n  notify: {on_failure: ['slack://T0KEN/B/C']}\n"
+                    "  sources: {CSVs: {root: /d, include: [a]}}\n"
+                    "  destinations: {smb: {enabled: false}, secured: {base_path: /s}}\n")  # fmt: skip
     config.load_config([path])
     assert "T0KEN" not in os.environ[config.SNAPSHOT_ENV]
     assert config.load_config([path], inherited=True)["backups"]["log_file"] == "a.log"
@@ -156,6 +158,16 @@ def test_a_password_in_any_url_is_refused_even_for_a_disabled_destination():
     data = {"backups": {"sources": {"CSVs": {"root": "/d", "include": ["a"]}}, "destinations": {"smb": smb}}}
     with pytest.raises(ConfigError, match="backups.destinations.smb.base_path: never put a password in the URL"):
         validate(data)
-    cfg = validate({"backups": {"sources": {"CSVs": {"root": "/d", "include": ["a"]}}}})
+    cfg = validate({"backups": {"sources": {"CSVs": {"root": "/d", "include": ["a"]}},
+                                "destinations": {"secured": {"base_path": "/s"}}}})  # fmt: skip
     cfg["backups"]["destinations"]["smb"]["base_path"] = "smb://lab:Secr3t@nas/share/x"  # past the check
     assert "Secr3t" not in repr(public(cfg)) and "smb://lab:****@nas/share/x" in repr(public(cfg))
+
+
+def test_every_destination_disabled_is_a_config_error():
+    """Nothing would be backed up while every run says OK: refused, naming what to do."""
+    cfg = {"backups": {"sources": {}, "destinations": {d: {"enabled": False} for d in ("smb", "box", "secured")}}}
+    with pytest.raises(ConfigError, match=r"backups.destinations: every destination is disabled.*backups.enabled: false"):
+        validate(cfg)
+    cfg["backups"]["enabled"] = False  # switched off on purpose: allowed
+    validate(cfg)

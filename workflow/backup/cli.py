@@ -377,6 +377,9 @@ def _main(args, argv: list[str] | None, workdir: Path, engine: Engine | None) ->
     if args.status:
         from . import status
 
+        if not cfg["backups"]["enabled"]:
+            print("FAILING: backups are switched off (backups.enabled: false): nothing is being backed up")
+            return summary.EXIT_FAILED
         quiet = logs.setup(None, "status")
         enabled = plan.enabled_destinations(cfg["backups"], only)
         transfers, notes = status.gather(cfg, workdir, enabled, quiet)

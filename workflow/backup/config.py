@@ -168,6 +168,11 @@ def _check_semantics(cfg: dict, source: str) -> None:
             )
     if not backups["enabled"]:
         return
+    if not any(dest.get("enabled") for dest in backups["destinations"].values()):
+        raise ConfigError(
+            f"{source}: backups.destinations: every destination is disabled, so nothing would be backed up; "
+            "enable one (or set backups.enabled: false to switch backups off on purpose)"
+        )
     for dest_name, dest in backups["destinations"].items():
         if not dest.get("enabled"):
             continue

@@ -8,6 +8,7 @@ cannot be reached it falls back to this machine's run records and says so.
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -73,37 +74,59 @@ def gather(cfg: dict, workdir: Path, enabled: list[str], log) -> tuple[list[Tran
     return found, notes
 
 
-def report(
+@dataclass(frozen=True)
+class Health:
+    """One destination's state for --status and the report: ok, or why not (FAILING, OVERDUE, NEVER)."""
+
+    destination: str
+    level: str  # ok | failing | overdue | never
+    verdict: str  # the words shown
+    success: str | None = None  # when the last successful run ended
+    success_run: str | None = None
+    age_hours: float | None = None
+    failure: str | None = None  # the latest run's end, when it failed
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.level == "ok"
+
+
+def assess(
     transfers: list[TransferRecord], enabled: list[str], warn_after_hours: float, now: datetime | None = None
-) -> tuple[str, int]:
-    """The --status table and its exit status (1 if a destination never succeeded or is overdue)."""
+) -> list[Health]:
+    """Each enabled destination's health: FAILING when its latest run failed (whatever came before),
+    NEVER without any success, OVERDUE when the last success is older than ``warn_after_hours``."""
     now = now or datetime.now().astimezone()
     state = per_destination(transfers)
-    rows = [("destination", "last success", "age", "status", "last failure (if newer)")]
-    worst = 0
+    out = []
     for dest in sorted(enabled, key=lambda d: ORDER.get(d, 9)):
         entry = state.get(dest, {})
         success, failure = _when(entry.get("success")), _when(entry.get("failure"))
         age_h = (now - success).total_seconds() / 3600 if success else None
-        if success is None:
-            verdict, worst = "NEVER", 1
-        elif age_h > warn_after_hours:
-            verdict, worst = f"OVERDUE (> {warn_after_hours:g} h)", 1
-        else:
-            verdict = "ok"
-        newer_failure = ""
         # By run id, not by time: records keep whole seconds, and two runs can end in one second.
-        if failure and (success is None or entry.get("failure_run", "") > entry.get("success_run", "")):
-            newer_failure = f"{entry['failure']}: {entry['error']}"
-            if verdict == "ok":
-                verdict = "ok, but failed since"
-        rows.append(
-            (
-                dest,
-                entry.get("success") or "never",
-                f"{age_h:.1f} h" if age_h is not None else "-",
-                verdict,
-                newer_failure,
-            )
-        )
-    return columns(rows), worst
+        latest_failed = failure is not None and entry.get("failure_run", "") > entry.get("success_run", "")
+        if latest_failed:
+            level, verdict = "failing", "FAILING (the last run failed)"
+        elif success is None:
+            level, verdict = "never", "NEVER"
+        elif age_h > warn_after_hours:
+            level, verdict = "overdue", f"OVERDUE (> {warn_after_hours:g} h)"
+        else:
+            level, verdict = "ok", "ok"
+        out.append(Health(dest, level, verdict, entry.get("success"), entry.get("success_run"), age_h,
+                          entry.get("failure") if latest_failed else None,
+                          entry.get("error") if latest_failed else None))  # fmt: skip
+    return out
+
+
+def report(
+    transfers: list[TransferRecord], enabled: list[str], warn_after_hours: float, now: datetime | None = None
+) -> tuple[str, int]:
+    """The --status table and its exit status: 1 unless every destination is ok."""
+    rows = [("destination", "last success", "age", "status", "last failure (if newer)")]
+    health = assess(transfers, enabled, warn_after_hours, now)
+    for h in health:
+        age = f"{h.age_hours:.1f} h" if h.age_hours is not None else "-"
+        rows.append((h.destination, h.success or "never", age, h.verdict, f"{h.failure}: {h.error}" if h.failure else ""))
+    return columns(rows), 0 if all(h.ok for h in health) else 1
