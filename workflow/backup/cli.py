@@ -357,7 +357,8 @@ def _main(args, argv: list[str] | None, workdir: Path, engine: Engine | None) ->
         try:
             from . import report
 
-            Path(args.report).write_text(report.render(records.load_runs(workdir), enabled), encoding="utf-8")
+            page = report.page(cfg, workdir, enabled, logs.setup(None, "report"))
+            Path(args.report).write_text(page, encoding="utf-8")
         except OSError as exc:
             print(f"error: cannot write {args.report}: {exc.strerror}", file=sys.stderr)
             return summary.EXIT_USAGE

@@ -29,8 +29,16 @@ def _cell(value, cls: str = "") -> str:
     return f"<td{f' class={cls!r}' if cls else ''}>{escape(str(value))}</td>"
 
 
-def render(runs: list[RunRecord], enabled: list[str], last: int = 20) -> str:
-    state = per_destination([t for run in runs for t in run.transfers])
+def page(cfg: dict, workdir, enabled: list[str], log) -> str:
+    """The report of this config's destinations (their catalogs, and this machine's records)."""
+    from . import records, status
+
+    transfers, _notes = status.gather(cfg, workdir, enabled, log)
+    return render(records.load_runs(workdir), enabled, transfers=transfers)
+
+
+def render(runs: list[RunRecord], enabled: list[str], last: int = 20, transfers=None) -> str:
+    state = per_destination(transfers if transfers is not None else [t for run in runs for t in run.transfers])
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>Backup report</title>",
         f"<style>{STYLE}</style></head><body><h1>Backup report</h1>",
