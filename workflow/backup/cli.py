@@ -9,6 +9,7 @@ what they would send, and writes nothing anywhere.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -16,6 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from . import interrupts as signals
 from . import logs, notify, plan, progress, records, runner, sources, summary, transports
 from .config import ConfigError, load_config
 from .lock import LockBusy, project_lock
@@ -34,6 +36,8 @@ exit status:
   1  a destination (or the pipeline) failed; the summary names it and why
   2  usage or config error, or another backup is running; nothing was transferred
   3  finished with warnings (for example a listed source file is missing)
+  130/143  stopped by Ctrl-C (SIGINT) / SIGTERM: every job was stopped first, the run is recorded
+     as interrupted and monitors are told it failed
 
 Relative paths inside the config are relative to the project folder
 ({project}). Progress goes to the terminal, details to backup.log
@@ -262,8 +266,8 @@ class Engine:
     imports Snakemake (a third of a second) while this process checks the config, the remotes and
     the lock, then runs what ``run`` tells it. Job lines go to the terminal, everything to a log."""
 
-    def __init__(self, workdir: Path) -> None:
-        self.workdir, self.tty = workdir, sys.stdout.isatty()
+    def __init__(self, workdir: Path, interrupts: signals.Interrupts) -> None:
+        self.workdir, self.tty, self.interrupts = workdir, sys.stdout.isatty(), interrupts
         env = {
             **os.environ,
             "BACKUP_CLI": "1",
@@ -272,11 +276,14 @@ class Engine:
             "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]),
             "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_DIR / "workflow"), os.environ.get("PYTHONPATH")])),
         }
-        # backup.engine is snakemake's own command line, without its job-rate limiter (see engine.py).
+        # backup.engine is snakemake's own command line, without its job-rate limiter (see engine.py),
+        # in a process group of its own that this process stops as a whole (see interrupts.py).
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "backup.engine", "--wait"], cwd=workdir, env=env, stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace", process_group=0,
+            preexec_fn=functools.partial(signals.die_with_parent, os.getpid()),
         )  # fmt: skip
+        interrupts.watch(self.proc.pid)
 
     def cancel(self) -> None:
         """Not needed after all: the child sees the end of its input and exits."""
@@ -325,6 +332,8 @@ class Engine:
             if live:
                 live.clear()
             returncode = self.proc.wait()
+        if self.interrupts.signum:  # its group was told to stop: wait until every process of it is gone
+            signals.wait_group(self.proc.pid)
         return returncode, lines
 
 
@@ -333,15 +342,20 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(args.workdir).resolve() if args.workdir else PROJECT_DIR
     quick = args.dry_run or args.verify or args.status or args.report
     runs_workflow = args.command in ("backup", "run") and not quick
-    engine = Engine(workdir) if runs_workflow and workdir.is_dir() else None
+    interrupts = signals.Interrupts().install()
+    engine = None
     try:
-        return _main(args, argv, workdir, engine)
+        engine = Engine(workdir, interrupts) if runs_workflow and workdir.is_dir() else None
+        return _main(args, argv, workdir, engine, interrupts)
+    except signals.Interrupted:
+        print(f"\ninterrupted ({interrupts.name}) before any backup started: nothing was sent", file=sys.stderr)
+        return interrupts.exit_code
     finally:
         if engine:
             engine.cancel()
 
 
-def _main(args, argv: list[str] | None, workdir: Path, engine: Engine | None) -> int:
+def _main(args, argv: list[str] | None, workdir: Path, engine: Engine | None, interrupts) -> int:
     config_files = [os.path.abspath(p) for p in (args.config or [str(PROJECT_DIR / "config" / "config.yaml")])]
     try:
         cfg = load_config(config_files)
@@ -404,13 +418,24 @@ def _main(args, argv: list[str] | None, workdir: Path, engine: Engine | None) ->
                 print(f"note: {note}")
             if args.verify:
                 return verify(cfg, plan.enabled_destinations(cfg["backups"], only), workdir, args.sample, args.cores)
-            return _run(args, cfg, config_files, transfers, workdir, command, engine or Engine(workdir))
+            # From here on a signal stops the jobs, and the run is recorded, before the lock is freed.
+            interrupts.deferred = True
+            return _run(args, cfg, config_files, transfers, workdir, command, engine or Engine(workdir, interrupts))
     except LockBusy as exc:
         print(f"error: {exc}", file=sys.stderr)
         return summary.EXIT_USAGE
     except OSError as exc:  # the log file or the state folder cannot be written
         print(f"error: cannot write {exc.filename}: {exc.strerror}", file=sys.stderr)
         return summary.EXIT_USAGE
+
+
+def _interrupted(row: records.TransferRecord, signal_name: str) -> records.TransferRecord:
+    """A transfer a signal stopped: no record of its own (its job was stopped), or not committed at
+    its destination. A transfer that failed by itself keeps its own error."""
+    unfinished = not row.started or (row.error or "").startswith("not recorded in the destination's catalog")
+    if row.status == records.FAILED and unfinished:
+        row.status, row.error = records.INTERRUPTED, f"stopped by {signal_name} before it was complete and recorded"
+    return row
 
 
 def _run(args, cfg: dict, config_files: list[str], transfers: list[plan.Transfer], workdir: Path, command: str,
@@ -435,15 +460,17 @@ def _run(args, cfg: dict, config_files: list[str], transfers: list[plan.Transfer
         # The pre-pipeline backup (and its gate) first, then the pipeline and the post backup:
         # two invocations of one graph, so no pipeline job can start before the gate.
         returncode, lines = engine.run(config_files, ["pipeline_gate"], run_id, args.only, args.cores)
-        if returncode == 0:
+        if returncode == 0 and not engine.interrupts.signum:
             targets = [records.pipeline_marker(run_id), *markers("post")]
-            returncode, more = Engine(workdir).run(config_files, targets, run_id, args.only, args.cores)
+            returncode, more = Engine(workdir, engine.interrupts).run(config_files, targets, run_id, args.only,
+                                                                      args.cores)  # fmt: skip
             lines += more
     else:
         targets = markers("manual") or ["backup_all"]
         returncode, lines = engine.run(config_files, targets, run_id, args.only, args.cores)
 
     exit_code = summary.EXIT_OK
+    stopped = engine.interrupts  # a signal stopped every job before this point (see Engine.run)
     stages = ["pre", "post"] if args.command == "run" else ["manual"]
     all_rows: list[records.TransferRecord] = []
     pipeline = None
@@ -452,6 +479,8 @@ def _run(args, cfg: dict, config_files: list[str], transfers: list[plan.Transfer
             error = records.read_record(workdir / records.pipeline_error(run_id), records.PipelineRecord)
             reason = error.error if error else f"see .backup/runs/{run_id}/snakemake.log"
             label = "NOT RUN" if error and error.status == "not run" else "FAILED"
+            if stopped.signum and not error:
+                label, reason = "INTERRUPTED", f"stopped by {stopped.name}"
             pipeline = records.PipelineRecord(run_id, status=label.lower(), error=reason)
             print(f"\nPipeline {label}: {reason}\nPost-pipeline backup: not run.")
             exit_code = summary.EXIT_FAILED
@@ -460,13 +489,20 @@ def _run(args, cfg: dict, config_files: list[str], transfers: list[plan.Transfer
             pipeline = records.PipelineRecord(run_id)
             print("\nPipeline: ok")
         rows = records.stage_rows(run_id, stage, transfers, workdir)
+        if stopped.signum:
+            rows = [_interrupted(row, stopped.name) for row in rows]
         all_rows += rows
         if rows:
             text = summary.table(rows, f"Backup summary ({stage}):" if stage != "manual" else "Backup summary:")
             log.info("%s", text)
             print("\n" + text)
     rows_status = summary.exit_status(all_rows)
-    if rows_status == summary.EXIT_FAILED or exit_code == summary.EXIT_FAILED:
+    if stopped.signum:
+        exit_code = stopped.exit_code
+        done = sum(1 for r in all_rows if r.status in (records.OK, records.WARNING))
+        print(f"\nInterrupted ({stopped.name}): every job was stopped; {done} of {len(all_rows)} transfers had "
+              "finished and are recorded at their destination, the others are not a restore point.")  # fmt: skip
+    elif rows_status == summary.EXIT_FAILED or exit_code == summary.EXIT_FAILED:
         exit_code = summary.EXIT_FAILED
     elif returncode != 0:
         exit_code = summary.EXIT_FAILED
@@ -478,7 +514,7 @@ def _run(args, cfg: dict, config_files: list[str], transfers: list[plan.Transfer
                             transfers=all_rows)  # fmt: skip
     records.write_record(records.run_record_path(run_id, workdir), run)
     title, body = notify.message(run_id, args.command, exit_code, all_rows, pipeline)
-    failed = exit_code == summary.EXIT_FAILED
+    failed = exit_code not in (summary.EXIT_OK, summary.EXIT_WARNINGS)
     notify.ping(monitor["ping_url"], "fail" if failed else "success", log, monitor["timeout_seconds"], body)
     told = notify.notify(monitor["on_failure" if failed else "on_success"], title, body, log,
                          monitor["timeout_seconds"], failed)  # fmt: skip

@@ -19,6 +19,9 @@ WAIT = "--wait"
 def main(argv: list[str] | None = None) -> int:
     """``--wait``: import Snakemake first, then read {"argv": [...], "env": {...}} from one line of
     standard input (nothing: exit), so that the import overlaps the CLI's own checks."""
+    from backup import interrupts
+
+    interrupts.stop_own_group_on_signal()  # first: a stop may come while Snakemake is imported
     from snakemake import cli
 
     argv = sys.argv[1:] if argv is None else argv

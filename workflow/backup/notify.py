@@ -56,9 +56,11 @@ def notify(urls: list[str], title: str, body: str, log, timeout: float, failure:
 
 
 def message(run_id: str, kind: str, exit_code: int, rows: list, pipeline) -> tuple[str, str]:
-    """``rows``: TransferRecords; ``pipeline``: a PipelineRecord (of a `run`) or None."""
-    """Title and body: which destination failed and why (errors are already masked)."""
-    verdict = {0: "succeeded", 1: "FAILED", 3: "finished with warnings"}.get(exit_code, f"ended with {exit_code}")
+    """Title and body: which destination failed and why (errors are already masked).
+    ``rows``: TransferRecords; ``pipeline``: a PipelineRecord (of a `run`) or None."""
+    verdicts = {0: "succeeded", 1: "FAILED", 3: "finished with warnings", 129: "INTERRUPTED (SIGHUP)",
+                130: "INTERRUPTED (SIGINT)", 143: "INTERRUPTED (SIGTERM)"}  # fmt: skip
+    verdict = verdicts.get(exit_code, f"ended with {exit_code}")
     title = f"Lab backup {verdict} on {socket.gethostname()} (run {run_id})"
     lines = [f"{kind} run {run_id}: {verdict} (exit status {exit_code})"]
     for r in rows:

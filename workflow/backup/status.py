@@ -17,6 +17,8 @@ from .errors import TransferError
 from .records import TransferRecord
 from .summary import ORDER, columns
 
+NOT_SAFE = (records.FAILED, records.INTERRUPTED)  # a run with such a transfer failed at that destination
+
 
 def _when(value: str | None) -> datetime | None:
     try:
@@ -36,7 +38,7 @@ def per_destination(transfers: list[TransferRecord]) -> dict[str, dict]:
         for dest, done in runs[run_id].items():
             entry = state.setdefault(dest, {"success": None, "failure": None, "error": None})
             when = max((t.finished for t in done if t.finished), default=None)
-            failed = next((t for t in done if t.status == records.FAILED), None)
+            failed = next((t for t in done if t.status in NOT_SAFE), None)
             if failed:
                 entry.update(failure=when, error=f"{failed.dataset}: {failed.error}", failure_run=run_id)
             else:
@@ -70,7 +72,7 @@ def gather(cfg: dict, workdir: Path, enabled: list[str], log) -> tuple[list[Tran
             notes.append(f"{dest}: its catalog cannot be read ({exc}); shown from this machine's records")
             continue
         runs = {t.run_id for t in said}
-        found += said + [t for t in here if t.status == records.FAILED and t.run_id not in runs]
+        found += said + [t for t in here if t.status in NOT_SAFE and t.run_id not in runs]
     return found, notes
 
 
@@ -128,5 +130,6 @@ def report(
     health = assess(transfers, enabled, warn_after_hours, now)
     for h in health:
         age = f"{h.age_hours:.1f} h" if h.age_hours is not None else "-"
-        rows.append((h.destination, h.success or "never", age, h.verdict, f"{h.failure}: {h.error}" if h.failure else ""))
+        failure = f"{h.failure}: {h.error}" if h.failure else ""
+        rows.append((h.destination, h.success or "never", age, h.verdict, failure))
     return columns(rows), 0 if all(h.ok for h in health) else 1
