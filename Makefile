@@ -78,3 +78,4 @@ bench: setup
 
 clean-demo:
 	rm -rf demo
+	if [ -x $(PY) ]; then $(PY) scripts/forget_runs.py config/demo.yaml config/demo-snakemake.yaml; fi

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 import time
+
+import yaml
+from conftest import run_cli
 
 
 def status_rows(stdout: str) -> dict[str, str]:
@@ -92,3 +96,25 @@ def test_status_fails_when_backups_are_switched_off(lab):
     result = lab.cli("--status")
     assert result.returncode == 1
     assert "backups are switched off (backups.enabled: false)" in result.stdout
+
+
+def test_another_configs_runs_never_vouch_for_this_one(lab):
+    """The demo (here: a config with other destinations) backed up from this project folder:
+    --status, list and the report of the lab's config must not count its runs."""
+    assert lab.cli().returncode == 0  # the "demo": the lab's config as it is
+    other = copy.deepcopy(lab.config)
+    dests = other["backups"]["destinations"]
+    dests["smb"].update(base_path=str(lab.root / "lab-nas"), csvs_path=str(lab.root / "lab-nas/flyTrackingData"),
+                        results_path=str(lab.root / "lab-nas/Figures"))  # fmt: skip
+    dests["box"]["folder"] = "Lab-Backups-Real"
+    dests["secured"]["base_path"] = str(lab.root / "lab-secured")
+    path = lab.root / "lab.yaml"
+    path.write_text(yaml.safe_dump(other))
+    result = run_cli("--status", "--config", str(path), workdir=lab.workdir)
+    assert result.returncode == 1, result.stdout
+    rows = status_rows(result.stdout)
+    assert all("NEVER" in row and "never" in row for row in rows.values()), result.stdout
+    (run_id,) = [p.name for p in (lab.workdir / ".backup/runs").iterdir()]
+    listed = run_cli("list", "--config", str(path), workdir=lab.workdir)
+    assert run_id not in listed.stdout and listed.stdout.startswith("No restore points."), listed.stdout
+    assert listed.stdout.count("nothing was backed up there yet") == 3
