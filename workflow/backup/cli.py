@@ -9,6 +9,7 @@ what they would send, and writes nothing anywhere.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import os
@@ -316,22 +317,28 @@ class Engine:
         log_path = records.run_dir(run_id, self.workdir) / "snakemake.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         lines: list[str] = []
-        with open(log_path, "a", encoding="utf-8") as log_fh:
-            live = StatusLine() if self.tty else None
+        log_fh = open(log_path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 - closed below, quietly
+        live = StatusLine() if self.tty else None
+        try:
             for line in self.proc.stdout:
                 if line.startswith(progress.PREFIX):
                     if live:
                         live.update(line[len(progress.PREFIX) :].rstrip("\n"))
                     continue  # progress is for the eyes only: not in logs
-                log_fh.write(line)
+                with contextlib.suppress(OSError):  # a full disk costs the log, not the run
+                    log_fh.write(line)
                 lines.append(line.rstrip("\n"))
-                if line.startswith("backup: "):
-                    if live:
-                        live.clear()
-                    print("  " + line[len("backup: ") :], end="", flush=True)
+                for prefix, indent in ((progress.SAY, "  "), (progress.OUTPUT, "  | ")):
+                    if line.startswith(prefix):
+                        if live:
+                            live.clear()
+                        print(indent + line[len(prefix) :], end="", flush=True)
             if live:
                 live.clear()
             returncode = self.proc.wait()
+        finally:
+            with contextlib.suppress(OSError):
+                log_fh.close()
         if self.interrupts.signum:  # its group was told to stop: wait until every process of it is gone
             signals.wait_group(self.proc.pid)
         return returncode, lines
@@ -512,7 +519,14 @@ def _run(args, cfg: dict, config_files: list[str], transfers: list[plan.Transfer
     run = records.RunRecord(run_id, kind=args.command, command=command, config=config_files, started=started,
                             finished=records.now_iso(), exit_status=exit_code, pipeline=pipeline,
                             transfers=all_rows)  # fmt: skip
-    records.write_record(records.run_record_path(run_id, workdir), run)
+    try:
+        records.write_record(records.run_record_path(run_id, workdir), run)
+    except OSError as exc:  # the project's own disk (full?): the destinations hold what the summary says
+        if exit_code in (summary.EXIT_OK, summary.EXIT_WARNINGS):
+            exit_code = run.exit_status = summary.EXIT_FAILED
+        where = records.run_dir(run_id, workdir)
+        print(f"\nerror: cannot write this run's record in {where}: {exc.strerror} (is the project's disk full?); "
+              "each destination holds what the summary above says", file=sys.stderr)  # fmt: skip
     title, body = notify.message(run_id, args.command, exit_code, all_rows, pipeline)
     failed = exit_code not in (summary.EXIT_OK, summary.EXIT_WARNINGS)
     notify.ping(monitor["ping_url"], "fail" if failed else "success", log, monitor["timeout_seconds"], body)

@@ -26,6 +26,14 @@ class LineFormatter(logging.Formatter):
         return "\n".join(head + line for line in message.split("\n"))
 
 
+class QuietFileHandler(logging.FileHandler):
+    """A log that cannot be written (its disk is full) loses lines, never the run: logging's
+    default prints a traceback to the terminal for each line it could not write."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        self.failed = True
+
+
 def setup(log_file: str | Path | None, run_id: str, context: str = "", job_log: str | Path | None = None):
     """Return a logger adapter writing to ``log_file`` (and ``job_log``) with run id and context."""
     logger = logging.getLogger(f"backup.{run_id}.{context}")
@@ -39,7 +47,7 @@ def setup(log_file: str | Path | None, run_id: str, context: str = "", job_log: 
         if path is None:
             continue
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(path, mode="a", encoding="utf-8")
+        handler = QuietFileHandler(path, mode="a", encoding="utf-8")
         handler.setFormatter(formatter)
         logger.addHandler(handler)
     if not logger.handlers:

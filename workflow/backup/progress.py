@@ -17,6 +17,10 @@ from .summary import human_bytes
 
 RSYNC = re.compile(r"^\s*([\d,]+)\s+(\d+)%\s+(\S+/s)\s+\S+(?:\s+\(xfr#(\d+), \w+-chk=(\d+)/(\d+)\))?\s*$")
 PREFIX = "backup-progress: "
+# Lines of a job's stdout that the command line shows: a job's one line (jobs._say), and the
+# pipeline's own output as it runs (`make run`).
+SAY = "backup: "
+OUTPUT = "pipeline-output: "
 
 
 def wanted() -> bool:
