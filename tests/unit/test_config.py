@@ -167,7 +167,22 @@ def test_a_password_in_any_url_is_refused_even_for_a_disabled_destination():
 def test_every_destination_disabled_is_a_config_error():
     """Nothing would be backed up while every run says OK: refused, naming what to do."""
     cfg = {"backups": {"sources": {}, "destinations": {d: {"enabled": False} for d in ("smb", "box", "secured")}}}
-    with pytest.raises(ConfigError, match=r"backups.destinations: every destination is disabled.*backups.enabled: false"):
+    expected = r"backups.destinations: every destination is disabled.*backups.enabled: false"
+    with pytest.raises(ConfigError, match=expected):
         validate(cfg)
     cfg["backups"]["enabled"] = False  # switched off on purpose: allowed
     validate(cfg)
+
+
+def test_a_missing_ssh_key_is_a_config_error_naming_it(tmp_path, monkeypatch):
+    """Not "the server refused the login": the key file is not there, said before anything runs."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    secured = {"enabled": True, "base_path": "backup@127.0.0.1:/data", "ssh_key": "~/.ssh/id_backup"}
+    key = tmp_path / ".ssh" / "id_backup"
+    with pytest.raises(ConfigError, match=rf"backups\.destinations\.secured\.ssh_key: {key} does not exist"):
+        validate(minimal(secured=secured))
+    box = {"enabled": True, "remote": "Box-Folder", "folder": "f"}
+    validate(minimal(secured={**secured, "enabled": False}, box=box))  # disabled: not checked
+    key.parent.mkdir()
+    key.write_text("key")
+    validate(minimal(secured=secured))

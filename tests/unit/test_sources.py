@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 from backup import sources
 from backup.plan import Source
 
@@ -21,9 +22,28 @@ def test_literal_names_win_over_globs_and_globs_still_work(tmp_path):
     assert listing.sizes["a1.csv"] == 6
 
 
-def test_missing_root_lists_every_pattern_as_missing(tmp_path):
-    listing = sources.list_source(Source("D", str(tmp_path / "nope"), ("a.csv", "R/")))
-    assert listing.files == [] and listing.missing == ["a.csv", "R/"]
+@pytest.mark.parametrize("root", ["missing", "a file", "an empty folder", "no match"])
+def test_a_root_without_the_data_disk_is_an_error_naming_it(tmp_path, root):
+    """An unmounted data disk (missing root, an empty mount point, ...) must fail, never list 0 files."""
+    path = tmp_path / "root"
+    if root == "a file":
+        path.write_text("x")
+    elif root != "missing":
+        path.mkdir()
+        if root == "no match":
+            (path / "other.csv").write_text("x")
+    with pytest.raises(sources.SourceError, match=rf"{path}.* of D .*is the data disk mounted\?"):
+        sources.list_source(Source("D", str(path), ("a.csv", "R/")))
+
+
+def test_special_files_are_named_as_skipped_never_listed(tmp_path):
+    (tmp_path / "R").mkdir()
+    (tmp_path / "R" / "a.csv").write_text("x")
+    os.mkfifo(tmp_path / "R" / "pipe")
+    os.mkfifo(tmp_path / "named-fifo")
+    listing = sources.list_source(Source("D", str(tmp_path), ("R/", "named-fifo")))
+    assert listing.files == ["R/a.csv"] and listing.special == ["R/pipe", "named-fifo"]
+    assert listing.missing == [] and listing.tops == ["R"]
 
 
 def test_tops_name_what_the_patterns_matched_and_parts_have_none(tmp_path):

@@ -40,7 +40,27 @@ def test_rsync_args(monkeypatch, tmp_path):
     assert args[-3:] == ["--", "/src/", str(tmp_path / "d") + "/"]
     # The whole-file checksum rsync checks each written file with is SHA-1, reported per file (%C).
     assert "--checksum-choice=sha1" in args and "--out-format=%i|%C|%n" in args
-    assert result.files_sent == 1 and result.bytes_sent == 1234 and result.sha1 == {"a.csv": SHA}
+    assert result.files_sent == 1 and result.bytes_sent == 1 and result.sha1 == {"a.csv": SHA}
+    assert "--specials" not in args and "--devices" not in args  # FIFOs and devices hold no data
+
+
+def test_rsync_counts_each_listed_file_once_and_what_a_failed_send_wrote(monkeypatch, tmp_path):
+    """A file redone in rsync's second pass is named twice, one made since the listing is no file of
+    this backup: neither inflates the count. A send that fails part-way reports what it wrote."""
+    lines = [f">f+++++++++|{SHA}|a.csv", f">f+++++++++|{SHA}|new-since.csv", f">f..t......|{SHA}|a.csv"]
+    capture(monkeypatch, lines)
+    listing = Listing(root="/src", files=["a.csv", "-b.csv"], sizes={"a.csv": 1, "-b.csv": 2})
+    result = transports.RsyncTransport().send(transfer("rsync", str(tmp_path / "d")), listing, None)
+    assert (result.files_sent, result.bytes_sent) == (1, 1)
+    failing = 'rsync: [sender] send_files failed to open "/src/-b.csv": Permission denied (13)'
+    monkeypatch.setattr(runner, "run", lambda args, log, **kw: runner.Result(23, [lines[0], failing]))
+    try:
+        transports.RsyncTransport().send(transfer("rsync", str(tmp_path / "d")), listing, None)
+    except transports.SendFailed as exc:
+        assert (exc.files_sent, exc.bytes_sent) == (1, 1)
+        assert str(exc).startswith("send: cannot read source file /src/-b.csv: permission denied")
+    else:
+        raise AssertionError("a failed send must raise")
 
 
 def test_rsync_without_sha1_at_the_other_end_sends_anyway(monkeypatch, tmp_path):

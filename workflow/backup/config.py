@@ -166,6 +166,9 @@ def _check_semantics(cfg: dict, source: str) -> None:
                 f"{source}: backups.destinations.secured.base_path: {base!r} needs an absolute path "
                 "on the server ([user@]host:/path)"
             )
+    key = secured.get("ssh_key")
+    if secured.get("enabled") and key:
+        _check_ssh_key(key, source)
     if not backups["enabled"]:
         return
     if not any(dest.get("enabled") for dest in backups["destinations"].values()):
@@ -183,6 +186,20 @@ def _check_semantics(cfg: dict, source: str) -> None:
                     f"{source}: backups.destinations.{dest_name}.datasets: {dataset!r} is not a "
                     f"source (backups.sources has: {known})"
                 )
+
+
+def _check_ssh_key(key: str, source: str) -> None:
+    """An ssh_key that is not there would reach the server as a refused login: name the key instead.
+    ``~`` is expanded as the transport does; a relative path (relative to the project folder, or to
+    --workdir, which the config does not know) is left to ssh, whose complaint rsync.py names."""
+    path = os.path.expanduser(key)
+    if not os.path.isabs(path) or os.path.isfile(path):
+        return
+    why = "is not a file" if os.path.exists(path) else "does not exist"
+    raise ConfigError(
+        f"{source}: backups.destinations.secured.ssh_key: {path} {why}; give the private key file that "
+        "logs in to the server (or leave ssh_key out to use ssh's own keys and agent)"
+    )
 
 
 def read_yaml(path: str | Path) -> Any:

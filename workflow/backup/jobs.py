@@ -55,7 +55,7 @@ def _archive_listing(run_id: str, stage: str, dataset: str, record: TransferReco
         raise ArchiveError("the archive job left no record")
     if made.status == records.FAILED:
         raise ArchiveError(f"no archive to send: {made.error}")
-    record.missing = made.missing
+    record.missing, record.skipped_special = made.missing, made.skipped_special
     if not made.archive:
         return sources.Listing(root="", missing=record.missing), None
     record.archive, record.archive_created = os.path.basename(made.archive), made.created
@@ -70,8 +70,13 @@ def _send_checked(transfer, transport, listing, log, args, content: bool, record
     tag = records.version_tag(args.run_id, args.stage)
     label = f"{args.stage} {args.dest}/{args.dataset}"
     reporter = progress.Reporter(label, len(listing.files), listing.total_bytes) if progress.wanted() else None
-    result = transport.send(transfer, listing, log, version_tag=tag, progress=reporter, before_write=marking,
-                            known=known)  # fmt: skip
+    try:
+        result = transport.send(transfer, listing, log, version_tag=tag, progress=reporter, before_write=marking,
+                                known=known)  # fmt: skip
+    except transports.SendFailed as exc:  # what reached the destination before it failed still counts
+        record.files_sent, record.bytes_sent = exc.files_sent, exc.bytes_sent
+        raise
+    # Only this first send counts: files sent again (changed while read, damaged) are counted once.
     record.files_sent, record.bytes_sent = result.files_sent, result.bytes_sent
     known = dict(result.sha1)
     if result.vanished:
@@ -163,8 +168,9 @@ def sync(args: argparse.Namespace) -> int:
         else:
             # rclone lists the target, and the catalog beside it, while this walks the source.
             cat.prime(transport.prefetch(transfer, log, beside=cat.transfer))
-            whole = sources.list_source(transfer.source)
+            whole = sources.list_source(transfer.source)  # a missing or empty root fails here
             listing, skipped = sources.sendable(transfer, whole)
+            record.skipped_special = whole.special
         state = commit.open_stage(cat, args.run_id, args.stage, planned, workdir)  # the catalog, read (and locked)
         if state.error:
             raise transports.TransferError(state.error)
@@ -173,6 +179,9 @@ def sync(args: argparse.Namespace) -> int:
         record.missing = record.missing or listing.missing
         for pattern in listing.missing if transfer.mode == "direct" else []:
             log.warning("source not found: %s", os.path.join(transfer.source.root, pattern))
+        if record.skipped_special and transfer.mode == "direct":
+            log.warning("not files, skipped (FIFOs, sockets, devices hold no data): %s",
+                        ", ".join(record.skipped_special))  # fmt: skip
         if skipped:
             record.skipped_links = skipped
             log.warning("symlinks not copied (an SMB share cannot hold them; the catalog keeps them): %s",
@@ -194,7 +203,7 @@ def sync(args: argparse.Namespace) -> int:
             state_now = _archived_state(cache, archived, record) if archived else None
         else:
             held = sources.union(listing, sources.subset(whole, skipped)) if skipped else listing
-            # No files at all (the source's disk is missing or empty): not a state to restore, ever.
+            # No files left (all vanished while sent): not a state to restore, ever.
             ask = functools.partial(transport.sha1_of, transfer, log=log)  # for files that moved while read
             try:
                 state_now = manifest.of_listing(cache, args.dataset, held, known, ask) if held.files else None
@@ -205,7 +214,7 @@ def sync(args: argparse.Namespace) -> int:
             record.manifest, record.state_files, record.state_bytes = state_now.name, state_now.files, state_now.bytes
         if known:  # a manifest was built: the job lives on beside the others and their tools, whose sum peaks
             runner.give_back_memory()
-        if record.missing or record.vanished or record.skipped_links:
+        if record.missing or record.vanished or record.skipped_links or record.skipped_special:
             record.status = records.WARNING
 
     _guarded(record, work)
@@ -236,13 +245,12 @@ def make_archive(args: argparse.Namespace) -> int:
         cfg = load_config(args.config, inherited=True)
         log = logs.setup(cfg["backups"]["log_file"], args.run_id, f"{args.stage} archive {args.dataset}", args.log)
         source = plan.source_of(cfg, args.dataset, os.getcwd())
-        listing = sources.list_source(source)
-        record.missing = listing.missing
+        listing = sources.list_source(source)  # a missing or empty root fails the archive, so its sends
+        record.missing, record.skipped_special = listing.missing, listing.special
         for pattern in listing.missing:
             log.warning("source not found: %s", os.path.join(source.root, pattern))
-        if not listing.files:
-            record.status = records.WARNING
-            return
+        if listing.special:
+            log.warning("not files, not archived (FIFOs, sockets, devices): %s", ", ".join(listing.special))
         folder = Path(plan.archive_dir(cfg, os.getcwd()))
         threads = max(1, args.threads)
         previous = archive.unchanged_archive(folder, args.dataset, source.root, listing.files, listing.sizes, threads)
@@ -275,7 +283,7 @@ def make_archive(args: argparse.Namespace) -> int:
         if keep_last:
             for old in archive.prune(folder, args.dataset, keep_last, Path(record.archive)):
                 log.info("removed old local archive %s (keep_last: %d)", old.name, keep_last)
-        if listing.missing:
+        if listing.missing or listing.special:
             record.status = records.WARNING
 
     _guarded(record, work)

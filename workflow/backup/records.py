@@ -140,6 +140,7 @@ class TransferRecord:
     missing: list[str] = field(default_factory=list)  # include patterns that matched nothing
     vanished: list[str] = field(default_factory=list)  # gone from the source while being sent
     skipped_links: list[str] = field(default_factory=list)  # symlinks a share cannot hold
+    skipped_special: list[str] = field(default_factory=list)  # FIFOs, sockets, devices: no data to send
     archive: str | None = None  # compressed mode: the archive's file name
     archive_created: bool = False
     manifest: str | None = None  # the catalog's manifest of this state (catalog.manifest_path)
@@ -171,6 +172,7 @@ class ArchiveRecord:
     bytes: int = 0
     compressed_bytes: int = 0
     missing: list[str] = field(default_factory=list)
+    skipped_special: list[str] = field(default_factory=list)  # FIFOs, sockets, devices: not archived
     manifest: str | None = None  # the catalog's manifest of the state the archive holds
     host: str = ""
     pid: int = 0

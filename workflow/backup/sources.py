@@ -3,7 +3,10 @@
 The list is what every transport sends (rsync ``--files-from``, rclone
 ``--files-from-raw``), so counting, sending and checking agree on one set of files.
 Symlinks are listed as entries and never followed, so nothing outside the root
-is reached through them.
+is reached through them. Special files (FIFOs, sockets, devices) hold no data to back up:
+they are named as skipped, never listed, so no tool is asked to send them and no count
+holds them. A root that is missing, not a folder, or matches no file at all is an error
+(``SourceError``): an unmounted data disk must fail the backup, not pass as "0 of 0 sent".
 """
 
 from __future__ import annotations
@@ -13,9 +16,15 @@ import os
 import stat
 from dataclasses import dataclass, field
 
+from .errors import TransferError
 from .plan import Source, Transfer
 
 GLOB_CHARS = set("*?[")
+DISK_HINT = "is the data disk mounted?"
+
+
+class SourceError(TransferError):
+    """The dataset's source cannot be read as a whole (the message names the root and what to check)."""
 
 
 @dataclass
@@ -26,6 +35,7 @@ class Listing:
     mtimes: dict[str, int] = field(default_factory=dict)  # st_mtime_ns as listed, to see later changes
     missing: list[str] = field(default_factory=list)  # include patterns that matched nothing
     links: set[str] = field(default_factory=set)  # entries that are symlinks
+    special: list[str] = field(default_factory=list)  # FIFOs, sockets, devices: skipped, named
     # What the include patterns matched (folders and files), when the listing is all of them: a tool
     # is then given these few names to walk itself (a list of every file is slow for rsync to read).
     tops: list[str] | None = None
@@ -35,62 +45,85 @@ class Listing:
         return sum(self.sizes.values())
 
 
-def _walk(root: str, rel_dir: str, out: dict[str, tuple[int, int]], links: set[str]) -> None:
+def _entry(rel: str, st: os.stat_result, out: dict[str, tuple[int, int]], listing: Listing) -> None:
+    """A file, symlink or special file found at ``rel``."""
+    if stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
+        out[rel] = (st.st_size, st.st_mtime_ns)
+        if stat.S_ISLNK(st.st_mode):
+            listing.links.add(rel)
+    else:
+        listing.special.append(rel)
+
+
+def _scan(path: str):
+    try:
+        return list(os.scandir(path))
+    except PermissionError:
+        raise SourceError(f"cannot read source folder {path}: permission denied") from None
+
+
+def _walk(root: str, rel_dir: str, out: dict[str, tuple[int, int]], listing: Listing) -> None:
     stack = [rel_dir]
     while stack:
         rel = stack.pop()
         prefix = rel + "/" if rel else ""
-        with os.scandir(os.path.join(root, rel) if rel else root) as entries:
-            for entry in entries:
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append(prefix + entry.name)
-                    continue
-                st = entry.stat(follow_symlinks=False)
-                out[prefix + entry.name] = (st.st_size, st.st_mtime_ns)
-                if stat.S_ISLNK(st.st_mode):
-                    links.add(prefix + entry.name)
+        for entry in _scan(os.path.join(root, rel) if rel else root):
+            if entry.is_dir(follow_symlinks=False):
+                stack.append(prefix + entry.name)
+            else:
+                _entry(prefix + entry.name, entry.stat(follow_symlinks=False), out, listing)
 
 
-def _add(root: str, rel: str, out: dict[str, tuple[int, int]], links: set[str]) -> bool:
-    path = os.path.join(root, rel)
+def _add(root: str, rel: str, out: dict[str, tuple[int, int]], listing: Listing) -> bool:
     try:
-        st = os.lstat(path)
+        st = os.lstat(os.path.join(root, rel))
     except FileNotFoundError:
         return False
-    if stat.S_ISLNK(st.st_mode) or stat.S_ISREG(st.st_mode):
-        out[rel] = (st.st_size, st.st_mtime_ns)
-        if stat.S_ISLNK(st.st_mode):
-            links.add(rel)
-        return True
     if stat.S_ISDIR(st.st_mode):
-        _walk(root, rel, out, links)
-        return True
-    return False
+        _walk(root, rel, out, listing)
+    else:
+        _entry(rel, st, out, listing)
+    return True
+
+
+def _check_root(source: Source) -> None:
+    """A root that is missing or not a folder: the data disk is not there (or the config is wrong)."""
+    try:
+        st = os.stat(source.root)
+    except FileNotFoundError:
+        raise SourceError(f"source folder {source.root} of {source.name} does not exist: {DISK_HINT}") from None
+    except OSError as exc:
+        raise SourceError(f"cannot reach source folder {source.root} of {source.name}: {exc.strerror}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise SourceError(f"source {source.root} of {source.name} is not a folder: {DISK_HINT}")
 
 
 def list_source(source: Source) -> Listing:
-    """Expand the include patterns of ``source``; patterns that match nothing go to ``missing``."""
+    """Expand the include patterns of ``source``; patterns that match nothing go to ``missing``.
+    Raises SourceError when the root is missing, not a folder, or holds none of the files."""
+    _check_root(source)
     listing = Listing(root=source.root, tops=[])
     found: dict[str, tuple[int, int]] = {}  # name -> (size, mtime_ns)
-    if not os.path.isdir(source.root):
-        listing.missing = list(source.include)
-        return listing
     for pattern in source.include:
         rel = os.path.normpath(pattern)
         if rel == ".":  # the whole root: its files by name (no top to hand a tool: "./x" names)
-            _walk(source.root, "", found, listing.links)
+            _walk(source.root, "", found, listing)
             listing.tops = None
             continue
         # A name that exists as written wins over reading it as a glob ("Plot[final].png").
-        ok = [rel] if _add(source.root, rel, found, listing.links) else []
+        ok = [rel] if _add(source.root, rel, found, listing) else []
         if not ok and GLOB_CHARS & set(rel):
             matches = sorted(glob.glob(rel, root_dir=source.root, recursive=True))
-            ok = [m for m in matches if _add(source.root, m, found, listing.links)]
+            ok = [m for m in matches if _add(source.root, m, found, listing)]
         if not ok:
             listing.missing.append(pattern)
         elif listing.tops is not None:
-            listing.tops += ok
+            # A special file named by a pattern is no top: the tools walk only what is sent.
+            listing.tops += [m for m in ok if m not in listing.special]
+    if not found:
+        raise SourceError(f"source folder {source.root} of {source.name} holds none of its files: {DISK_HINT}")
     listing.tops = sorted(set(listing.tops)) if listing.tops is not None else None
+    listing.special.sort()
     listing.files = sorted(found)
     listing.sizes = {name: size for name, (size, _) in found.items()}
     listing.mtimes = {name: mtime for name, (_, mtime) in found.items()}
@@ -143,6 +176,7 @@ def without(listing: Listing, names: list[str]) -> Listing:
         mtimes={f: listing.mtimes[f] for f in files if f in listing.mtimes},
         missing=listing.missing,
         links=listing.links - drop,
+        special=listing.special,
     )
 
 
@@ -152,7 +186,7 @@ def union(listing: Listing, other: Listing) -> Listing:
     sizes, mtimes = {**other.sizes, **listing.sizes}, {**other.mtimes, **listing.mtimes}
     return Listing(root=listing.root, files=files, sizes={f: sizes[f] for f in files},
                    mtimes={f: mtimes[f] for f in files if f in mtimes}, missing=listing.missing,
-                   links=listing.links | other.links)  # fmt: skip
+                   links=listing.links | other.links, special=listing.special)  # fmt: skip
 
 
 def subset(listing: Listing, names) -> Listing:

@@ -38,6 +38,8 @@ def note(r) -> str:
         return "vanished while being sent: " + ", ".join(r.vanished)
     if r.skipped_links:
         return f"{len(r.skipped_links)} symlinks not copied (SMB cannot hold them; the catalog keeps them)"
+    if r.skipped_special:
+        return f"skipped, not files (FIFOs, sockets, devices hold no data): {', '.join(r.skipped_special)}"
     if r.archive:
         return r.archive + ("" if r.archive_created else " (unchanged, reused)")
     return ""

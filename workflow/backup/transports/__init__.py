@@ -16,10 +16,10 @@ import importlib
 
 from ..errors import TransferError
 from ..plan import Transfer
-from .base import SendResult, Transport, VerifyResult, find_tool
+from .base import SendFailed, SendResult, Transport, VerifyResult, find_tool
 
-__all__ = ["RcloneTransport", "RsyncTransport", "SendResult", "TransferError", "Transport", "VerifyResult",
-           "WALK_ABOVE", "find_tool", "for_transfer"]  # fmt: skip
+__all__ = ["RcloneTransport", "RsyncTransport", "SendFailed", "SendResult", "TransferError", "Transport",
+           "VerifyResult", "WALK_ABOVE", "find_tool", "for_transfer"]  # fmt: skip
 
 # Each tool's module is imported when it is first needed: a job uses one tool (a tenth of its start).
 LAZY = {"RsyncTransport": "rsync", "RcloneTransport": "rclone", "WALK_ABOVE": "rclone"}

@@ -16,11 +16,15 @@ from ..errors import TransferError
 from ..plan import Transfer
 from ..sources import Listing, subset
 
-# Known causes, recognised in the tools' output, turned into what to do about them.
+# Known causes, recognised in the tools' output, turned into what to do about them ({0}: the
+# pattern's first group, such as the file it names).
+SOURCE_UNREADABLE = "permission denied (let the backup's user read it, or leave it out of the dataset)"
 DIAGNOSES = [
     (r"Host key verification failed|REMOTE HOST IDENTIFICATION HAS CHANGED|No .* host key is known",
      "the server's SSH host key is not known (or changed): connect once with ssh to check and accept it, "
      "or give its known_hosts file"),
+    (r"Identity file (.+?) not accessible", "the ssh_key file {0} cannot be read: check "
+     "backups.destinations.secured.ssh_key"),
     (r"Permission denied \(publickey|Permission denied, please try again",
      "the SSH server refused the login: check the user and ssh_key"),
     (r"Could not resolve hostname|no such host", "the server name cannot be resolved: check the address"),
@@ -34,6 +38,11 @@ DIAGNOSES = [
     (r"quota|Insufficient Storage|\b507\b|storage_limit_exceeded|No space left on device|STATUS_DISK_FULL"
      r"|disk was full|disk full",
      "the destination is full (no space left or quota exceeded)"),
+    # The source, not the destination: rsync's sender, rclone's source object or folder.
+    (r'\[sender\] send_files failed to open "(.+?)": Permission denied|failed to open source object: open (.+?): '
+     r"permission denied", "cannot read source file {0}: " + SOURCE_UNREADABLE),
+    (r'\[sender\] opendir "(.+?)" failed: Permission denied|error reading source directory: .*?open (.+?): '
+     r"permission denied", "cannot read source folder {0}: " + SOURCE_UNREADABLE),
     (r"Permission denied|Access is denied|EACCES|\b403\b|Forbidden|Read-only file system|Operation not permitted",
      "permission denied at the destination (or it is read-only): check who may write there"),
 ]  # fmt: skip
@@ -51,6 +60,14 @@ class SendResult:
     # holds it (rclone); missing where the tool could not say (then the job hashes the source file).
     sha1: dict[str, str] = field(default_factory=dict)
     differ: list[str] = field(default_factory=list)  # sent, but the destination's copy has another hash
+
+
+class SendFailed(TransferError):
+    """A send that failed part-way: what the tool reported writing before it did still counts."""
+
+    def __init__(self, message: str, files_sent: int = 0, bytes_sent: int = 0) -> None:
+        super().__init__(message)
+        self.files_sent, self.bytes_sent = files_sent, bytes_sent
 
 
 @dataclass
@@ -85,8 +102,9 @@ def diagnose(lines: list[str]) -> str:
     """What went wrong, in words a user can act on, if the output names a known cause."""
     text = "\n".join(lines)
     for pattern, advice in DIAGNOSES:
-        if re.search(pattern, text, re.I):
-            return advice
+        found = re.search(pattern, text, re.I)
+        if found:
+            return advice.format(next((g for g in found.groups() if g), ""))
     return ""
 
 

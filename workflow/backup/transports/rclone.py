@@ -15,7 +15,7 @@ from .. import runner
 from ..plan import Transfer, versions_folder
 from ..records import user_cache
 from ..sources import Listing
-from .base import SendResult, TransferError, Transport, VerifyResult, diagnose, file_list, find_tool
+from .base import SendFailed, SendResult, TransferError, Transport, VerifyResult, diagnose, file_list, find_tool
 
 RCLONE_EXIT = {
     1: "rclone failed (details in backup.log)",
@@ -301,10 +301,22 @@ class RcloneTransport(Transport):
                 args.append("--ignore-times")
             if dry_run:
                 args.append("--dry-run")  # rclone names each file it would copy (a notice)
-            if progress and not dry_run:
-                args += ["--stats=1s", "--stats-log-level=NOTICE"]
-            result = self._run(transfer, [*args, "--", listing.root, transfer.target], log, "send",
-                               progress=progress.rclone if progress else None)  # fmt: skip
+            # Stats at NOTICE: at least the last one (files and bytes written), which is what a send
+            # that fails part-way did (rclone names no file it copied without --verbose).
+            if not dry_run:
+                args += ["--stats=1s" if progress else "--stats=0", "--stats-log-level=NOTICE"]
+            stats: dict = {}
+
+            def watch(line: str) -> bool:
+                if '"stats"' in line:
+                    stats.update(next((e["stats"] for e in _json_entries([line]) if "stats" in e), {}))
+                return progress.rclone(line) if progress else False
+
+            try:
+                result = self._run(transfer, [*args, "--", listing.root, transfer.target], log, "send",
+                                   progress=watch)  # fmt: skip
+            except TransferError as exc:
+                raise SendFailed(str(exc), int(stats.get("transfers") or 0), int(stats.get("bytes") or 0)) from None
         if dry_run:
             would = {e.get("object", "") for e in _json_entries(result.lines)
                      if str(e.get("msg", "")).startswith("Skipped copy as --dry-run")}  # fmt: skip

@@ -13,7 +13,7 @@ from .. import mounts, runner
 from ..plan import Transfer, is_ssh_target, versions_folder
 from ..sources import Listing
 from . import local
-from .base import SendResult, TransferError, Transport, VerifyResult, diagnose, file_list, find_tool
+from .base import SendFailed, SendResult, TransferError, Transport, VerifyResult, diagnose, file_list, find_tool
 
 RSYNC_EXIT = {
     1: "rsync usage error",
@@ -63,7 +63,9 @@ class RsyncTransport(Transport):
     def options(self, transfer: Transfer) -> list[str]:
         # --8-bit-output: names in rsync's itemized output as they are (only control characters
         # stay escaped as \#ooo, which unescape() undoes), so they match the file list.
-        opts = ["--recursive", "--times", "--links", "--devices", "--specials", "--8-bit-output"]
+        # No --devices/--specials: FIFOs, sockets and devices hold no data (sources.py names them as
+        # skipped); rsync skips those it meets walking a folder ("skipping non-regular file").
+        opts = ["--recursive", "--times", "--links", "--8-bit-output"]
         # SMB keeps no Unix owners or permissions. Times are compared in whole seconds (rsync's default
         # window), which SMB keeps; a wider --modify-window would make --update call every unchanged
         # file "newer" at the destination.
@@ -72,8 +74,10 @@ class RsyncTransport(Transport):
         else:
             opts += ["--perms", "--owner", "--group"]
         if transfer.private:
-            opts.append("--chmod=go-rwx")
+            opts.append("--chmod=go-rwx")  # the files and folders it copies
         if is_ssh_target(transfer.target):
+            if transfer.private:  # the folders it makes itself (--mkpath, --backup-dir): see _umask
+                opts.append("--rsync-path=umask 077 && rsync")
             ssh = ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=15"]
             if transfer.ssh_port:
                 ssh += ["-p", str(transfer.ssh_port)]
@@ -152,11 +156,22 @@ class RsyncTransport(Transport):
             if progress and not dry_run:
                 args.append("--info=progress2")
             # Exit 24: some source files vanished while being sent; the rest went through.
-            result = self._summed([*args, *what, target.rstrip("/") + "/"], log, "send", ok_codes=(0, 24),
-                                  progress=progress.rsync if progress else None)  # fmt: skip
+            try:
+                with _umask(transfer):
+                    result = self._summed([*args, *what, target.rstrip("/") + "/"], log, "send", ok_codes=(0, 24),
+                                          progress=progress.rsync if progress else None)  # fmt: skip
+            except TransferError as exc:  # what rsync wrote before it failed still counts
+                done = self._sent(getattr(exc, "output", "").splitlines(), listing)
+                raise SendFailed(str(exc), done.files_sent, done.bytes_sent) from None
+        return self._sent(result.lines, listing)
+
+    def _sent(self, lines: list[str], listing: Listing) -> SendResult:
+        """What rsync's output says it sent. Counted: the listed files it wrote, each once (a file
+        redone in rsync's second pass is named twice; one created since the listing, found walking
+        a folder, is no file of this backup)."""
         out = SendResult()
         root = listing.root.rstrip("/") + "/"
-        for line in result.lines:
+        for line in lines:
             gone, changed = self.VANISHED.match(line), self.CHANGED.match(line)
             if gone or changed:
                 name = unescape(gone.group(1) or gone.group(2) if gone else changed.group(1))
@@ -166,14 +181,14 @@ class RsyncTransport(Transport):
             match = self.SUMMED.match(line)
             if match and match.group(1)[1] in "fL" and match.group(1)[0] in "<>c":
                 name = unescape(match.group(3))
-                out.sent.append(name)
+                if name not in out.sent:
+                    out.sent.append(name)
                 if self.sha1 and len(match.group(2)) == 40 and match.group(1)[1] == "f":
                     out.sha1[name] = match.group(2)
             elif line.endswith(" is newer") and unescape(line[: -len(" is newer")]) in listing.sizes:
                 out.newer.append(unescape(line[: -len(" is newer")]))
-            elif line.startswith("Total transferred file size:"):
-                out.bytes_sent = int(re.sub(r"[^0-9]", "", line.split(":", 1)[1]) or 0)
-        out.files_sent = len(out.sent)
+        listed = [name for name in out.sent if name in listing.sizes]
+        out.files_sent, out.bytes_sent = len(listed), sum(listing.sizes[name] for name in listed)
         return out
 
     def list(self, transfer: Transfer, log) -> dict[str, int]:
@@ -303,6 +318,22 @@ class RsyncTransport(Transport):
                                ok_codes=(0, 23) if files is not None else (0,))  # fmt: skip
         sent = [unescape(m.group(2)) for m in map(self.ITEM.match, result.lines) if m and m.group(1)[1] in "fL"]
         return SendResult(files_sent=len(sent), sent=sent)
+
+
+@contextmanager
+def _umask(transfer: Transfer):
+    """A private destination's folders that rsync makes itself (the target's parents with --mkpath, the
+    versions folders of --backup-dir) get the mode the umask leaves: --chmod covers only what it
+    copies. Here: on this machine (the receiving rsync is a child of this one); over SSH, the
+    --rsync-path of ``options`` sets the server's."""
+    if not transfer.private or is_ssh_target(transfer.target):
+        yield
+        return
+    old = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(old)
 
 
 @contextmanager
