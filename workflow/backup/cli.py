@@ -74,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
             f"--{dest}-only", dest="only", action="store_const", const=dest, help=f"only the {dest} destination"
         )
     parser.add_argument(
+        "--list-files",
+        action="store_true",
+        help=f"with --dry-run: list every file that would be sent (default: the first {SCREENFUL} per transfer)",
+    )
+    parser.add_argument(
         "--verify",
         action="store_true",
         help="read every file the kept backups need at every enabled destination and compare its SHA-1 with "
@@ -147,10 +152,14 @@ def _archive_preview(cfg: dict, transfer: plan.Transfer, workdir: Path, cache: d
     return cache[transfer.dataset]
 
 
-def dry_run(cfg: dict, transfers: list[plan.Transfer], workdir: Path) -> int:
-    """Ask each tool what it would send; print it; touch nothing."""
+SCREENFUL = 20  # names listed per transfer by --dry-run, unless --list-files
+
+
+def dry_run(cfg: dict, transfers: list[plan.Transfer], workdir: Path, list_all: bool = False) -> int:
+    """Ask each tool what it would send; print it, then the totals; touch nothing."""
     quiet = logs.setup(None, "dry-run")
     outcomes: list[str] = []
+    totals = [("destination", "dataset", "files to send", "bytes to send", "note")]
     print("Dry run: nothing is written at any destination.\n")
     if not cfg["backups"]["enabled"]:
         print("backups are disabled (backups.enabled: false): nothing would be backed up")
@@ -179,15 +188,23 @@ def dry_run(cfg: dict, transfers: list[plan.Transfer], workdir: Path) -> int:
             reason = f"cannot read {exc.filename}: {exc.strerror}" if isinstance(exc, OSError) else exc
             print(f"  FAILED: {reason}\n")
             outcomes.append("failed")
+            totals.append((transfer.destination, transfer.dataset, "-", "-", "FAILED"))
             continue
         if listing.files or transfer.mode == "direct":
             print(
                 f"  would send {result.files_sent} of {len(listing.files)} files "
                 f"({summary.human_bytes(result.bytes_sent)}):"
             )
-        for name in result.sent:
+        shown = result.sent if list_all else result.sent[:SCREENFUL]
+        for name in shown:
             print(f"    {name}")
+        if len(shown) < len(result.sent):
+            print(f"    ... and {len(result.sent) - len(shown)} more (--list-files lists every one)")
         print()
+        note = outcomes[-1].upper() if outcomes[-1] != "ok" else ""
+        totals.append((transfer.destination, transfer.dataset, str(result.files_sent),
+                       summary.human_bytes(result.bytes_sent), note))  # fmt: skip
+    print("Would send (nothing was written):\n" + summary.columns(totals))
     return summary.exit_of(outcomes)
 
 
@@ -416,7 +433,7 @@ def _main(args, argv: list[str] | None, workdir: Path, engine: Engine | None, in
         print(f"error: {exc}", file=sys.stderr)
         return summary.EXIT_USAGE
     if args.dry_run:
-        return dry_run(cfg, transfers, workdir)
+        return dry_run(cfg, transfers, workdir, args.list_files)
 
     command = " ".join(["backup_system.py", *(argv if argv is not None else sys.argv[1:])])
     try:
