@@ -124,7 +124,7 @@ def test_tricky_names_are_copied(lab):
 
 
 def test_dry_run_writes_nothing_anywhere(lab):
-    result = lab.cli("--dry-run")
+    result = lab.cli("--dry-run", "--list-files")
     assert result.returncode == 0, result.stdout + result.stderr
     assert not lab.smb.exists() and not lab.box.exists() and not lab.secured.exists()
     assert not (lab.root / "backup.log").exists()
