@@ -11,6 +11,7 @@ import os
 import re
 import shlex
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -92,6 +93,7 @@ def run(
     stdin_text: str | None = None,
     log_output: bool = True,
     progress=None,
+    echo: str | None = None,
 ) -> Result:
     """Run a command, log it and each output line (masked), return code and lines.
 
@@ -101,6 +103,8 @@ def run(
     ``progress`` is a callable taking an output line and returning True when the line was a
     progress report it consumed (those are neither logged nor kept); lines are then also split
     at carriage returns, which is how rsync redraws its progress line.
+    ``echo``: also write each (masked) line to stdout behind this prefix, as it comes (the
+    pipeline's output, which the command line shows while it runs).
     """
     secrets = list(secrets) + secret_env_values(env)
     shown = mask(args if isinstance(args, str) else shlex.join(mask_args(list(args), secrets)), secrets)
@@ -145,6 +149,8 @@ def run(
         if progress is not None and progress(line):
             continue
         lines.append(line)
+        if echo is not None:
+            os.write(sys.stdout.fileno(), f"{echo}{line}\n".encode("utf-8", errors="replace"))
         shown_line = render(line) if render else line
         if shown_line and log_output:
             batch.add("  " + shown_line)
