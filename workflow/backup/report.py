@@ -149,13 +149,6 @@ def legend(warn_after_hours: float) -> str:
     )
 
 
-def planned(cfg: dict, workdir, enabled: list[str]) -> set[tuple[str, str]]:
-    """The (destination, target) pairs this config sends to now (what status.gather keeps of `here`)."""
-    from . import plan
-
-    return {(t.destination, t.target) for t in plan.plan(cfg, str(workdir), enabled)}
-
-
 def concerning(runs: list[RunRecord], places: set[tuple[str, str]]) -> list[RunRecord]:
     """Each run cut down to its transfers to these places; runs with none left are left out
     (a demo's or another config's runs say nothing about this config's backups)."""
@@ -221,7 +214,7 @@ def page(cfg: dict, workdir, enabled: list[str], log, now: datetime | None = Non
     transfers, notes = status.gather(cfg, workdir, enabled, log)
     warn = cfg["backups"]["warn_after_hours"]
     health = status.assess(transfers, enabled, warn, now)
-    runs = concerning(records.load_runs(workdir), planned(cfg, workdir, enabled))
+    runs = concerning(records.load_runs(workdir), status.planned(cfg, workdir, enabled))
     return render(health, runs, notes, warn, now)
 
 

@@ -51,6 +51,11 @@ def local_transfers(workdir: Path) -> list[TransferRecord]:
     return [t for run in records.load_runs(workdir) for t in run.transfers]
 
 
+def planned(cfg: dict, workdir, enabled: list[str]) -> set[tuple[str, str]]:
+    """The (destination, target) pairs this config sends to now: the only places whose records count."""
+    return {(t.destination, t.target) for t in plan.plan(cfg, str(workdir), enabled)}
+
+
 def gather(cfg: dict, workdir: Path, enabled: list[str], log) -> tuple[list[TransferRecord], list[str]]:
     """What each destination's catalog records, and this machine's records of failures there that
     never reached it (a destination that could not be written to cannot say it failed); where a
@@ -60,10 +65,10 @@ def gather(cfg: dict, workdir: Path, enabled: list[str], log) -> tuple[list[Tran
 
     found: list[TransferRecord] = []
     notes: list[str] = []
-    local = local_transfers(workdir)
+    places = planned(cfg, workdir, enabled)
+    local = [t for t in local_transfers(workdir) if (t.destination, t.target) in places]
     for dest in enabled:
-        targets = {t.target for t in plan.plan(cfg, str(workdir), [dest])}
-        here = [t for t in local if t.destination == dest and t.target in targets]
+        here = [t for t in local if t.destination == dest]
         try:
             cat = Catalog(plan.catalog_transfer(cfg, dest, str(workdir)), workdir, log)
             said = [t for run in cat.runs() for t in run.transfers] if cat.exists() else []
