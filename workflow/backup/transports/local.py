@@ -39,7 +39,7 @@ def apply(folder: str, staging: str, writes: list[str], deletes: list[str], priv
         with open(os.path.join(staging, path), "rb") as fh:
             data = fh.read()
         final = os.path.join(folder, path)
-        os.makedirs(os.path.dirname(final), mode=0o700 if private else 0o777, exist_ok=True)
+        _makedirs(os.path.dirname(final), private)
         tmp = os.path.join(os.path.dirname(final), f".{os.path.basename(final)}.{os.getpid()}.tmp")
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
@@ -57,6 +57,19 @@ def apply(folder: str, staging: str, writes: list[str], deletes: list[str], priv
     for path in deletes:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(folder, path))
+
+
+def _makedirs(path: str, private: bool) -> None:
+    """The folder and its missing parents; private: each one it makes 0700 (makedirs' mode is the
+    last one's only, and the umask's bits still apply to it)."""
+    if not private:
+        os.makedirs(path, exist_ok=True)
+        return
+    old = os.umask(0o077)
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+    finally:
+        os.umask(old)
 
 
 def read(folder: str, names: list[str]) -> dict[str, bytes]:
