@@ -320,8 +320,19 @@ def unchanged_archive(archive_dir: Path, dataset: str, root: str, files: list[st
     recorded = (read_manifest(latest) or {}).get("files", {})
     if sorted(recorded) != files or any(recorded[f]["size"] != sizes[f] for f in files):
         return None  # a different file set or size: changed, no need to read anything
-    hashes = hash_files(root, files, threads)
+    try:
+        hashes = hash_files(root, files, threads)
+    except OSError as exc:
+        raise _source_error(exc, root) or exc from None
     return latest if all(hashes[f] == recorded[f]["sha1"] for f in files) else None
+
+
+def _source_error(exc: OSError, root: str) -> ArchiveError | None:
+    """A source file that cannot be read, named as such (not as a problem of the archive folder)."""
+    name = os.fsdecode(exc.filename) if exc.filename is not None else ""
+    if not name.startswith(root.rstrip("/") + "/"):
+        return None
+    return ArchiveError(f"cannot read source file {name}: {(exc.strerror or str(exc)).lower()}")
 
 
 def free_name(archive_dir: Path, dataset: str, timestamp: str) -> Path:
@@ -415,7 +426,9 @@ def create(
         _publish(tmp, final)
         os.replace(man_tmp, manifest_path(final))
     except OSError as exc:
-        raise ArchiveError(f"cannot write the archive in {archive_dir}: {exc.strerror or exc}") from None
+        raise _source_error(exc, root) or ArchiveError(
+            f"cannot write the archive in {archive_dir}: {exc.strerror or exc}"
+        ) from None
     finally:
         for leftover in (tmp, archive_dir / f".{manifest_path(final).name}.{os.getpid()}.partial"):
             leftover.unlink(missing_ok=True)
