@@ -25,3 +25,14 @@ def test_dry_run_ends_with_totals_and_lists_a_screenful(lab):
     assert "more (--list-files" not in listed.stdout
     assert all(f"    {name}\n" in listed.stdout for name in results), listed.stdout
     assert not lab.smb.exists() and not lab.secured.exists()
+
+
+def test_dry_run_names_special_files_as_skipped(lab):
+    import os
+
+    os.mkfifo(lab.results_root / "Results/Opto/PER-Envelopes/pipe")
+    result = lab.cli("--dry-run")
+    assert result.returncode == 3, result.stdout
+    warning = "warning: not a file, skipped (FIFO, socket or device): Results/Opto/PER-Envelopes/pipe"
+    assert result.stdout.count(warning) == 2
+    assert all(row[-1] == "WARNING" for key, row in totals(result.stdout).items() if key[1] == "Results")

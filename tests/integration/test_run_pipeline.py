@@ -168,3 +168,26 @@ def test_run_without_a_pipeline_is_a_config_error(lab):
     assert result.returncode == 2
     assert "pipeline: `run` needs pipeline.command or pipeline.snakefile" in result.stderr
     assert not lab.smb.exists() and not (lab.workdir / ".backup").exists()
+
+
+def test_the_pipelines_output_reaches_the_terminal_as_it_runs(lab):
+    """`make run`: a scientist sees the analysis talk while it runs, not after (and it is logged)."""
+    import time
+
+    from test_faults import start_cli
+
+    lab.config["pipeline"] = {"command": "echo analysis step 1 of 2; sleep 3; echo analysis step 2 of 2"}
+    lab.save()
+    proc = start_cli(lab, "run")
+    seen: dict[str, float] = {}
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 120
+    for line in proc.stdout:  # bounded: the process ends, and the deadline below is checked
+        seen.setdefault(line.rstrip("\n"), time.monotonic())
+        assert time.monotonic() < deadline
+    assert proc.wait(timeout=30) == 0
+    first, second = seen.get("  | analysis step 1 of 2"), seen.get("  | analysis step 2 of 2")
+    assert first and second, list(seen)
+    assert second - first > 2  # shown as it came, not all at the end
+    log = (lab.root / "backup.log").read_text()
+    assert "analysis step 1 of 2" in log and "analysis step 2 of 2" in log

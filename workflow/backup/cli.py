@@ -147,7 +147,7 @@ def _archive_preview(cfg: dict, transfer: plan.Transfer, workdir: Path, cache: d
             )
         else:
             files, note = sources.Listing(root=str(folder)), "  nothing to archive: no source files"
-        files.missing = listing.missing
+        files.missing, files.special = listing.missing, listing.special
         cache[transfer.dataset] = (files, note)
     return cache[transfer.dataset]
 
@@ -178,7 +178,9 @@ def dry_run(cfg: dict, transfers: list[plan.Transfer], workdir: Path, list_all: 
                 print(f"  warning: source not found: {os.path.join(transfer.source.root, pattern)}")
             for link in skipped:
                 print(f"  warning: symlink not copied (an SMB share cannot hold it): {link}")
-            outcomes.append("warning" if listing.missing or skipped else "ok")
+            for name in listing.special:
+                print(f"  warning: not a file, skipped (FIFO, socket or device): {name}")
+            outcomes.append("warning" if listing.missing or skipped or listing.special else "ok")
             result = (
                 transports.for_transfer(transfer).send(transfer, listing, quiet, dry_run=True)
                 if listing.files

@@ -340,7 +340,11 @@ def pipeline(args: argparse.Namespace) -> int:
     _say(f"pipeline: running {shown}")
     # "python" in the command is this environment's Python (the venv's), as under `make`.
     path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
-    result = runner.run(command, log, shell=True, env={"PATH": path}, secrets=secrets)
+    # Its output also reaches the terminal as it comes (through the command line, or plain under
+    # Snakemake run by hand); Python pipelines are asked not to hold it back in a buffer.
+    echo = progress.OUTPUT if os.environ.get("BACKUP_CLI") else ""
+    result = runner.run(command, log, shell=True, env={"PATH": path, "PYTHONUNBUFFERED": "1"}, secrets=secrets,
+                        echo=echo)  # fmt: skip
     record = records.PipelineRecord(args.run_id, command=shown, started=started, finished=records.now_iso(),
                                     seconds=round(time.monotonic() - t0, 3), exit_status=result.returncode)  # fmt: skip
     if result.returncode != 0:
