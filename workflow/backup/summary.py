@@ -21,7 +21,7 @@ def exit_status(records: list) -> int:
 
 def exit_of(statuses) -> int:
     statuses = set(statuses)
-    if "failed" in statuses:
+    if statuses & {"failed", "interrupted"}:
         return EXIT_FAILED
     if "warning" in statuses:
         return EXIT_WARNINGS
