@@ -174,3 +174,13 @@ def test_rclone_walks_matched_folders_for_large_sends(monkeypatch, tmp_path):
                                 "- **"]  # fmt: skip
     # The SHA-1 of everything sent is read walking the same folders, not file by file.
     assert seen["hashsum"] == seen["copy"]
+
+
+def test_a_file_where_a_destination_folder_belongs_is_named_not_called_a_full_disk():
+    from backup.transports.base import diagnose
+
+    line = 'rsync: [Receiver] mkdir "/backup/secured/CSVs" failed: File exists (17)'
+    assert diagnose([line]) == (
+        "something that is not a folder stands where the destination needs the folder /backup/secured/CSVs: "
+        "move it aside"
+    )

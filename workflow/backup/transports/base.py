@@ -38,6 +38,8 @@ DIAGNOSES = [
     (r"quota|Insufficient Storage|\b507\b|storage_limit_exceeded|No space left on device|STATUS_DISK_FULL"
      r"|disk was full|disk full",
      "the destination is full (no space left or quota exceeded)"),
+    (r'mkdir "(.+?)" failed: (?:File exists|Not a directory)|(?:mkdir|make directory) (.+?): not a directory',
+     "something that is not a folder stands where the destination needs the folder {0}: move it aside"),
     # The source, not the destination: rsync's sender, rclone's source object or folder.
     (r'\[sender\] send_files failed to open "(.+?)": Permission denied|failed to open source object: open (.+?): '
      r"permission denied", "cannot read source file {0}: " + SOURCE_UNREADABLE),
