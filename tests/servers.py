@@ -131,8 +131,8 @@ class Samba:
 class FuseMount:
     """The Samba share mounted with FUSE (rclone mount), as a lab machine without kernel CIFS would."""
 
-    def __init__(self, samba: Samba, point: Path):
-        self.samba, self.point = samba, point
+    def __init__(self, samba: Samba, point: Path, cache_mode: str = "off"):
+        self.samba, self.point, self.cache_mode = samba, point, cache_mode
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> FuseMount:
@@ -142,10 +142,11 @@ class FuseMount:
         self.point.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "RCLONE_SMB_PASS": obscure(self.samba.password), "RCLONE_CONFIG": "/dev/null"}
         remote = f":smb,host=127.0.0.1,port={self.samba.port},user={self.samba.user}:share"
-        self.proc = spawn(
-            [rclone(), "mount", remote, str(self.point), "--vfs-cache-mode", "off", "--dir-cache-time", "1s"],
-            self.point.parent / "mount.out", env,
-        )  # fmt: skip
+        cmd = [rclone(), "mount", remote, str(self.point), "--vfs-cache-mode", self.cache_mode]
+        cmd += ["--dir-cache-time", "1s"]
+        if self.cache_mode != "off":  # the cache beside the mount point, not in the user's
+            cmd += ["--cache-dir", str(self.point.parent / "rclone-cache")]
+        self.proc = spawn(cmd, self.point.parent / "mount.out", env)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

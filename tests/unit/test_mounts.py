@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import time
+
 import pytest
 from backup import mounts
 
@@ -71,3 +75,106 @@ def test_network_and_fuse_accepted_local_refused(table):
 
 def test_plain_path_passes_through(table):
     assert mounts.resolve_smb_target("/mnt/ramanfiles/cole", None, table) == "/mnt/ramanfiles/cole"
+
+
+# -- Mounts that cache writes: a fake /proc with the rclone processes a lab machine might run --
+
+
+def fake_process(proc, pid: int, argv: list[str], env: dict[str, str] | None = None, cwd=None) -> None:
+    folder = proc / str(pid)
+    folder.mkdir(parents=True)
+    (folder / "cmdline").write_bytes(b"\0".join(a.encode() for a in argv) + b"\0")
+    if env is None:
+        (folder / "environ").mkdir()  # unreadable, as another user's process is
+    else:
+        (folder / "environ").write_bytes(b"\0".join(f"{k}={v}".encode() for k, v in env.items()))
+    if cwd:
+        (folder / "cwd").symlink_to(cwd)
+
+
+RCLONE = mounts.Mount("nas:share", "/mnt/nas", "fuse.rclone")
+
+
+@pytest.mark.parametrize(
+    "argv, env, mode",
+    [
+        (["rclone", "mount", "nas:share", "/mnt/nas", "--vfs-cache-mode", "writes"], {}, "writes"),
+        (["/usr/bin/rclone", "mount", "--vfs-cache-mode=full", "nas:share", "/mnt/nas/"], {}, "full"),
+        (["rclone", "mount", "nas:share", "/mnt/nas"], {"RCLONE_VFS_CACHE_MODE": "writes"}, "writes"),
+        (["mount.rclone", "nas:share", "/mnt/nas", "-o", "rw,vfs_cache_mode=minimal"], {}, "minimal"),
+        (
+            ["rclone", "nfsmount", "nas:share", "/mnt/nas", "--vfs-cache-mode=off", "--vfs-cache-mode", "FULL"],
+            {},
+            "full",
+        ),
+    ],
+)
+def test_rclone_mount_with_a_write_cache_is_refused(tmp_path, argv, env, mode):
+    fake_process(tmp_path, 4242, argv, env)
+    fake_process(tmp_path, 4243, ["rsync", "-r", "src/", "/mnt/nas"], {})  # names the point, is no rclone
+    with pytest.raises(mounts.MountError, match=f"caches writes \\(--vfs-cache-mode {mode}\\).*transport: rclone"):
+        mounts.refuse_write_cache(RCLONE, proc=str(tmp_path))
+
+
+def test_rclone_mount_without_cache_passes(tmp_path):
+    fake_process(tmp_path, 10, ["rclone", "mount", "nas:share", "nas", "--vfs-cache-mode", "off"], {}, cwd="/mnt")
+    fake_process(tmp_path, 11, ["rclone", "mount", "other:x", "/mnt/other", "--vfs-cache-mode", "full"], {})
+    mounts.refuse_write_cache(RCLONE, proc=str(tmp_path))  # relative mount point, from its own folder
+    fake_process(tmp_path, 12, ["rclone", "mount", "nas:share", "/mnt/nas"], {"HOME": "/root"})
+    mounts.refuse_write_cache(RCLONE, proc=str(tmp_path))  # rclone's default is off
+
+
+def test_rclone_cache_mode_that_cannot_be_told_is_refused(tmp_path):
+    with pytest.raises(mounts.MountError, match="cannot tell whether the rclone mount at /mnt/nas caches writes"):
+        mounts.refuse_write_cache(RCLONE, proc=str(tmp_path))  # no process found (rclone rcd, another namespace)
+    fake_process(tmp_path, 7, ["rclone", "mount", "nas:share", "/mnt/nas"], env=None)
+    with pytest.raises(mounts.MountError, match="cannot read the environment.*--vfs-cache-mode off"):
+        mounts.refuse_write_cache(RCLONE, proc=str(tmp_path))
+
+
+def test_filesystems_that_always_upload_later_are_refused(tmp_path):
+    for mount in (mounts.Mount("s3ql://bucket", "/mnt/s3", "fuse.s3ql"),
+                  mounts.Mount("https://dav.example.org/lab", "/mnt/dav", "fuse")):  # fmt: skip
+        with pytest.raises(mounts.MountError, match="uploads them later.*transport: rclone"):
+            mounts.refuse_write_cache(mount, proc=str(tmp_path))
+    for mount in (mounts.Mount("//nas/share", "/mnt/nas", "cifs"), mounts.Mount("u@h:/x", "/m", "fuse.sshfs")):
+        mounts.refuse_write_cache(mount, proc=str(tmp_path))
+
+
+# -- Mounts that do not answer -----------------------------------------------------------------
+
+
+def test_answering_mount_passes_and_keeps_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(mounts, "_answered", {})
+    (tmp_path / "share").mkdir()
+    share = mounts.Mount("//nas/share", str(tmp_path / "share"), "cifs")
+    assert mounts.check_reachable(str(tmp_path / "share/new/folder"), share) == str(tmp_path / "share/new/folder")
+    assert list((tmp_path / "share").iterdir()) == []
+
+
+def test_mount_that_does_not_answer_is_named_in_time(tmp_path, monkeypatch):
+    monkeypatch.setattr(mounts, "_answered", {})
+    monkeypatch.setattr(mounts, "PROBE", "import time; time.sleep(30)")  # a server that never answers
+    share = mounts.Mount("//nas/share", str(tmp_path), "cifs")
+    t0 = time.monotonic()
+    with pytest.raises(mounts.MountError, match=f"share mounted at {tmp_path} is unreachable .no answer within 1 s"):
+        mounts.check_reachable(str(tmp_path / "x"), share, seconds=1)
+    assert time.monotonic() - t0 < 5
+
+
+@pytest.mark.parametrize(
+    "code, says",
+    [(errno.EIO, "unreachable or failing .a test folder could not be made there: Input/output error"),
+     (errno.ENOTCONN, "is broken .the program serving it has stopped.: unmount it")],
+)  # fmt: skip
+def test_mount_that_fails_the_probe_is_named(tmp_path, monkeypatch, code, says):
+    monkeypatch.setattr(mounts, "_answered", {})
+    monkeypatch.setattr(mounts, "PROBE", f"import sys; print(sys.argv[1]); print({code}, {os.strerror(code)!r})")
+    with pytest.raises(mounts.MountError, match=says):
+        mounts.check_reachable(str(tmp_path / "x"), mounts.Mount("//nas/share", str(tmp_path), "cifs"))
+
+
+def test_local_target_is_not_probed(table, monkeypatch):
+    monkeypatch.setattr(mounts, "probe", lambda *a: pytest.fail("a local folder was probed"))
+    mounts.check_target("/tmp/backup", table)
+    assert mounts.resolve_smb_target("/home/lab/x", None, table) == "/home/lab/x"
