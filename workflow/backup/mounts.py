@@ -131,7 +131,7 @@ def check_on_network_fs(path: str | Path, mounts: list[Mount]) -> Mount:
     return mount
 
 
-def resolve_smb_target(value: str, mount_point: str | None, mounts: list[Mount]) -> str:
+def resolve_smb_target(value: str, mount_point: str | None, mounts: list[Mount], writing: bool = False) -> str:
     """Turn an smb:// URL (or a local path) into the local folder rsync writes to.
 
     Raises MountError with a user-facing message when the share is not mounted, or when its
@@ -139,7 +139,7 @@ def resolve_smb_target(value: str, mount_point: str | None, mounts: list[Mount])
     neither is a matter of the target being a mounted share).
     """
     if not is_smb_url(value):
-        check_target(value, mounts)
+        check_target(value, mounts, writing)
         return value
     url = parse_smb_url(value)
     point = mount_point or find_share_mount(url, mounts)
@@ -149,7 +149,7 @@ def resolve_smb_target(value: str, mount_point: str | None, mounts: list[Mount])
             f"mount it (e.g. 'gio mount smb://{url.host}/{url.share}') or set mount_point"
         )
     target = str(Path(point, url.path)) if url.path else point
-    check_target(target, mounts)
+    check_target(target, mounts, writing)
     return target
 
 
@@ -282,7 +282,7 @@ def _undetermined(point: str, why: str) -> None:
 
 PROBE_SECONDS = 10.0  # a share that answers nothing in this time is unreachable (rsync would take minutes)
 ANSWER_KEPT = 60.0  # a share that answered is not asked again for this long (targets are resolved often)
-_answered: dict[str, float] = {}  # mount point -> time.monotonic() of its last answer
+_answered: dict[tuple[str, bool], float] = {}  # (mount point, to a write?) -> time.monotonic() of its answer
 # Errors that mean the server did not do what was asked (rclone reports every failure as EIO).
 NO_ANSWER = {errno.EIO, errno.ENOTCONN, errno.EHOSTDOWN, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ETIMEDOUT,
              errno.ECONNREFUSED, errno.ECONNRESET, errno.ESTALE}  # fmt: skip
@@ -290,13 +290,16 @@ CHECK = "check that the server is on and this machine can reach it (network, VPN
 
 # Run in a child process: a call stuck in a FUSE or CIFS request cannot be killed until the server
 # (or the FUSE program) answers, and a thread stuck so would keep this process from exiting.
-# It prints the target's real path, then makes and removes a hidden folder in the target's nearest
-# existing folder on the mount: both go to the server (listings and attributes may come from the
-# client's cache; no client we know caches folders made). A refusal (read-only, no permission)
-# is an answer too. ENOTCONN at the mount point: the program serving a FUSE mount has stopped.
+# It prints the target's real path, then, before a write, makes and removes a hidden folder in the
+# target's nearest existing folder on the mount: both go to the server (listings and attributes may
+# come from the client's cache; no client we know caches folders made). A refusal (read-only, no
+# permission) is an answer too. ENOTCONN at the mount point: the program serving a FUSE mount has
+# stopped. Before a read (dry run, verify, restore, list) it only lists that folder: those write
+# nothing, and a listing the client answers from its cache is as good as the server's for them.
 PROBE = """
 import os, secrets, sys
 target, point, no_answer = sys.argv[1], sys.argv[2], {int(e) for e in sys.argv[3].split(",")}
+writing = sys.argv[4] == "write"
 real = os.path.realpath(target)
 print(real, flush=True)
 if real != point and not real.startswith(point.rstrip("/") + "/"):
@@ -306,21 +309,26 @@ try:
     folder = real
     while len(folder) > len(point) and not os.path.isdir(folder):
         folder = os.path.dirname(folder)
-    probe = os.path.join(folder, ".lab-backup-probe-%d-%s" % (os.getpid(), secrets.token_hex(4)))
-    os.mkdir(probe)
-    os.rmdir(probe)
+    if writing:
+        probe = os.path.join(folder, ".lab-backup-probe-%d-%s" % (os.getpid(), secrets.token_hex(4)))
+        os.mkdir(probe)
+        os.rmdir(probe)
+    else:
+        os.listdir(folder)
 except OSError as exc:
     if exc.errno in no_answer:
         print(exc.errno, exc.strerror, flush=True)
 """
 
 
-def probe(target: str, point: str, seconds: float = PROBE_SECONDS) -> tuple[str | None, OSError | None]:
+def probe(
+    target: str, point: str, seconds: float = PROBE_SECONDS, writing: bool = True
+) -> tuple[str | None, OSError | None]:
     """(real path of ``target``, the error that says its server did not answer); (None, None):
     no answer within ``seconds``. The child is left behind if stuck (a thread waits for it)."""
     no_answer = ",".join(map(str, sorted(NO_ANSWER)))
     child = subprocess.Popen(
-        [sys.executable, "-I", "-S", "-c", PROBE, target, point, no_answer],
+        [sys.executable, "-I", "-S", "-c", PROBE, target, point, no_answer, "write" if writing else "read"],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )  # fmt: skip
     try:
@@ -336,12 +344,15 @@ def probe(target: str, point: str, seconds: float = PROBE_SECONDS) -> tuple[str 
     return (lines[0] if lines else target), None  # no output: the child failed to start; the path as given
 
 
-def check_reachable(target: str, mount: Mount, seconds: float = PROBE_SECONDS) -> str:
-    """The real path of ``target``; MountError unless the server behind ``mount`` answers in time."""
+def check_reachable(target: str, mount: Mount, seconds: float = PROBE_SECONDS, writing: bool = True) -> str:
+    """The real path of ``target``; MountError unless the server behind ``mount`` answers in time
+    (``writing``: to making a folder; else to a listing)."""
     point = mount.point
-    if time.monotonic() - _answered.get(point, -ANSWER_KEPT) < ANSWER_KEPT:
-        return os.path.realpath(target)  # it answered a moment ago
-    real, failure = probe(target, point, seconds)
+    # It answered a moment ago (a listing, which its client may answer from a cache, is no answer
+    # for a write).
+    if time.monotonic() - _answered.get((point, writing), -ANSWER_KEPT) < ANSWER_KEPT:
+        return os.path.realpath(target)
+    real, failure = probe(target, point, seconds, writing)
     if real is None:
         raise MountError(f"the share mounted at {point} is unreachable (no answer within {seconds:.0f} s): {CHECK}")
     if failure and failure.errno == errno.ENOTCONN:
@@ -354,11 +365,11 @@ def check_reachable(target: str, mount: Mount, seconds: float = PROBE_SECONDS) -
             f"the share mounted at {point} is unreachable or failing (a test folder could not be made there: "
             f"{failure.strerror}): {CHECK}; the mount's own log says more"
         )
-    _answered[point] = time.monotonic()
+    _answered[(point, False)] = _answered[(point, writing)] = time.monotonic()
     return real
 
 
-def check_target(target: str, mounts: list[Mount]) -> None:
+def check_target(target: str, mounts: list[Mount], writing: bool = False) -> None:
     """Refuse a target on a mount that caches writes or whose server does not answer (MountError).
 
     Local folders pass untouched. A path on a network or FUSE mount is resolved (symlinks) in the
@@ -368,10 +379,10 @@ def check_target(target: str, mounts: list[Mount]) -> None:
     mount = containing_mount(path, mounts)
     if mount is not None and is_network_or_fuse(mount.fstype):
         refuse_write_cache(mount)
-        real = check_reachable(path, mount)
+        real = check_reachable(path, mount, writing=writing)
     else:
         mount, real = None, os.path.realpath(path)
     moved = containing_mount(real, mounts)  # a symlink may lead to another mount
     if moved is not None and moved != mount and is_network_or_fuse(moved.fstype):
         refuse_write_cache(moved)
-        check_reachable(real, moved)
+        check_reachable(real, moved, writing=writing)

@@ -46,13 +46,14 @@ class RsyncTransport(Transport):
     def __init__(self) -> None:
         self.sha1 = True  # ask rsync for SHA-1 whole-file checksums (false: the other side cannot)
 
-    def resolve(self, transfer: Transfer) -> str:
-        """Where rsync writes: a remote, or a local folder checked to be a mounted share if required."""
+    def resolve(self, transfer: Transfer, writing: bool = False) -> str:
+        """Where rsync writes: a remote, or a local folder checked to be a mounted share if required
+        (and, on a share, one that answers: ``writing`` before a write, see mounts.check_target)."""
         if is_ssh_target(transfer.target):
             return transfer.target
         table = mounts.read_mounts()
         try:
-            target = mounts.resolve_smb_target(transfer.target, transfer.mount_point, table)
+            target = mounts.resolve_smb_target(transfer.target, transfer.mount_point, table, writing)
             if transfer.require_mount:
                 mounts.check_on_network_fs(target, table)
         except (mounts.MountError, ValueError) as exc:
@@ -135,7 +136,7 @@ class RsyncTransport(Transport):
         before anything may be written (rsync decides what to send itself: always, unless a dry run).
         ``known``: not needed (rsync reports the SHA-1 of every file it writes).
         """
-        target = self.resolve(transfer)
+        target = self.resolve(transfer, writing=not dry_run)
         if before_write and not dry_run:
             before_write()
         with _naming(listing) as what:
@@ -243,7 +244,7 @@ class RsyncTransport(Transport):
         """Write ``writes`` (paths under ``staging``) to the target and remove ``deletes`` there, in
         one rsync: filter rules name exactly these paths, so nothing else can be touched; the
         removals happen after every write (--delete-after). A folder on this machine: local.apply."""
-        target = self.resolve(transfer)
+        target = self.resolve(transfer, writing=True)
         if not is_ssh_target(target):
             try:
                 local.apply(target, staging, writes, deletes, transfer.private)
