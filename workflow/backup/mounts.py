@@ -14,7 +14,9 @@ server is gone makes rsync fail minutes later with a misleading "is the destinat
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import hashlib
 import os
 import re
 import subprocess
@@ -344,6 +346,34 @@ def probe(
     return (lines[0] if lines else target), None  # no output: the child failed to start; the path as given
 
 
+def _silent_mark(point: str) -> Path | None:
+    """Where this user notes that the share at ``point`` did not answer (the file's time: when).
+    Each job of a run would otherwise wait the whole probe time for it again."""
+    from .records import user_cache
+
+    cache = user_cache()
+    return cache / "silent-mounts" / hashlib.sha1(point.encode()).hexdigest()[:16] if cache else None
+
+
+def _silent_since(point: str) -> float | None:
+    """Seconds since the share at ``point`` last did not answer (None: not noted)."""
+    mark = _silent_mark(point)
+    try:
+        return time.time() - mark.stat().st_mtime if mark else None
+    except OSError:
+        return None
+
+
+def _note_silent(point: str, silent: bool) -> None:
+    mark = _silent_mark(point)
+    with contextlib.suppress(OSError):
+        if mark and silent:
+            mark.parent.mkdir(parents=True, exist_ok=True)
+            mark.write_text(point)
+        elif mark:
+            mark.unlink(missing_ok=True)
+
+
 def check_reachable(target: str, mount: Mount, seconds: float = PROBE_SECONDS, writing: bool = True) -> str:
     """The real path of ``target``; MountError unless the server behind ``mount`` answers in time
     (``writing``: to making a folder; else to a listing)."""
@@ -352,7 +382,12 @@ def check_reachable(target: str, mount: Mount, seconds: float = PROBE_SECONDS, w
     # for a write).
     if time.monotonic() - _answered.get((point, writing), -ANSWER_KEPT) < ANSWER_KEPT:
         return os.path.realpath(target)
+    ago = _silent_since(point)
+    if ago is not None and ago < ANSWER_KEPT:  # another job of this run waited for it just now
+        raise MountError(f"the share mounted at {point} is unreachable (no answer within {seconds:.0f} s, "
+                         f"{ago:.0f} s ago): {CHECK}")  # fmt: skip
     real, failure = probe(target, point, seconds, writing)
+    _note_silent(point, real is None)
     if real is None:
         raise MountError(f"the share mounted at {point} is unreachable (no answer within {seconds:.0f} s): {CHECK}")
     if failure and failure.errno == errno.ENOTCONN:
