@@ -69,7 +69,7 @@ lint: setup
 	ruff format --check workflow scripts tests bench
 	snakefmt --check Snakefile workflow scripts/pipeline/Snakefile
 	snakemake --lint --configfile config/demo.yaml
-	snakemake --lint --configfile config/demo.yaml --configfile config/demo-snakemake.yaml
+	snakemake --lint --configfile config/demo.yaml config/demo-snakemake.yaml
 
 bench: setup
 	@scripts/setup.sh --test
