@@ -105,3 +105,48 @@ def test_nothing_outlives_a_killed_command_line(lab):
     result = lab.cli(timeout=170)
     assert result.returncode == 0, result.stdout
     assert {n: h for n, h in hash_tree(lab.secured / "CSVs").items() if not n.startswith(".")} == lab.csv_hashes()
+
+
+def test_a_terminal_that_goes_away_costs_the_output_not_the_run(lab, receiver):  # noqa: F811
+    """An SSH session drops while a backup runs: its record is written and the monitor pinged."""
+    configure(lab, receiver.url)
+    proc = start_cli(lab)
+    assert proc.stdout is not None
+    proc.stdout.close()  # nobody reads any more: every write the command makes fails (EPIPE)
+    assert proc.wait(timeout=120) == 0
+    record = the_run(lab)
+    assert record["exit_status"] == 0 and {t["status"] for t in record["transfers"]} == {"ok"}
+    paths = [path for _, path, _ in receiver.requests]
+    assert "/ping/abc-123" in paths and "/ok" in paths, paths
+
+
+SLOW_MODULE = """
+rule all:
+    input:
+        "{out}",
+
+rule analyse:
+    output:
+        "{out}",
+    shell:
+        "echo partial > {{output}} && sleep 47.5 && echo done > {{output}}"
+"""
+
+
+def test_a_stopped_module_pipeline_does_not_block_the_next_run(lab, tmp_path):
+    """Snakemake's own lock and its record of an unfinished output outlive a stopped run: the next
+    run must not be refused for them (the project's lock keeps runs apart)."""
+    out = tmp_path / "analysis/result.txt"
+    snakefile = tmp_path / "Analysis.smk"
+    snakefile.write_text(SLOW_MODULE.format(out=out))
+    lab.config["pipeline"] = {"snakefile": str(snakefile), "config": {}}
+    lab.save()
+    proc = start_cli(lab, "run")
+    assert wait_until(lambda: any("sleep 47.5" in p for p in lab_processes(lab)), seconds=60)
+    os.kill(proc.pid, signal.SIGINT)
+    out_text, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out_text
+    snakefile.write_text(SLOW_MODULE.format(out=out).replace("sleep 47.5 && ", ""))
+    result = lab.cli("run", timeout=170)
+    assert result.returncode == 0, result.stdout
+    assert out.read_text() == "done\n"

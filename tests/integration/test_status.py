@@ -118,3 +118,46 @@ def test_another_configs_runs_never_vouch_for_this_one(lab):
     listed = run_cli("list", "--config", str(path), workdir=lab.workdir)
     assert run_id not in listed.stdout and listed.stdout.startswith("No restore points."), listed.stdout
     assert listed.stdout.count("nothing was backed up there yet") == 3
+
+
+def test_a_failed_post_backup_is_not_hidden_by_the_same_runs_pre_backup(lab):
+    """pre committed at secured, post failed before it could write there: --status says FAILING."""
+    aside = lab.root / "secured-aside"
+    # The share drops during the pipeline (a file stands where it was: nothing can be written there)
+    lab.config["pipeline"] = {"command": f"mv '{lab.secured}' '{aside}' && touch '{lab.secured}'"}
+    lab.save()
+    assert lab.cli("run").returncode == 1
+    lab.secured.unlink()
+    aside.rename(lab.secured)  # and is back by the time anyone looks
+    result = lab.cli("--status")
+    rows = status_rows(result.stdout)
+    assert "FAILING" in rows["secured"], result.stdout
+    assert result.returncode == 1
+
+
+def test_runs_to_a_remote_of_the_same_name_in_another_rclone_config_never_vouch(lab):
+    """The demo's Box-Folder is not the lab's: same remote name and folder, another rclone config.
+    Where the lab's Box cannot be read, this machine's records of the demo's runs must not count."""
+    assert lab.cli().returncode == 0
+    other = copy.deepcopy(lab.config)
+    empty = lab.root / "lab-rclone.conf"
+    empty.write_text("")
+    other["backups"]["destinations"]["box"]["rclone_config"] = str(empty)
+    path = lab.root / "lab.yaml"
+    path.write_text(yaml.safe_dump(other))
+    result = run_cli("--status", "--box-only", "--config", str(path), workdir=lab.workdir)
+    assert result.returncode == 1, result.stdout
+    assert "NEVER" in status_rows(result.stdout)["box"], result.stdout
+
+
+def test_only_a_disabled_destination_is_a_usage_error(lab):
+    lab.config["backups"]["destinations"]["smb"]["enabled"] = False
+    lab.save()
+    for args in (["--smb-only"], ["--status", "--smb-only"]):
+        result = lab.cli(*args)
+        assert result.returncode == 2, result.stdout
+        assert result.stderr.strip().splitlines() == [
+            "error: --smb-only: backups.destinations.smb is disabled (enabled: false), so nothing would be "
+            "backed up; enable it, or leave out --smb-only"
+        ]
+    assert not lab.smb.exists()

@@ -178,3 +178,14 @@ def test_local_target_is_not_probed(table, monkeypatch):
     monkeypatch.setattr(mounts, "probe", lambda *a: pytest.fail("a local folder was probed"))
     mounts.check_target("/tmp/backup", table)
     assert mounts.resolve_smb_target("/home/lab/x", None, table) == "/home/lab/x"
+
+
+def test_each_gvfs_share_answers_for_itself():
+    """GVFS holds every share under one FUSE mount: a dead share must not stand for a live one."""
+    gvfs = mounts.Mount("gvfsd-fuse", "/run/user/1000/gvfs", "fuse.gvfsd-fuse")
+    a = "/run/user/1000/gvfs/smb-share:server=nas,share=lab/cole"
+    b = "/run/user/1000/gvfs/smb-share:server=vault,share=sec/x"
+    assert mounts.share_of(a, gvfs) == "/run/user/1000/gvfs/smb-share:server=nas,share=lab"
+    assert mounts.share_of(b, gvfs) != mounts.share_of(a, gvfs)
+    cifs = mounts.Mount("//nas/lab", "/mnt/lab", "cifs")
+    assert mounts.share_of("/mnt/lab/cole/x", cifs) == "/mnt/lab"

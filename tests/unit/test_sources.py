@@ -69,3 +69,14 @@ def test_changes_since_listing_are_seen_by_size_time_or_absence(tmp_path):
     fresh = sources.relisted(listing, ["grown.csv", "gone.csv"])
     assert "gone.csv" not in fresh.files and fresh.sizes["grown.csv"] == 6
     assert fresh.mtimes["grown.csv"] == (tmp_path / "grown.csv").stat().st_mtime_ns
+
+
+def test_a_listed_folder_that_is_empty_is_missing_not_silently_fine(tmp_path):
+    """An empty folder named by a pattern may be a sub-mount that is not mounted: a warning.
+    Overlapping patterns (a folder and its subfolder) are not missing."""
+    for name in ["R/A/a.png", "R/A/sub/b.png"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(name)
+    (tmp_path / "R/B").mkdir()
+    listing = sources.list_source(Source("D", str(tmp_path), ("R/A/", "R/A/sub/", "R/B/")))
+    assert listing.files == ["R/A/a.png", "R/A/sub/b.png"] and listing.missing == ["R/B/"]

@@ -320,6 +320,9 @@ class Engine:
             "--directory", str(self.workdir),
             "--cores", str(cores),
             "--keep-going",
+            # The project's lock (lock.py) keeps runs apart; Snakemake's own would outlive a stopped
+            # run and refuse the next one, as would the stopped run's incomplete outputs.
+            "--nolock", "--rerun-incomplete",
             "--resources", "network=2", "to_smb=1", "to_box=1", "to_secured=1",
             "--configfile", *config_files,
             "--config", f"run_id={run_id}", *([f"only={only}"] if only else []),
@@ -360,10 +363,33 @@ class Engine:
                 log_fh.close()
         if self.interrupts.signum:  # its group was told to stop: wait until every process of it is gone
             signals.wait_group(self.proc.pid)
+        self.interrupts.done(self.proc.pid)
         return returncode, lines
 
 
+class QuietStream:
+    """The terminal or pipe this command writes to may go away (an SSH session drops, a reader
+    closes): that costs the output, never the run's record, its pings or its exit status."""
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self.stream.write(text)
+        except (OSError, ValueError):
+            return len(text)
+
+    def flush(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self.stream.flush()
+
+    def __getattr__(self, name: str):
+        return getattr(self.stream, name)
+
+
 def main(argv: list[str] | None = None) -> int:
+    sys.stdout, sys.stderr = QuietStream(sys.stdout), QuietStream(sys.stderr)
     args = build_parser().parse_args(argv)
     workdir = Path(args.workdir).resolve() if args.workdir else PROJECT_DIR
     quick = args.dry_run or args.verify or args.status or args.report
@@ -374,9 +400,11 @@ def main(argv: list[str] | None = None) -> int:
         engine = Engine(workdir, interrupts) if runs_workflow and workdir.is_dir() else None
         return _main(args, argv, workdir, engine, interrupts)
     except signals.Interrupted:
-        print(f"\ninterrupted ({interrupts.name}) before any backup started: nothing was sent", file=sys.stderr)
+        what = "before any backup started" if runs_workflow else "before it finished"
+        print(f"\ninterrupted ({interrupts.name}) {what}: nothing was changed at any destination", file=sys.stderr)
         return interrupts.exit_code
     finally:
+        interrupts.deferred = True  # from here a signal is only noted: nothing may interrupt the cleanup
         if engine:
             engine.cancel()
 
@@ -387,6 +415,10 @@ def _main(args, argv: list[str] | None, workdir: Path, engine: Engine | None, in
         cfg = load_config(config_files)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return summary.EXIT_USAGE
+    if args.only and cfg["backups"]["enabled"] and not cfg["backups"]["destinations"][args.only].get("enabled"):
+        print(f"error: --{args.only}-only: backups.destinations.{args.only} is disabled (enabled: false), so "
+              f"nothing would be backed up; enable it, or leave out --{args.only}-only", file=sys.stderr)  # fmt: skip
         return summary.EXIT_USAGE
     transfers = plan.plan(cfg, str(workdir), [args.only] if args.only else None)
     if args.sample is not None and (not args.verify or args.sample < 1):

@@ -17,11 +17,13 @@ import contextlib
 import ctypes
 import os
 import signal
+import threading
 import time
 
 STOP = signal.SIGUSR1
 PR_SET_PDEATHSIG = 1
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGHUP: 129}
+KILL_AFTER = 30.0  # seconds after a stop before what is left of the run is killed
 
 
 def die_with_parent(parent: int) -> None:
@@ -127,6 +129,10 @@ class Interrupts:
         if self.signum:  # the signal came while the group was being started
             self._tell(group)
 
+    def done(self, group: int) -> None:
+        """The group's leader has exited and been waited for: its id may be reused, never signal it."""
+        self.groups.discard(group)
+
     def _on_signal(self, signum, _frame) -> None:
         first = not self.signum
         self.signum = self.signum or signum
@@ -135,6 +141,15 @@ class Interrupts:
         if first:
             for group in self.groups:
                 self._tell(group)
+            # A process that ignores SIGTERM must not keep the run (and the lock) forever.
+            timer = threading.Timer(KILL_AFTER, self._kill_all)
+            timer.daemon = True
+            timer.start()
+
+    def _kill_all(self) -> None:
+        for group in list(self.groups):
+            with contextlib.suppress(OSError):
+                os.killpg(group, signal.SIGKILL)
 
     @staticmethod
     def _tell(group: int) -> None:

@@ -157,6 +157,7 @@ def sync(args: argparse.Namespace) -> int:
         record.mode, record.tool, record.target, record.source = (
             transfer.mode, transfer.tool, transfer.target, transfer.source.root
         )  # fmt: skip
+        record.rclone_config = transfer.rclone_config or ""
         transport = transports.for_transfer(transfer)
         cat = Catalog(plan.catalog_transfer(cfg, args.dest, workdir), workdir, log, transport)
         record.folder = plan.within(cat.base, transfer.target)

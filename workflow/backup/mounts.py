@@ -374,22 +374,33 @@ def _note_silent(point: str, silent: bool) -> None:
             mark.unlink(missing_ok=True)
 
 
+def share_of(target: str, mount: Mount) -> str:
+    """The folder that stands for one server: the mount point, or for a FUSE mount that holds many
+    shares under one point (GVFS: /run/user/UID/gvfs/smb-share:server=...,share=...) that share's."""
+    if mount.fstype.startswith("fuse.gvfs"):
+        inside = os.path.relpath(os.path.abspath(target), mount.point).split(os.sep)[0]
+        if inside not in (".", ".."):
+            return os.path.join(mount.point, inside)
+    return mount.point
+
+
 def check_reachable(target: str, mount: Mount, seconds: float = PROBE_SECONDS, writing: bool = True) -> str:
     """The real path of ``target``; MountError unless the server behind ``mount`` answers in time
     (``writing``: to making a folder; else to a listing)."""
     point = mount.point
+    share = share_of(target, mount)  # what answers or not: the mount, or one share of a GVFS mount
     # It answered a moment ago (a listing, which its client may answer from a cache, is no answer
     # for a write).
-    if time.monotonic() - _answered.get((point, writing), -ANSWER_KEPT) < ANSWER_KEPT:
+    if time.monotonic() - _answered.get((share, writing), -ANSWER_KEPT) < ANSWER_KEPT:
         return os.path.realpath(target)
-    ago = _silent_since(point)
+    ago = _silent_since(share)
     if ago is not None and ago < ANSWER_KEPT:  # another job of this run waited for it just now
-        raise MountError(f"the share mounted at {point} is unreachable (no answer within {seconds:.0f} s, "
+        raise MountError(f"the share mounted at {share} is unreachable (no answer within {seconds:.0f} s, "
                          f"{ago:.0f} s ago): {CHECK}")  # fmt: skip
     real, failure = probe(target, point, seconds, writing)
-    _note_silent(point, real is None)
+    _note_silent(share, real is None)
     if real is None:
-        raise MountError(f"the share mounted at {point} is unreachable (no answer within {seconds:.0f} s): {CHECK}")
+        raise MountError(f"the share mounted at {share} is unreachable (no answer within {seconds:.0f} s): {CHECK}")
     if failure and failure.errno == errno.ENOTCONN:
         raise MountError(
             f"the mount at {point} is broken (the program serving it has stopped): unmount it "
@@ -397,10 +408,10 @@ def check_reachable(target: str, mount: Mount, seconds: float = PROBE_SECONDS, w
         )
     if failure:
         raise MountError(
-            f"the share mounted at {point} is unreachable or failing (a test folder could not be made there: "
+            f"the share mounted at {share} is unreachable or failing (a test folder could not be made there: "
             f"{failure.strerror}): {CHECK}; the mount's own log says more"
         )
-    _answered[(point, False)] = _answered[(point, writing)] = time.monotonic()
+    _answered[(share, False)] = _answered[(share, writing)] = time.monotonic()
     return real
 
 

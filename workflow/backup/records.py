@@ -128,6 +128,7 @@ class TransferRecord:
     mode: str = ""  # direct | archive
     tool: str = ""  # rsync | rclone
     target: str = ""
+    rclone_config: str = ""  # the rclone config file that names the target's remote ("" for rclone's own)
     # The dataset's folder inside the destination's own folder (where the catalog is): how another
     # machine finds the data, whatever path or remote name it reaches the destination by.
     folder: str | None = None

@@ -14,7 +14,7 @@ from datetime import datetime
 from html import escape
 
 from .records import FAILED, INTERRUPTED, WARNING, RunRecord, TransferRecord
-from .status import Health
+from .status import Health, place
 from .summary import ORDER, human_bytes
 
 # green: safe; amber: it worked, but not lately; red: the latest run failed, or nothing ever worked.
@@ -149,12 +149,12 @@ def legend(warn_after_hours: float) -> str:
     )
 
 
-def concerning(runs: list[RunRecord], places: set[tuple[str, str]]) -> list[RunRecord]:
+def concerning(runs: list[RunRecord], places: set[tuple[str, str, str]]) -> list[RunRecord]:
     """Each run cut down to its transfers to these places; runs with none left are left out
     (a demo's or another config's runs say nothing about this config's backups)."""
     kept = []
     for run in runs:
-        mine = [t for t in run.transfers if (t.destination, t.target) in places]
+        mine = [t for t in run.transfers if place(t) in places]
         if mine:
             kept.append(dataclasses.replace(run, transfers=mine))
     return kept

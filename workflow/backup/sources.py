@@ -111,13 +111,18 @@ def list_source(source: Source) -> Listing:
             listing.tops = None
             continue
         # A name that exists as written wins over reading it as a glob ("Plot[final].png").
-        ok = [rel] if _add(source.root, rel, found, listing) else []
+        mine: dict[str, tuple[int, int]] = {}  # this pattern's files (patterns may overlap)
+        specials = len(listing.special)
+        ok = [rel] if _add(source.root, rel, mine, listing) else []
         if not ok and GLOB_CHARS & set(rel):
             matches = sorted(glob.glob(rel, root_dir=source.root, recursive=True))
-            ok = [m for m in matches if _add(source.root, m, found, listing)]
-        if not ok:
+            ok = [m for m in matches if _add(source.root, m, mine, listing)]
+        found.update(mine)
+        if not mine and len(listing.special) == specials:  # nothing, or only empty folders (a sub-mount
+            # that is not mounted, say): a warning
             listing.missing.append(pattern)
-        elif listing.tops is not None:
+            continue
+        if listing.tops is not None:
             # A special file named by a pattern is no top: the tools walk only what is sent.
             listing.tops += [m for m in ok if m not in listing.special]
     if not found:

@@ -51,9 +51,15 @@ def local_transfers(workdir: Path) -> list[TransferRecord]:
     return [t for run in records.load_runs(workdir) for t in run.transfers]
 
 
-def planned(cfg: dict, workdir, enabled: list[str]) -> set[tuple[str, str]]:
-    """The (destination, target) pairs this config sends to now: the only places whose records count."""
-    return {(t.destination, t.target) for t in plan.plan(cfg, str(workdir), enabled)}
+def place(transfer) -> tuple[str, str, str]:
+    """Where a transfer (planned, or recorded) lands: one target string can name two places, as
+    two rclone config files can give one remote name (the demo's Box-Folder is not the lab's)."""
+    return transfer.destination, transfer.target, transfer.rclone_config or ""
+
+
+def planned(cfg: dict, workdir, enabled: list[str]) -> set[tuple[str, str, str]]:
+    """The places this config sends to now: the only places whose records count."""
+    return {place(t) for t in plan.plan(cfg, str(workdir), enabled)}
 
 
 def gather(cfg: dict, workdir: Path, enabled: list[str], log) -> tuple[list[TransferRecord], list[str]]:
@@ -66,7 +72,7 @@ def gather(cfg: dict, workdir: Path, enabled: list[str], log) -> tuple[list[Tran
     found: list[TransferRecord] = []
     notes: list[str] = []
     places = planned(cfg, workdir, enabled)
-    local = [t for t in local_transfers(workdir) if (t.destination, t.target) in places]
+    local = [t for t in local_transfers(workdir) if place(t) in places]
     for dest in enabled:
         here = [t for t in local if t.destination == dest]
         try:
@@ -76,8 +82,9 @@ def gather(cfg: dict, workdir: Path, enabled: list[str], log) -> tuple[list[Tran
             found += here
             notes.append(f"{dest}: its catalog cannot be read ({exc}); shown from this machine's records")
             continue
-        runs = {t.run_id for t in said}
-        found += said + [t for t in here if t.status in NOT_SAFE and t.run_id not in runs]
+        # By stage: a run's pre-pipeline backup committed there says nothing of its post one.
+        stages = {(t.run_id, t.stage) for t in said}
+        found += said + [t for t in here if t.status in NOT_SAFE and (t.run_id, t.stage) not in stages]
     return found, notes
 
 

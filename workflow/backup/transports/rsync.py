@@ -170,7 +170,7 @@ class RsyncTransport(Transport):
         """What rsync's output says it sent. Counted: the listed files it wrote, each once (a file
         redone in rsync's second pass is named twice; one created since the listing, found walking
         a folder, is no file of this backup)."""
-        out = SendResult()
+        out, seen = SendResult(), set()
         root = listing.root.rstrip("/") + "/"
         for line in lines:
             gone, changed = self.VANISHED.match(line), self.CHANGED.match(line)
@@ -182,7 +182,8 @@ class RsyncTransport(Transport):
             match = self.SUMMED.match(line)
             if match and match.group(1)[1] in "fL" and match.group(1)[0] in "<>c":
                 name = unescape(match.group(3))
-                if name not in out.sent:
+                if name not in seen:  # a set: a list search per line is quadratic in the files sent
+                    seen.add(name)
                     out.sent.append(name)
                 if self.sha1 and len(match.group(2)) == 40 and match.group(1)[1] == "f":
                     out.sha1[name] = match.group(2)
