@@ -84,6 +84,8 @@ def fake_process(proc, pid: int, argv: list[str], env: dict[str, str] | None = N
     folder = proc / str(pid)
     folder.mkdir(parents=True)
     (folder / "cmdline").write_bytes(b"\0".join(a.encode() for a in argv) + b"\0")
+    # The kernel's name of the process: the executable's base name, at most 15 characters.
+    (folder / "comm").write_bytes(os.path.basename(argv[0]).encode()[:15] + b"\n")
     if env is None:
         (folder / "environ").mkdir()  # unreadable, as another user's process is
     else:
@@ -189,3 +191,16 @@ def test_each_gvfs_share_answers_for_itself():
     assert mounts.share_of(b, gvfs) != mounts.share_of(a, gvfs)
     cifs = mounts.Mount("//nas/lab", "/mnt/lab", "cifs")
     assert mounts.share_of("/mnt/lab/cole/x", cifs) == "/mnt/lab"
+
+
+def test_only_rclone_processes_arguments_are_read(tmp_path):
+    """Reading a process's arguments can block for good (a process stuck on a dead mount holds its
+    memory map): other processes are passed over by their name. Here a FIFO stands for one: opening
+    it would block this test."""
+    proc = tmp_path / "proc"
+    fake_process(proc, 10, ["rclone", "mount", "nas:share", "/mnt/nas", "--vfs-cache-mode", "off"])
+    stuck = proc / "11"
+    stuck.mkdir()
+    (stuck / "comm").write_bytes(b"python3\n")
+    os.mkfifo(stuck / "cmdline")
+    assert [pid for pid, _ in mounts.rclone_servers("/mnt/nas", str(proc))] == ["10"]

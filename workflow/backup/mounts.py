@@ -198,6 +198,14 @@ def rclone_servers(point: str, proc: str = "/proc") -> list[tuple[str, list[str]
     except OSError:
         return []
     for pid in pids:
+        # The name first: reading another process's arguments waits for its memory map, which a
+        # process stuck on a dead mount may hold for good; its name needs no such wait.
+        try:
+            comm = Path(proc, pid, "comm").read_bytes().strip()
+        except OSError:
+            continue
+        if not comm.startswith(b"rclone") and comm != b"mount.rclone":
+            continue
         argv = _argv(proc, pid)
         is_rclone = any("rclone" in os.path.basename(a) for a in argv[:2])  # the binary, or a wrapper running it
         # mount.rclone: rclone run by mount(8) for an fstab line, with -o options
