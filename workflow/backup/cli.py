@@ -421,6 +421,10 @@ def _main(args, argv: list[str] | None, workdir: Path, engine: Engine | None, in
               f"nothing would be backed up; enable it, or leave out --{args.only}-only", file=sys.stderr)  # fmt: skip
         return summary.EXIT_USAGE
     transfers = plan.plan(cfg, str(workdir), [args.only] if args.only else None)
+    if args.command in ("restore", "list") or args.dry_run or args.verify or args.status or args.report:
+        from . import mounts
+
+        mounts.reads_only()  # nothing is written at a destination by this command
     if args.sample is not None and (not args.verify or args.sample < 1):
         print("error: --sample N goes with --verify, and N is 1 or more", file=sys.stderr)
         return summary.EXIT_USAGE

@@ -423,12 +423,25 @@ def check_reachable(target: str, mount: Mount, seconds: float = PROBE_SECONDS, w
     return real
 
 
+_reads_only = False  # this process writes nothing at any destination (see reads_only)
+
+
+def reads_only() -> None:
+    """This process only reads at destinations (--dry-run, --verify, list, restore): its probes
+    list a folder instead of making one. A backup job's probes always make one, even before a
+    read: a listing may come from the client's cache while the server is gone, and the job's next
+    reads and writes would then wait on it for good, where the probe's child gives up in time."""
+    global _reads_only
+    _reads_only = True
+
+
 def check_target(target: str, mounts: list[Mount], writing: bool = False) -> None:
     """Refuse a target on a mount that caches writes or whose server does not answer (MountError).
 
     Local folders pass untouched. A path on a network or FUSE mount is resolved (symlinks) in the
     probe's child process, as that alone may hang; a local one here.
     """
+    writing = writing or not _reads_only
     path = os.path.abspath(target)
     mount = containing_mount(path, mounts)
     if mount is not None and is_network_or_fuse(mount.fstype):
