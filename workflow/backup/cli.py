@@ -331,17 +331,18 @@ class Engine:
         # The validated config's digest (config.VALIDATED_ENV), set after the child started.
         env = {k: v for k, v in os.environ.items() if k.startswith("BACKUP_")}
         assert self.proc.stdin is not None and self.proc.stdout is not None
-        try:
-            self.proc.stdin.write(json.dumps({"argv": argv, "env": env}) + "\n")
-            self.proc.stdin.close()
-        except BrokenPipeError:
-            pass  # the child died before it was told what to run: its output below says why
+        # The log first: once Snakemake is told what to run, nothing here may fail before it ends.
         log_path = records.run_dir(run_id, self.workdir) / "snakemake.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         lines: list[str] = []
         log_fh = open(log_path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 - closed below, quietly
         live = StatusLine() if self.tty else None
         try:
+            try:
+                self.proc.stdin.write(json.dumps({"argv": argv, "env": env}) + "\n")
+                self.proc.stdin.close()
+            except BrokenPipeError:
+                pass  # the child died before it was told what to run: its output below says why
             for line in self.proc.stdout:
                 if line.startswith(progress.PREFIX):
                     if live:
