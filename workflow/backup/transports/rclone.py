@@ -377,7 +377,7 @@ class RcloneTransport(Transport):
         found = {}
         for line in result.lines:  # split at newlines only (runner: data output), names unmasked
             size, stamp, path = (line.split("|", 2) + ["", ""])[:3]
-            if size.isdigit() and stamp.isdigit() and path:
+            if size.isdigit() and stamp.lstrip("-").isdigit() and path:  # before 1970: negative
                 found[path] = (int(size), int(stamp))
         return found
 
