@@ -358,21 +358,44 @@ def test_verify_flag_checks_without_sending(lab):
     assert data() == before  # nothing was sent or repaired
 
 
-def test_newer_copy_at_a_destination_is_never_overwritten_and_fails(lab):
-    """Someone edited the backup copies (rsync to secured, rclone to Box): kept, named, exit 1."""
+def newest_run(lab) -> str:
+    return sorted(p.name for p in (lab.workdir / ".backup/runs").iterdir())[-1]
+
+
+@pytest.mark.parametrize("how", ["edited at the destination", "an older copy put back at the source"])
+def test_a_newer_dated_copy_at_a_destination_is_replaced_by_the_source_and_kept(lab, how):
+    """The source is the truth for content (rsync to SMB and secured, rclone to Box): its file
+    replaces a newer-dated copy, which is kept in the run's versions folder; a warning names it."""
     assert lab.cli().returncode == 0
-    edited = [lab.secured / "CSVs/model_predictions.csv", lab.box / "Ramanlab-Backups/CSVs/model_predictions.csv"]
-    later = time.time() + 3600
-    for path in edited:
-        path.write_bytes(b"edited in the backup copy\n")
-        os.utime(path, (later, later))
+    copies = {
+        "smb": lab.smb / "flyTrackingData",
+        "box": lab.box / "Ramanlab-Backups/CSVs",
+        "secured": lab.secured / "CSVs",
+    }
+    source = lab.csv_root / "model_predictions.csv"
+    if how == "edited at the destination":
+        later = time.time() + 3600
+        for folder in copies.values():
+            (folder / source.name).write_bytes(b"edited in the backup copy\n")
+            os.utime(folder / source.name, (later, later))
+        kept = b"edited in the backup copy\n"
+    else:  # cp -p of last year's file: other content, an older date than the copies hold
+        kept = source.read_bytes()
+        source.write_bytes(b"fly,p\nfly1,0.25\n")
+        earlier = time.time() - 365 * 86400
+        os.utime(source, (earlier, earlier))
     result = lab.cli()
-    assert result.returncode == 1, result.stdout
-    for dest in ("box", "secured"):
+    assert result.returncode == 3, result.stdout
+    run_id = newest_run(lab)
+    for dest, folder in copies.items():
         line = next(ln for ln in result.stdout.splitlines() if ln.startswith(dest) and " CSVs " in ln)
-        assert "FAILED" in line and "1 files differ from the source (e.g. model_predictions.csv)" in line, line
-    for path in edited:
-        assert path.read_bytes() == b"edited in the backup copy\n"  # never replaced, not even by a retry
+        assert "WARNING" in line and f"the copy at {dest} of model_predictions.csv had a newer date" in line, line
+        assert f"kept as version {run_id}" in line, line
+        assert hash_tree(folder) == lab.csv_hashes()  # the source's content, every file
+        versions = Path(f"{folder}.versions") / run_id
+        assert (versions / source.name).read_bytes() == kept  # nothing lost
+    again = lab.cli()
+    assert again.returncode == 0, again.stdout  # and no failure on every later run
 
 
 def test_names_that_look_like_secrets_are_backed_up_and_found_unchanged(lab):

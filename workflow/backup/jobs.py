@@ -79,6 +79,8 @@ def _send_checked(transfer, transport, listing, log, args, content: bool, record
     # Only this first send counts: files sent again (changed while read, damaged) are counted once.
     record.files_sent, record.bytes_sent = result.files_sent, result.bytes_sent
     known = dict(result.sha1)
+    if result.newer and transfer.keep_versions:
+        _replace_newer(transfer, transport, listing, log, tag, record, result, known, marking)
     if result.vanished:
         log.warning("vanished from the source while being sent: %s", ", ".join(result.vanished))
         record.vanished = result.vanished
@@ -131,6 +133,28 @@ def _send_checked(transfer, transport, listing, log, args, content: bool, record
     log.info("verified %d files at %s (%s)", check.verified, transfer.target,
              "content" if content else "checksums of what was sent, size and time of the rest")  # fmt: skip
     return listing, known
+
+
+def _replace_newer(transfer, transport, listing, log, tag, record, result, known, marking) -> None:
+    """The destination holds a newer-dated copy (the source went back to an older one with its old
+    date, or someone edited the copy there): the source is the truth for content, so its file is
+    sent over it, and the copy there is kept in this run's versions folder. (Without versions it
+    stays, and the run fails on it: nothing is ever lost.)"""
+    names = sorted(n for n in result.newer if n in listing.sizes)
+    log.warning("newer at the destination, replaced by the source's file (the copy there is kept as "
+                "version %s): %s", tag, ", ".join(names))  # fmt: skip
+    for name in names:
+        known.pop(name, None)
+    replaced = transport.send(transfer, sources.subset(listing, names), log, version_tag=tag, force=True,
+                              replace_newer=True, before_write=marking)  # fmt: skip
+    known.update(replaced.sha1)
+    record.files_sent += replaced.files_sent
+    record.bytes_sent += replaced.bytes_sent
+    record.replaced_newer = names
+    # From here they are files like the others: checked by what their send reported.
+    result.newer = sorted(set(result.newer) - set(names))
+    result.differ = sorted(set(result.differ) | set(replaced.differ))
+    result.sha1.update(replaced.sha1)
 
 
 def _archived_state(cache: Path, name: str, record: TransferRecord) -> manifest.Summary:
@@ -215,7 +239,7 @@ def sync(args: argparse.Namespace) -> int:
             record.manifest, record.state_files, record.state_bytes = state_now.name, state_now.files, state_now.bytes
         if known:  # a manifest was built: the job lives on beside the others and their tools, whose sum peaks
             runner.give_back_memory()
-        if record.missing or record.vanished or record.skipped_links or record.skipped_special:
+        if record.missing or record.vanished or record.skipped_links or record.skipped_special or record.replaced_newer:
             record.status = records.WARNING
 
     _guarded(record, work)

@@ -142,6 +142,9 @@ class TransferRecord:
     vanished: list[str] = field(default_factory=list)  # gone from the source while being sent
     skipped_links: list[str] = field(default_factory=list)  # symlinks a share cannot hold
     skipped_special: list[str] = field(default_factory=list)  # FIFOs, sockets, devices: no data to send
+    # Newer-dated (or edited) at the destination: replaced by the source's content, the copy there kept
+    # in the run's versions folder (the source is the truth for content; nothing is lost).
+    replaced_newer: list[str] = field(default_factory=list)
     archive: str | None = None  # compressed mode: the archive's file name
     archive_created: bool = False
     manifest: str | None = None  # the catalog's manifest of this state (catalog.manifest_path)

@@ -38,6 +38,9 @@ def note(r) -> str:
         return "vanished while being sent: " + ", ".join(r.vanished)
     if r.skipped_links:
         return f"{len(r.skipped_links)} symlinks not copied (SMB cannot hold them; the catalog keeps them)"
+    if r.replaced_newer:
+        return (f"the copy at {r.destination} of {', '.join(r.replaced_newer)} had a newer date: replaced by the "
+                f"source's, kept as version {r.tag}")  # fmt: skip
     if r.skipped_special:
         return f"skipped, not files (FIFOs, sockets, devices hold no data): {', '.join(r.skipped_special)}"
     if r.archive:

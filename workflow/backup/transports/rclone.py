@@ -257,8 +257,10 @@ class RcloneTransport(Transport):
         progress=None,
         before_write=None,
         known=None,
+        replace_newer: bool = False,
     ) -> SendResult:
-        """Send what the target lacks or holds in another version (never over a newer one: --update).
+        """Send what the target lacks or holds in another version (never over a newer one: --update,
+        unless ``replace_newer``: then newer copies there are replaced, and kept as versions).
 
         The target is listed first (one listing, as rclone's own check would make): files it holds with
         the source's size and time are left out, so a run that finds nothing new starts no copy at all.
@@ -273,10 +275,11 @@ class RcloneTransport(Transport):
             return self.window(transfer, log)
 
         todo = listing.files if force else _not_held(listing, there, window)
-        # Newer at the target (someone edited the backup copy): never given to rclone, not even when
-        # forced (--ignore-times would win over --update), and named; where the remote keeps no
-        # times, rclone compares itself (sizes or hashes).
-        newer = [f for f in todo if _newer_there(listing, there, f, window)]
+        # Newer at the target (someone edited the backup copy, or the source went back to an older
+        # copy): not given to rclone, not even when forced (--ignore-times would win over --update),
+        # but named, for the job to replace them (``replace_newer``) where versions are kept; where
+        # the remote keeps no times, rclone compares itself (sizes or hashes).
+        newer = [] if replace_newer else [f for f in todo if _newer_there(listing, there, f, window)]
         if newer and self.keeps_times(transfer, log):
             out.newer, todo = newer, [f for f in todo if f not in set(newer)]
         if not todo:
@@ -293,7 +296,8 @@ class RcloneTransport(Transport):
         with file_list(_filters(listing) if walk else names, "\n") as list_file:
             # No --verbose: a line per file costs rclone time and this process parsing; on success
             # rclone has sent every file it was given. --links (a third slower) only for symlinks.
-            args = ["copy", "--update", *(["--links"] if listing.links else []), f"--filter-from={list_file}"
+            args = ["copy", *([] if replace_newer else ["--update"]), *(["--links"] if listing.links else []),
+                    f"--filter-from={list_file}"
                     if walk else f"--files-from-raw={list_file}", "--use-json-log", *self.COMMON]  # fmt: skip
             if transfer.keep_versions and version_tag:
                 args.append(f"--backup-dir={versions_folder(transfer.target, version_tag)}")

@@ -129,8 +129,10 @@ class RsyncTransport(Transport):
         progress=None,
         before_write=None,
         known=None,
+        replace_newer: bool = False,
     ) -> SendResult:
-        """Send the listed files; ``force`` ignores matching size and time (still never older over newer).
+        """Send the listed files; ``force`` ignores matching size and time (still never older over newer,
+        unless ``replace_newer``: then the target's newer copies are replaced, and kept as versions).
 
         ``progress``: a progress.Reporter, fed rsync's --info=progress2 lines. ``before_write``: called
         before anything may be written (rsync decides what to send itself: always, unless a dry run).
@@ -146,7 +148,8 @@ class RsyncTransport(Transport):
             # destination's is newer.
             # --checksum-choice=sha1: the whole-file checksum rsync checks every file it writes with is
             # SHA-1, and --out-format's %C reports it, so the catalog gets each sent file's SHA-1 for free.
-            args = [*self.options(transfer), "--update", "--mkpath", self.OUT_FORMAT, "--stats", "--info=skip1"]
+            update = [] if replace_newer else ["--update"]
+            args = [*self.options(transfer), *update, "--mkpath", self.OUT_FORMAT, "--stats", "--info=skip1"]
             if transfer.keep_versions and version_tag:
                 path = target.split(":", 1)[1] if is_ssh_target(target) else target
                 args += ["--backup", f"--backup-dir={versions_folder(path, version_tag)}"]
