@@ -7,14 +7,16 @@ that they all see the same validated, defaulted settings.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from . import mounts
+from . import mounts, plan
 
 if TYPE_CHECKING:
     import jsonschema
@@ -28,11 +30,39 @@ VALIDATED_ENV = "BACKUP_CONFIG_VALIDATED"
 SNAPSHOT_ENV = "BACKUP_CONFIG_SNAPSHOT"
 
 
+# A config is a few KB, a few levels deep, with a few hundred values: far beyond these limits a file
+# is a mistake or an attack (an alias bomb expands to billions of values; libyaml crashes on deep nesting).
+MAX_BYTES = 1_000_000
+MAX_DEPTH = 50
+MAX_VALUES = 100_000
+
+
+@functools.cache
 def _yaml():
-    """PyYAML with libyaml's loader where it has one (ten times faster than the pure-Python one)."""
+    """PyYAML and a safe loader that refuses duplicate keys, with libyaml's parser where it has one
+    (ten times faster than the pure-Python one)."""
     import yaml
 
-    return yaml, getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    class Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+        def construct_mapping(self, node, deep=False):
+            _refuse_duplicate_keys(yaml, self, node)
+            return super().construct_mapping(node, deep=deep)
+
+    return yaml, Loader
+
+
+def _refuse_duplicate_keys(yaml, loader, node) -> None:
+    """YAML lets the last of two equal keys win silently: a typo'd second `enabled:` would switch
+    a destination off unseen. Merge keys (<<) are overridden on purpose and are left alone."""
+    seen: dict = {}
+    for key_node, _ in node.value:
+        if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node)
+        if key in seen:
+            problem = f"duplicate key {key!r} (first on line {seen[key] + 1}); keep one"
+            raise yaml.constructor.ConstructorError(None, None, problem, key_node.start_mark)
+        seen[key] = key_node.start_mark.line
 
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
@@ -78,24 +108,57 @@ def _key_path(error: jsonschema.ValidationError) -> str:
     return ".".join(p for p in parts if p) or "(top level)"
 
 
+# Keys whose value may be a secret (a token in a notification URL, a password in a URL or pasted
+# into password_env, a pipeline's command line): an error names the key, never shows its value.
+SECRET_KEYS = re.compile(
+    r"^(backups\.notify|pipeline\.(command|config)"
+    r"|backups\.destinations\.\w+\.(base_path|csvs_path|results_path|password_env|user))(\.|$)"
+)
+KINDS = {dict: "a mapping", list: "a list", str: "a string", bool: "true/false", int: "a number", float: "a number"}
+
+
+def _shown(error: jsonschema.ValidationError) -> str | None:
+    """The offending value as an error may show it; None for a secret key's value, for a list or
+    mapping (which may hold one), and for what looks like a URL or user@host."""
+    value = error.instance
+    if SECRET_KEYS.match(".".join(map(str, error.absolute_path))) or value is None:
+        return None
+    if isinstance(value, (dict, list)) or (isinstance(value, str) and ("://" in value or "@" in value)):
+        return None
+    return repr(value)
+
+
 def _describe(error: jsonschema.ValidationError) -> str:
+    shown = _shown(error)
+    what = shown or ("empty" if error.instance is None else KINDS.get(type(error.instance), "something else"))
     if error.validator == "additionalProperties":
         return "unknown key (check the spelling; see workflow/schemas/config.schema.yaml)"
     if error.validator == "required":
         return "is required but missing"
     if error.validator == "enum":
-        return f"must be one of {', '.join(map(str, error.validator_value))}, not {error.instance!r}"
+        return f"must be one of {', '.join(map(str, error.validator_value))}, not {what}"
     if error.validator == "type":
         want = error.validator_value
         want = " or ".join(want) if isinstance(want, list) else want
-        return f"must be {want}, not {error.instance!r}"
+        return f"must be {want}, not {what}"
+    if error.validator == "pattern" and list(error.absolute_path)[-1:] == ["password_env"]:
+        return (
+            "must be the name of the environment variable that holds the password (capital letters, digits "
+            "and _, such as SMB_PASSWORD), never the password itself (its value is not shown)"
+        )
+    if shown is None:
+        return (
+            f"is not valid ({error.validator}: {error.validator_value}; see workflow/schemas/config.schema.yaml); "
+            "its value is not shown, as it may hold a secret"
+        )
     return error.message
 
 
-def validate(data: Any, source: str = "config", checked: bool = False) -> dict:
+def validate(data: Any, source: str = "config", checked: bool = False, workdir: str | None = None) -> dict:
     """Return a defaulted copy of ``data``; raise ConfigError naming the first problem.
 
-    ``checked``: these exact settings passed validation before (in a parent process): only fill defaults."""
+    ``checked``: these exact settings passed validation before (in a parent process): only fill defaults.
+    ``workdir``: the project folder (--workdir), where relative paths are checked (see _check_place)."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -113,12 +176,14 @@ def validate(data: Any, source: str = "config", checked: bool = False) -> dict:
         # The deepest error is the most specific one ("if/then" wraps "required").
         err = max(errors, key=lambda e: len(list(e.absolute_path)))
         raise ConfigError(f"{source}: {_key_path(err)}: {_describe(err)}")
-    _check_semantics(data, source)
+    _check_semantics(data, source, workdir)
     return data
 
 
-def _check_semantics(cfg: dict, source: str) -> None:
-    """Rules the schema cannot express: dataset names must exist, includes stay inside root."""
+def _check_semantics(cfg: dict, source: str, workdir: str | None = None) -> None:
+    """Rules the schema cannot express: dataset names must exist, includes stay inside root, no
+    password in a URL, no $VARIABLE in a path, and the local files and folders named are usable
+    (those given relative to the project folder only when ``workdir`` says where that is)."""
     backups = cfg["backups"]
     sources = backups["sources"]
     for name, spec in sources.items():
@@ -130,45 +195,18 @@ def _check_semantics(cfg: dict, source: str) -> None:
                 )
     if cfg["pipeline"].get("command") and cfg["pipeline"].get("snakefile"):
         raise ConfigError(f"{source}: pipeline: give either command or snakefile, not both")
-    smb = backups["destinations"]["smb"]
-    for name, dest in backups["destinations"].items():  # enabled or not: it is recorded with every run
-        for key, value in dest.items():
-            if isinstance(value, str) and "://" in value and urlsplit(value).password is not None:
-                raise ConfigError(
-                    f"{source}: backups.destinations.{name}.{key}: never put a password in the URL; "
-                    "use password_env (or the mount's credentials file)"
-                )
-    for key in ("base_path", "csvs_path", "results_path"):
-        value = smb.get(key) or ""
-        if smb.get("enabled") and mounts.is_smb_url(value):
-            try:
-                url = mounts.parse_smb_url(value)
-            except ValueError as exc:
-                raise ConfigError(f"{source}: backups.destinations.smb.{key}: {exc}") from None
-            if not url.path and key != "base_path" and smb.get("keep_versions"):
-                raise ConfigError(
-                    f"{source}: backups.destinations.smb.{key}: a dataset needs a folder inside the share "
-                    "(smb://HOST/SHARE/folder), so its versions folder can sit beside it"
-                )
-    if smb.get("enabled") and smb.get("transport") == "rclone":
-        for key in ("base_path", "csvs_path", "results_path"):
-            if smb.get(key) and not smb[key].lower().startswith("smb://"):
-                raise ConfigError(
-                    f"{source}: backups.destinations.smb.{key}: transport rclone needs an "
-                    f"smb://HOST/SHARE/path URL, not {smb[key]!r}"
-                )
+    _check_urls(backups, source)
+    _check_variables(cfg, source)
     secured = backups["destinations"]["secured"]
     base = secured.get("base_path") or ""
     if secured.get("enabled") and ":" in base and not base.startswith("/"):
         remote_path = base.split(":", 1)[1]
         if not remote_path.startswith("/"):
             raise ConfigError(
-                f"{source}: backups.destinations.secured.base_path: {base!r} needs an absolute path "
-                "on the server ([user@]host:/path)"
+                f"{source}: backups.destinations.secured.base_path: needs an absolute path on the server "
+                "([user@]host:/path)"
             )
-    key = secured.get("ssh_key")
-    if secured.get("enabled") and key:
-        _check_ssh_key(key, source)
+    _check_files(cfg, source, workdir)
     if not backups["enabled"]:
         return
     if not any(dest.get("enabled") for dest in backups["destinations"].values()):
@@ -186,27 +224,142 @@ def _check_semantics(cfg: dict, source: str) -> None:
                     f"{source}: backups.destinations.{dest_name}.datasets: {dataset!r} is not a "
                     f"source (backups.sources has: {known})"
                 )
+    if any(plan.is_compressed(backups, d) for d in plan.enabled_destinations(backups)):
+        _check_place(source, "backups.compression.archive_dir", backups["compression"]["archive_dir"], workdir,
+                     "folder", "name a folder for the archives (it is made if missing)")  # fmt: skip
+    from . import overlaps  # backups are on (see above); it imports this module
+
+    overlaps.check(cfg, source, workdir)
 
 
-def _check_ssh_key(key: str, source: str) -> None:
-    """An ssh_key that is not there would reach the server as a refused login: name the key instead.
-    ``~`` is expanded as the transport does; a relative path (relative to the project folder, or to
-    --workdir, which the config does not know) is left to ssh, whose complaint rsync.py names."""
-    path = os.path.expanduser(key)
-    if not os.path.isabs(path) or os.path.isfile(path):
+def _has_password(value: str) -> bool:
+    """user:PASSWORD@ in a URL, also where a '/', '?' or '#' in the password makes the URL parse
+    without one (its pieces would then be taken for host, share and folder, and shown)."""
+    return ":" in value.split("://", 1)[1].rpartition("@")[0]
+
+
+def _check_urls(backups: dict, source: str) -> None:
+    """No password in any destination's URL; SMB URLs name a share. A URL is never shown: the
+    password check comes first, and a URL that passed it may still be mistyped around one."""
+    smb = backups["destinations"]["smb"]
+    for name, dest in backups["destinations"].items():  # enabled or not: it is recorded with every run
+        for key, value in dest.items():
+            if isinstance(value, str) and "://" in value and _has_password(value):
+                raise ConfigError(
+                    f"{source}: backups.destinations.{name}.{key}: never put a password in the URL (user:PASSWORD@); "
+                    "use password_env (or the mount's credentials file); an @ in a folder's name is written %40"
+                )
+    for key in ("base_path", "csvs_path", "results_path"):
+        value = smb.get(key) or ""
+        if smb.get("enabled") and mounts.is_smb_url(value):
+            try:
+                url = mounts.parse_smb_url(value)
+            except ValueError as exc:
+                reason = str(exc).replace(repr(value), "the URL")
+                raise ConfigError(f"{source}: backups.destinations.smb.{key}: {reason}") from None
+            if not url.path and key != "base_path" and smb.get("keep_versions"):
+                raise ConfigError(
+                    f"{source}: backups.destinations.smb.{key}: a dataset needs a folder inside the share "
+                    "(smb://HOST/SHARE/folder), so its versions folder can sit beside it"
+                )
+    if smb.get("enabled") and smb.get("transport") == "rclone":
+        for key in ("base_path", "csvs_path", "results_path"):
+            if smb.get(key) and not smb[key].lower().startswith("smb://"):
+                raise ConfigError(
+                    f"{source}: backups.destinations.smb.{key}: transport rclone needs an "
+                    "smb://HOST/SHARE/path URL here, not a path"
+                )
+
+
+# "$HOME" or "${DATA}" in a path: refused, not expanded (cron or another account would expand it
+# otherwise, or not at all). "~" is expanded, as plan.absolute does.
+VARIABLE = re.compile(r"\$\{?[A-Za-z_]")
+PLACE_KEYS = ("base_path", "csvs_path", "results_path", "mount_point", "rclone_config", "ssh_key", "known_hosts")
+
+
+def _paths(cfg: dict):
+    """(key, value) of every key of the config that names a path or a place."""
+    backups = cfg["backups"]
+    yield "backups.log_file", backups["log_file"]
+    yield "backups.compression.archive_dir", backups["compression"]["archive_dir"]
+    for name, spec in backups["sources"].items():
+        yield f"backups.sources.{name}.root", spec["root"]
+    for dest, settings in backups["destinations"].items():
+        for key in PLACE_KEYS:
+            if isinstance(settings.get(key), str):
+                yield f"backups.destinations.{dest}.{key}", settings[key]
+    for key in ("snakefile", "workspace"):
+        if cfg["pipeline"].get(key):
+            yield f"pipeline.{key}", cfg["pipeline"][key]
+
+
+def _check_variables(cfg: dict, source: str) -> None:
+    for key, value in _paths(cfg):
+        if VARIABLE.search(value):
+            raise ConfigError(
+                f"{source}: {key}: environment variables ($NAME, ${{NAME}}) are not expanded in paths; write "
+                "the path out in full (~ for a home folder is expanded)"
+            )
+
+
+def _check_files(cfg: dict, source: str, workdir: str | None) -> None:
+    """The log file, and the files an enabled destination logs in with, before anything runs: not
+    as a refused login, a lock left behind, or "internal error" halfway through a run."""
+    backups = cfg["backups"]
+    _check_place(source, "backups.log_file", backups["log_file"], workdir, "file",
+                 "name the log file itself, such as backup.log")  # fmt: skip
+    dests = backups["destinations"]
+    secured = dests["secured"]
+    needs = {
+        "secured.ssh_key": (secured, "give the private key file that logs in to the server (or leave ssh_key out "
+                                     "to use ssh's own keys and agent)"),
+        "secured.known_hosts": (secured, "give the known_hosts file that holds the server's host key (ssh-keyscan "
+                                         "makes one), or leave known_hosts out to use ssh's own"),
+        "box.rclone_config": (dests["box"], "give the rclone config file that defines the remote, or leave "
+                                            "rclone_config out to use rclone's own"),
+    }  # fmt: skip
+    if dests["smb"].get("transport") == "rclone":
+        needs["smb.rclone_config"] = (dests["smb"], needs["box.rclone_config"][1])
+    for key, (dest, hint) in needs.items():
+        value = dest.get(key.split(".")[1])
+        if dest.get("enabled") and value:
+            _check_place(source, f"backups.destinations.{key}", value, workdir, "file", hint, must_exist=True)
+
+
+def _check_place(
+    source: str, key: str, value: str, workdir: str | None, kind: str, hint: str, must_exist: bool = False
+) -> None:
+    """A local ``kind`` ("file" or "folder") at ``value``, or (unless ``must_exist``) none yet and a
+    folder to make it in. Relative paths are the project folder's: unchecked without ``workdir``."""
+    path = os.path.expanduser(value)
+    if "://" in path or plan.is_ssh_target(path) or (workdir is None and not os.path.isabs(path)):
         return
-    why = "is not a file" if os.path.exists(path) else "does not exist"
-    raise ConfigError(
-        f"{source}: backups.destinations.secured.ssh_key: {path} {why}; give the private key file that "
-        "logs in to the server (or leave ssh_key out to use ssh's own keys and agent)"
-    )
+    path = plan.absolute(path, workdir or "/")
+    if os.path.exists(path):
+        if os.path.isdir(path) != (kind == "folder"):
+            raise ConfigError(f"{source}: {key}: {path} is {'a folder' if kind == 'file' else 'not a folder'}; {hint}")
+        return
+    if must_exist:
+        raise ConfigError(f"{source}: {key}: {path} does not exist; {hint}")
+    parent = os.path.dirname(path)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise ConfigError(f"{source}: {key}: {parent} is a file, so {path} cannot be made; {hint}")
 
 
 def read_yaml(path: str | Path) -> Any:
+    """The YAML in ``path``, once it is known to be of a config's size and shape (see MAX_BYTES)."""
     yaml, loader = _yaml()
     try:
-        with open(path, encoding="utf-8") as fh:
-            return yaml.load(fh, Loader=loader)
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_BYTES + 1)  # bounded: the path may be a pipe or a device
+        if len(raw) > MAX_BYTES:
+            raise ConfigError(f"{path}: larger than {MAX_BYTES // 1_000_000} MB, the most a config file may be "
+                              "(a config is a few KB): is this the right file?")  # fmt: skip
+        text = raw.decode("utf-8")
+        _check_shape(yaml, loader, text, path)
+        return yaml.load(text, Loader=loader)
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except (OSError, UnicodeError) as exc:
@@ -215,6 +368,42 @@ def read_yaml(path: str | Path) -> Any:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""
         raise ConfigError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+
+
+def _check_shape(yaml, loader, text: str, path: str | Path) -> None:
+    """Refuse YAML nested deeper than MAX_DEPTH or holding more than MAX_VALUES values once its
+    aliases are expanded, from the parser's events alone: nothing is built, so an alias bomb
+    ("billion laughs") costs no memory, and the scan stops at the first level too deep."""
+    sizes: dict[str, int] = {}  # anchor -> values it expands to
+    stack: list[list] = [[None, 0]]  # open collections: [anchor, values so far]
+    for event in yaml.parse(text, Loader=loader):
+        line = event.start_mark.line + 1
+        if isinstance(event, yaml.CollectionStartEvent):
+            if len(stack) > MAX_DEPTH:
+                raise ConfigError(f"{path}: nested more than {MAX_DEPTH} levels deep (line {line}): is this a config?")
+            stack.append([event.anchor, 0])
+            continue
+        if isinstance(event, yaml.CollectionEndEvent):
+            anchor, count = stack.pop()
+            if anchor:
+                sizes[anchor] = count + 1
+            count += 1
+        elif isinstance(event, yaml.AliasEvent):
+            if any(anchor == event.anchor for anchor, _ in stack):
+                raise ConfigError(f"{path}: the alias *{event.anchor} (line {line}) is inside what it names")
+            count = sizes.get(event.anchor, 1)  # an unknown anchor: yaml.load names it
+        elif isinstance(event, yaml.ScalarEvent):
+            count = 1
+            if event.anchor:
+                sizes[event.anchor] = 1
+        else:
+            continue
+        stack[-1][1] += count
+        if stack[-1][1] > MAX_VALUES:
+            raise ConfigError(
+                f"{path}: holds more than {MAX_VALUES:,} values once its aliases (*name) are expanded (line {line}); "
+                "a config holds a few hundred: write them out, or use fewer aliases"
+            )
 
 
 def merge(base: dict, override: dict) -> dict:
@@ -264,10 +453,12 @@ def _without_passwords(value):
     return value
 
 
-def load_config(paths: list[str | Path] | None = None, inherited: bool = False) -> dict:
+def load_config(paths: list[str | Path] | None = None, inherited: bool = False, workdir: str | None = None) -> dict:
     """Read, merge and validate config files (default ``config/config.yaml``).
 
-    ``inherited``: take the config the parent process validated, if these files are unchanged."""
+    ``inherited``: take the config the parent process validated, if these files are unchanged.
+    ``workdir``: the project folder (the command line's --workdir): relative paths are checked there
+    too (without it, only absolute ones: a job's or the Snakefile's parent checked the rest)."""
     paths = [str(p) for p in (paths or [DEFAULT_CONFIG])]
     if inherited and os.environ.get(SNAPSHOT_ENV):
         snapshot = json.loads(os.environ[SNAPSHOT_ENV])
@@ -276,11 +467,16 @@ def load_config(paths: list[str | Path] | None = None, inherited: bool = False) 
     data: dict = {}
     for path in paths:
         content = read_yaml(path)
-        if content is not None and not isinstance(content, dict):
+        if content is None:
+            raise ConfigError(
+                f"{path}: the config file is empty; it needs a 'backups' mapping (see config/config.yaml)"
+            )
+        if not isinstance(content, dict):
             raise ConfigError(f"{path}: the file must hold a mapping with a 'backups' key")
-        data = merge(data, content or {})
+        data = merge(data, content)
     digest = hashlib.sha256(repr(data).encode()).hexdigest()
-    cfg = validate(data, source=" + ".join(paths), checked=os.environ.get(VALIDATED_ENV) == digest)
+    checked = os.environ.get(VALIDATED_ENV) == digest
+    cfg = validate(data, source=" + ".join(paths), checked=checked, workdir=str(workdir) if workdir else None)
     os.environ[VALIDATED_ENV] = digest  # inherited by Snakemake and its jobs
     try:
         os.environ[SNAPSHOT_ENV] = json.dumps({"files": _stamps(paths), "config": public(cfg)})
