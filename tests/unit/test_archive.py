@@ -6,11 +6,14 @@ import os
 import random
 import shutil
 import subprocess
+import warnings
 import zipfile
 from pathlib import Path
 
 import pytest
 from backup import archive
+from backup.errors import TransferError
+from conftest import hash_tree
 
 
 def make_tree(root: Path) -> list[str]:
@@ -114,3 +117,105 @@ def test_stale_partial_of_dead_process_is_removed(tmp_path):
     live.write_bytes(b"y")
     assert archive.clear_stale_partials(out) == [stale]
     assert live.exists()
+
+
+# --- extraction: the archive may have been crafted at a destination -------------------------------
+
+
+def write_zip(path: Path, entries) -> Path:
+    """An archive of (name or ZipInfo, bytes) entries, in that order, duplicates allowed."""
+    with warnings.catch_warnings(), zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        warnings.simplefilter("ignore")  # "Duplicate name"
+        for name, data in entries:
+            zf.writestr(name, data)
+    return path
+
+
+def info(name: str, **attrs) -> zipfile.ZipInfo:
+    made = zipfile.ZipInfo(name)
+    for key, value in attrs.items():
+        setattr(made, key, value)
+    return made
+
+
+def test_extraction_checks_entries_against_the_manifest(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    names = make_tree(src)
+    made = archive.create(tmp_path / "zips", "CSVs", "T", str(src), names, 9, 2)
+    promised = {n: f["size"] for n, f in archive.read_manifest(made.path)["files"].items()}
+    assert archive.extract(made.path, tmp_path / "all", promised=promised) == len(names) - 1  # the link is not made
+    assert hash_tree(tmp_path / "all") == {n: h for n, h in hash_tree(src).items() if n != "link.csv"}
+    assert archive.extract(made.path, tmp_path / "one", {"big.csv"}, promised) == 1
+    assert sorted(p.name for p in (tmp_path / "one").iterdir()) == ["big.csv"]
+    smaller = {**promised, "big.csv": promised["big.csv"] - 1}
+    with pytest.raises(TransferError, match=r"refusing entry 'big.csv' \(it says it holds \d+ bytes, the run's"):
+        archive.extract(made.path, tmp_path / "small", promised=smaller)
+    without = {n: s for n, s in promised.items() if n != "empty.csv"}
+    with pytest.raises(TransferError, match="refusing entry 'empty.csv' \\(not a file of the run's manifest\\)"):
+        archive.extract(made.path, tmp_path / "without", promised=without)
+    assert not (tmp_path / "small").exists() and not (tmp_path / "without").exists()
+
+
+REFUSED = {
+    "a file, then a/b": ([("a", b"x"), ("a/b", b"y")], "refusing entry 'a/b' ('a' is a file in this archive"),
+    "a/b, then a file a": ([("a/b", b"y"), ("a", b"x")], "refusing entry 'a' ('a' is a folder in this archive"),
+    "a folder, then a file": ([("a/", b""), ("a", b"x")], "refusing entry 'a' ('a' is a folder in this archive"),
+    "a file, then a folder": ([("a", b"x"), ("a/", b"")], "refusing entry 'a/' ('a' is a file in this archive"),
+    "a file twice": ([("a", b"x"), ("a", b"y")], "refusing entry 'a' (it is in the archive twice)"),
+    "a name over 255 bytes": ([("d/" + "é" * 128, b"x")], "a name longer than 255 bytes"),
+    "a path over 4096 bytes": ([("/".join(["d" * 200] * 21), b"x")], "a path longer than the 4096 bytes"),
+    "a name with an empty part": ([("a//b", b"x")], "refusing entry 'a//b' (it would land outside"),
+    "another compression method": ([(info("z", compress_type=zipfile.ZIP_BZIP2), b"x")], "compression method 12"),
+}
+
+
+@pytest.mark.parametrize("case", REFUSED)
+def test_an_archive_that_cannot_be_one_folder_is_refused_before_anything_is_written(tmp_path, case):
+    entries, why = REFUSED[case]
+    crafted = write_zip(tmp_path / "crafted.zip", [("fine.csv", b"fine"), *entries])
+    with pytest.raises(TransferError, match="^the archive crafted.zip: ") as refused:
+        archive.extract(crafted, tmp_path / "out")
+    assert why in str(refused.value) and "\n" not in str(refused.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_encrypted_entry_is_refused(tmp_path):
+    """zipfile would stop with a RuntimeError (a password is needed): refused like the others."""
+    crafted = write_zip(tmp_path / "crafted.zip", [("e", b"x")])
+    data = bytearray(crafted.read_bytes())
+    for sig, offset in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):  # the flag bits: bit 0, encrypted
+        data[data.find(sig) + offset] |= 0x1
+    crafted.write_bytes(bytes(data))
+    with pytest.raises(TransferError, match=r"^the archive crafted.zip: refusing entry 'e' \(it is encrypted\)$"):
+        archive.extract(crafted, tmp_path / "out")
+
+
+def test_a_bomb_stops_at_the_promised_size(tmp_path, monkeypatch):
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf, zf.open("big.csv", "w") as fh:
+        for _ in range(64):
+            fh.write(bytes(1 << 20))
+    assert bomb.stat().st_size < 100_000
+    with pytest.raises(TransferError, match="it says it holds 67108864 bytes, the run's manifest 1000"):
+        archive.extract(bomb, tmp_path / "out", promised={"big.csv": 1000})
+    # Even if the header were believed (a reader that trusts a lying size), the copy stops there.
+    monkeypatch.setattr(archive, "_check_entries", lambda *args: None)
+    written: list[Path] = []
+    monkeypatch.setattr(archive, "_remove", written.extend)
+    with pytest.raises(TransferError, match="more than the 1000 bytes the run's manifest lists: stopped there"):
+        archive.extract(bomb, tmp_path / "out", promised={"big.csv": 1000})
+    assert len(written) == 1 and written[0].stat().st_size <= 1000
+
+
+def test_a_refusal_midway_removes_what_was_written(tmp_path):
+    """An entry whose declared size lies: zipfile stops at that size and finds the CRC wrong."""
+    lying = write_zip(tmp_path / "lying.zip", [("first.csv", b"fine"), ("second.csv", b"0" * 5000)])
+    data = bytearray(lying.read_bytes())
+    for sig, offset in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):
+        at = data.rfind(sig)
+        data[at + offset : at + offset + 4] = (10).to_bytes(4, "little")
+    lying.write_bytes(bytes(data))
+    with pytest.raises(TransferError, match="^the archive lying.zip cannot be read: Bad CRC-32 for file 'second.csv'"):
+        archive.extract(lying, tmp_path / "out", promised={"first.csv": 4, "second.csv": 10})
+    assert [p for p in (tmp_path / "out").rglob("*") if p.is_file()] == []

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from zlib_ng import zlib_ng
 
-from .errors import ArchiveError  # noqa: F401 - raised here, caught as archive.ArchiveError too
+from .errors import ArchiveError, TransferError  # ArchiveError: raised here, caught as archive.ArchiveError too
 from .manifest import Manifest, hash_files
 
 CHUNK = 1 << 20
@@ -47,6 +47,8 @@ STORED_SUFFIXES = {
     ".docx", ".xlsx", ".pptx", ".odt", ".ods", ".npz", ".jar", ".whl",
 }  # fmt: skip
 MANIFEST_SUFFIX = ".manifest.json"
+NAME_MAX = 255  # bytes in one part of a path (Linux, macOS, SMB)
+PATH_MAX = 4096  # bytes in a whole path, on Linux
 
 
 @dataclass
@@ -258,6 +260,118 @@ def check_zip(path: Path, expected: list[Entry]) -> None:
                 raise ArchiveError(f"{path.name}: CRC check failed for {bad}")
     except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
         raise ArchiveError(f"{path.name}: unreadable after writing: {exc}") from None
+
+
+# --- reading: extraction, where the archive may have been crafted -----------------------------------
+
+
+def safe_name(name: str) -> bool:
+    """A file's path that stays inside the folder it is restored into."""
+    parts = name.split("/")
+    return bool(name) and not name.startswith("/") and all(p not in ("", ".", "..") for p in parts)
+
+
+def _name_problem(name: str, base: Path) -> str | None:
+    """Why an entry's path cannot be a file inside ``base`` (None: it can)."""
+    if not safe_name(name) or not (base / name).resolve().is_relative_to(base):
+        return f"it would land outside {base}"
+    if any(len(os.fsencode(part)) > NAME_MAX for part in name.split("/")):
+        return f"a name longer than {NAME_MAX} bytes, which no file system here can hold"
+    if len(os.fsencode(base / name)) >= PATH_MAX:
+        return f"a path longer than the {PATH_MAX} bytes a file system here can hold"
+    return None
+
+
+def _entry_problem(info: zipfile.ZipInfo, promised: dict[str, int] | None) -> str | None:
+    """Why a file entry cannot be extracted as one of the run's files (None: it can)."""
+    if info.flag_bits & 0x1:
+        return "it is encrypted"
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        return f"compression method {info.compress_type}, which this system never writes"
+    if promised is None:
+        return None
+    if info.filename not in promised:
+        return "not a file of the run's manifest"
+    if info.file_size > promised[info.filename]:
+        return f"it says it holds {info.file_size} bytes, the run's manifest {promised[info.filename]}"
+    return None
+
+
+def _check_entries(zip_path: Path, infos: list[zipfile.ZipInfo], base: Path, promised: dict[str, int] | None) -> None:
+    """Refuse the whole archive, before anything is written, unless its entries can all be files of
+    one folder: safe names the file system can hold, each once, no name both a file and a folder,
+    and (with ``promised``) each a file of the manifest no bigger than it says."""
+    files: set[str] = set()
+    folders: set[str] = set()
+    for info in infos:
+        name = info.filename.rstrip("/") if info.is_dir() else info.filename
+        parents = ["/".join(name.split("/")[:i]) for i in range(1, name.count("/") + 1)]
+        clash = next((p for p in parents if p in files), None)
+        if (why := _name_problem(name, base)) is None:
+            if clash is not None or (info.is_dir() and name in files):
+                why = f"{clash or name!r} is a file in this archive: it cannot also be a folder"
+            elif not info.is_dir() and name in folders:
+                why = f"{name!r} is a folder in this archive: it cannot also be a file"
+            elif not info.is_dir() and name in files:
+                why = "it is in the archive twice"
+            elif not info.is_dir():
+                why = _entry_problem(info, promised)
+        if why is not None:
+            raise TransferError(f"the archive {zip_path.name}: refusing entry {info.filename!r} ({why})")
+        (folders if info.is_dir() else files).add(name)
+        folders.update(parents)
+
+
+def _copy(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, limit: int, zip_path: Path) -> None:
+    """One entry into ``target``, stopping before more than ``limit`` bytes are written (the size the
+    entry's header may lie about; zipfile checks the CRC at the end)."""
+    written = 0
+    with zf.open(info) as src, open(target, "wb") as dst:
+        while chunk := src.read(min(CHUNK, limit - written + 1)):
+            written += len(chunk)
+            if written > limit:
+                why = f"it holds more than the {limit} bytes the run's manifest lists: stopped there"
+                raise TransferError(f"the archive {zip_path.name}: refusing entry {info.filename!r} ({why})")
+            dst.write(chunk)
+
+
+def extract(zip_path: Path, to: Path, names: set[str] | None = None, promised: dict[str, int] | None = None) -> int:
+    """Extract the regular files of an archive (those in ``names``, or all) inside ``to``; returns
+    how many. The archive is refused whole, before anything is written, if any entry could land
+    outside ``to`` (zip-slip), cannot be held by a file system, is there twice or is both a file and
+    a folder; with ``promised`` (the run's manifest: name -> size) also if an entry is not one of its
+    files or says it is bigger. No file grows past its promised size (its declared one without
+    ``promised``): a zip bomb stops there, and the files are unique, so the total stays within the
+    manifest's. Link entries are skipped: links are made from the manifest, never through one. On
+    a refusal, what this call wrote is removed."""
+    base = to.resolve()
+    written: list[Path] = []
+    try:
+        with zipfile.ZipFile(zip_path) as zf:
+            infos = zf.infolist()
+            _check_entries(zip_path, infos, base, promised)
+            for info in infos:
+                if info.is_dir() or stat.S_ISLNK(info.external_attr >> 16):
+                    continue
+                if names is not None and info.filename not in names:
+                    continue
+                target = base / info.filename
+                target.parent.mkdir(parents=True, exist_ok=True)
+                written.append(target)
+                limit = promised[info.filename] if promised is not None else info.file_size
+                _copy(zf, info, target, limit, zip_path)
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        _remove(written)
+        raise TransferError(f"the archive {zip_path.name} cannot be read: {exc}") from None
+    except BaseException:
+        _remove(written)
+        raise
+    return len(written)
+
+
+def _remove(paths: list[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
 
 
 def manifest_path(archive: Path) -> Path:

@@ -19,16 +19,14 @@ import contextlib
 import dataclasses
 import os
 import shutil
-import stat
 import sys
-import zipfile
-import zlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 from . import plan
+from .archive import extract, safe_name
 from .catalog import Catalog, CatalogRun
 from .errors import TransferError
 from .manifest import Manifest, hash_files
@@ -179,11 +177,14 @@ def _restore_into(chosen: list[Point], to: Path, staging: Path, out: Outcome, lo
         if unsafe is not None:
             out.problems.append(f"{where}: its manifest {state.name} names a file outside the dataset ({unsafe!r})")
             continue
-        if base is None:
-            base = state
-            out.expected = len(state.files)
+        if base is None or (not good and state.name != base.name):
+            # The first state, or another state of the same run (a source file changed between
+            # destinations, or a catalog rewritten at one) where nothing came from the first one.
+            base, out.expected = state, len(state.files)
+            problems.clear()
+            shutil.rmtree(staging, ignore_errors=True)
         elif state.name != base.name:
-            continue  # another state of the same run (a source file changed between destinations)
+            continue  # another state of the same run: files come from one state only
         wanted = [f for f in state.files if f not in good and f not in state.links]
         try:
             fetched, bad = _fetch(point, state, wanted, staging, log)
@@ -313,35 +314,9 @@ def _fetch_archive(point: Point, transfer: plan.Transfer, state: Manifest, names
             raise TransferError(
                 f"the archive {name} is damaged: its size or SHA-256 differs from the catalog's (truncated or changed)"
             )
-        extract(path, staging, set(names))
+        extract(path, staging, set(names), dict(zip(state.files, state.sizes, strict=True)))
     finally:
         shutil.rmtree(fetched, ignore_errors=True)
-
-
-def extract(zip_path: Path, to: Path, names: set[str] | None = None) -> int:
-    """Extract the regular files of an archive inside ``to``; refuse absolute paths and '..'
-    (zip-slip). Link entries are skipped: links are made from the manifest, never through one."""
-    base = to.resolve()
-    count = 0
-    try:
-        with zipfile.ZipFile(zip_path) as zf:
-            for info in zf.infolist():
-                name = info.filename
-                if name.startswith("/") or ".." in Path(name).parts or not (base / name).resolve().is_relative_to(base):
-                    raise TransferError(f"{zip_path.name}: refusing entry {name!r} (it would land outside {to})")
-            for info in zf.infolist():
-                if info.is_dir() or stat.S_ISLNK(info.external_attr >> 16):
-                    continue
-                if names is not None and info.filename not in names:
-                    continue
-                target = base / info.filename
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with zf.open(info) as src, open(target, "wb") as dst:  # CRC checked while reading
-                    shutil.copyfileobj(src, dst, 1 << 20)
-                count += 1
-    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
-        raise TransferError(f"{zip_path.name} cannot be read: {exc}") from None
-    return count
 
 
 def _links(state: Manifest, staging: Path) -> list[str]:
@@ -366,12 +341,6 @@ def _links(state: Manifest, staging: Path) -> list[str]:
         with contextlib.suppress(FileNotFoundError):
             (staging / name).unlink()
     return sorted(skipped)
-
-
-def safe_name(name: str) -> bool:
-    """A manifest's file name that stays inside the folder it is restored into."""
-    parts = name.split("/")
-    return bool(name) and not name.startswith("/") and all(p not in ("", ".", "..") for p in parts)
 
 
 def command(cfg: dict, workdir: Path, source: str, dataset: str, to: Path, run_id=None, at=None, dry_run=False,
