@@ -13,6 +13,10 @@ The archive is written under a temporary name in the same folder, its CRCs are
 checked by reading it back with Python's ``zipfile``, and only then is it renamed
 (without replacing anything) to its final name, next to a JSON manifest of the
 files it holds (size and SHA-256), which lets the next run see that nothing changed.
+
+Reading one back (``extract``, for restore) assumes it may have been crafted at a destination
+along with its catalog: the whole archive is refused unless every entry can be one of the run's
+files, and no file is written past the size the run's manifest gives it.
 """
 
 from __future__ import annotations

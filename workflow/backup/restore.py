@@ -5,12 +5,14 @@ latest). Its record says how the dataset was stored (direct copy or archive) and
 names the manifest of that state: every file's size, time and SHA-1. Direct mode: each file
 comes from the earliest versions folder written after that run that holds it (what a later
 run moved aside before overwriting it), or else from the current copy. Compressed mode: the
-run's archive, checked against its SHA-256 first, extracted without letting any entry land
-outside the folder. Everything is written into a hidden staging folder inside the target,
-checked file by file against the manifest, given the recorded modification time, and only
-then moved to its final name: nothing unchecked ever has one. Symlinks come back from the
-manifest, where their target stays inside the restored folder. With ``--from any``, what
-is damaged or missing at one destination comes from the next one that holds the same run.
+run's archive, checked against its SHA-256 first, extracted only if every entry can be one of
+the manifest's files, no file growing past its manifest size (``archive.extract``). Everything
+is written into a hidden staging folder inside the target, checked file by file against the
+manifest, given the recorded modification time, and only then moved to its final name: nothing
+unchecked ever has one. Symlinks come back from the manifest, where their target stays inside
+the restored folder. With ``--from any``, what is damaged or missing at one destination comes
+from the next one that holds the same run (all of it from that one's own state of the run, if
+nothing came from the first).
 """
 
 from __future__ import annotations
