@@ -124,6 +124,15 @@ HOSTILE = {
     ),
     "log_file is a folder": (setting(lambda lab: (lab.root / "backup.log").mkdir()), "backups.log_file: "),
     "archive_dir is a file": (setting(compressed_into_a_file), "backups.compression.archive_dir: "),
+    # Relative paths are the project folder's (--workdir), checked there.
+    "log_file is a folder of the project": (
+        setting(lambda lab: (lab.config["backups"].update(log_file="logs"), (lab.workdir / "logs").mkdir())),
+        "backups.log_file: ",
+    ),
+    "rclone_config missing in the project": (
+        setting(lambda lab: lab.config["backups"]["destinations"]["box"].update(rclone_config="rclone.conf")),
+        "backups.destinations.box.rclone_config: ",
+    ),
     "known_hosts missing": (
         setting(lambda lab: lab.config["backups"]["destinations"]["secured"].update(known_hosts=str(lab.root / "kh"))),
         "backups.destinations.secured.known_hosts: ",

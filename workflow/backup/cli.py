@@ -413,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
 def _main(args, argv: list[str] | None, workdir: Path, engine: Engine | None, interrupts) -> int:
     config_files = [os.path.abspath(p) for p in (args.config or [str(PROJECT_DIR / "config" / "config.yaml")])]
     try:
-        cfg = load_config(config_files)
+        cfg = load_config(config_files, workdir=str(workdir))  # relative paths are checked there
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return summary.EXIT_USAGE
