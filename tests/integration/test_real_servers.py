@@ -108,7 +108,9 @@ def test_missing_smb_password_is_a_clear_error(lab, samba, webdav, sshd, monkeyp
     monkeypatch.delenv("SMB_PASSWORD")
     result = lab.cli("--smb-only")
     assert result.returncode == 1
-    assert "no SMB password: set the environment variable SMB_PASSWORD" in result.stdout
+    assert "no SMB password: set the environment variable that backups.destinations.smb.password_env names" in (
+        result.stdout
+    )
 
 
 def test_unknown_ssh_host_key_is_a_clear_message_not_a_hang(lab, samba, webdav, sshd, monkeypatch, tmp_path):

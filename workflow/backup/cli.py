@@ -465,9 +465,6 @@ def _main(args, argv: list[str] | None, workdir: Path, engine: Engine | None, in
         print(text + "".join(f"\nnote: {n}" for n in notes))
         return worst
     try:
-        from . import overlaps
-
-        overlaps.check(cfg, " + ".join(config_files), str(workdir))  # before anything is read or written
         check_remotes(transfers, " + ".join(config_files))
         if args.command == "run" and not args.dry_run:
             check_pipeline(cfg, workdir, " + ".join(config_files))

@@ -19,7 +19,7 @@ CONFIG_FILES = [str(p) for p in workflow.overwrite_configfiles] or [
     backup_config.DEFAULT_CONFIG
 ]
 try:
-    CFG = backup_config.load_config(CONFIG_FILES)
+    CFG = backup_config.load_config(CONFIG_FILES, workdir=os.getcwd())
 except backup_config.ConfigError as exc:
     raise WorkflowError(str(exc))
 

@@ -198,8 +198,9 @@ class RcloneTransport(Transport):
             password = os.environ.get(transfer.password_env)
             if not password:
                 raise TransferError(
-                    f"no SMB password: set the environment variable {transfer.password_env} "
-                    "(or use an rclone remote with the password in rclone's config: rclone_remote)"
+                    # The key, not its value: a password pasted there by mistake must not be echoed.
+                    "no SMB password: set the environment variable that backups.destinations.smb.password_env "
+                    "names (or use an rclone remote with the password in rclone's config: rclone_remote)"
                 )
             result = runner.run(
                 [find_tool("rclone"), "obscure", "-"], log, stdin_text=password, secrets=[password], log_output=False
