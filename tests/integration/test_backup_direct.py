@@ -321,7 +321,7 @@ def test_symlinks_are_copied_as_links_never_followed(lab):
         (lambda d: d["smb"].update(csvs_path="smb://"), "backups.destinations.smb.csvs_path", "not an smb://"),
         (lambda d: d["secured"].update(base_path="store:relative/dir"), "backups.destinations.secured.base_path",
          "needs an absolute path"),
-        (lambda d: d["secured"].update(datasets=[]), "backups.destinations.secured.datasets", "should be non-empty"),
+        (lambda d: d["secured"].update(datasets=[]), "backups.destinations.secured.datasets", "must not be empty"),
         (lambda d: d["box"].update(datasets=["Figures"]), "backups.destinations.box.datasets", "is not a source"),
     ],
 )  # fmt: skip
