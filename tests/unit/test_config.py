@@ -186,3 +186,14 @@ def test_a_missing_ssh_key_is_a_config_error_naming_it(tmp_path, monkeypatch):
     key.parent.mkdir()
     key.write_text("key")
     validate(minimal(secured=secured))
+
+
+def test_an_smb_user_holding_a_password_is_refused_without_showing_it():
+    smb = {"base_path": "smb://nas/share/x", "transport": "rclone", "user": "cole:Hunter2leak", "datasets": ["CSVs"]}
+    cfg = {"backups": {"sources": {"CSVs": {"root": "/d", "include": ["a"]}}, "destinations": {"smb": smb}}}
+    with pytest.raises(ConfigError) as err:
+        validate(cfg)
+    assert "backups.destinations.smb.user: must be the user name alone, never user:password" in str(err.value)
+    assert "Hunter2leak" not in str(err.value)
+    cfg["backups"]["destinations"]["smb"]["user"] = "LAB\\cole"  # a domain user is a name
+    validate(cfg)

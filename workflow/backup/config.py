@@ -146,6 +146,8 @@ def _describe(error: jsonschema.ValidationError) -> str:
             "must be the name of the environment variable that holds the password (capital letters, digits "
             "and _, such as SMB_PASSWORD), never the password itself (its value is not shown)"
         )
+    if error.validator == "pattern" and list(error.absolute_path)[-1:] == ["user"]:
+        return "must be the user name alone, never user:password (the password goes in password_env; not shown)"
     if error.validator in ("minItems", "minProperties") and not error.instance:
         return "must not be empty"  # nothing there to hide, and nothing else to say
     if shown is None:
