@@ -55,3 +55,12 @@ def test_many_output_lines_reach_the_log_each_with_its_prefix(tmp_path):
     body = [ln for ln in lines if ln.endswith(("  1", "  2500", "  5000"))]
     assert len(body) == 3 and all("[RUN1] ctx:" in ln and ln[:4].isdigit() for ln in body)
     assert all("[RUN1] ctx:" in ln for ln in lines)
+
+
+def test_a_job_line_glued_to_part_of_a_snakemake_line_still_reaches_the_terminal():
+    from backup.cli import terminal_text
+
+    assert terminal_text("backup: post box/Results: ok\n") == "  post box/Results: ok\n"
+    assert terminal_text("[Tue Dec  1 01:30:00 2026]backup: post box/CSVs: ok\n") == "  post box/CSVs: ok\n"
+    assert terminal_text("pipeline-output: backup: done\n") == "  | backup: done\n"
+    assert terminal_text("Select jobs to execute...\n") is None

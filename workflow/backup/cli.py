@@ -261,6 +261,16 @@ def verify(cfg: dict, destinations: list[str], workdir: Path, sample: int | None
     return summary.exit_status(rows)
 
 
+def terminal_text(line: str) -> str | None:
+    """What the terminal shows of a line of the engine's output: the pipeline's own lines, and
+    each job's one line, also when it arrived glued to a part-line of Snakemake's (jobs and
+    Snakemake share one pipe; a job writes its line whole, Snakemake not always)."""
+    if line.startswith(progress.OUTPUT):
+        return "  | " + line[len(progress.OUTPUT) :]
+    at = line.find(progress.SAY)
+    return "  " + line[at + len(progress.SAY) :] if at >= 0 else None
+
+
 class StatusLine:
     """One redrawn line at the bottom of the terminal: the latest progress of each running job."""
 
@@ -351,11 +361,11 @@ class Engine:
                 with contextlib.suppress(OSError):  # a full disk costs the log, not the run
                     log_fh.write(line)
                 lines.append(line.rstrip("\n"))
-                for prefix, indent in ((progress.SAY, "  "), (progress.OUTPUT, "  | ")):
-                    if line.startswith(prefix):
-                        if live:
-                            live.clear()
-                        print(indent + line[len(prefix) :], end="", flush=True)
+                shown = terminal_text(line)
+                if shown is not None:
+                    if live:
+                        live.clear()
+                    print(shown, end="", flush=True)
             if live:
                 live.clear()
             returncode = self.proc.wait()
