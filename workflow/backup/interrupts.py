@@ -63,32 +63,26 @@ def _members(group: int) -> list[int]:
     return found
 
 
-def stop_group(group: int, seconds: float = 20.0) -> list[int]:
-    """Tell a group to stop, wait until none of it is left (SIGKILL after ``seconds``);
-    returns the processes that had to be killed."""
-    with contextlib.suppress(OSError):
-        os.killpg(group, STOP)
+def _gone(group: int, seconds: float) -> bool:
+    """Wait (bounded) until no live process of the group is left."""
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if not _members(group):
-            return []
+    while _members(group):
+        if time.monotonic() >= deadline:
+            return False
         time.sleep(0.05)
-    left = _members(group)
-    with contextlib.suppress(OSError):
-        os.killpg(group, signal.SIGKILL)
-    deadline = time.monotonic() + 5
-    while _members(group) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return left
+    return True
 
 
 def wait_group(group: int, seconds: float = 20.0) -> None:
-    """After the leader exited: wait (bounded) for the rest of its group, then stop what is left."""
-    deadline = time.monotonic() + seconds
-    while _members(group) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if _members(group):
-        stop_group(group, 0)
+    """After the leader exited: wait (bounded) for the rest of its group, then kill what is left."""
+    if not _gone(group, seconds):
+        _kill(group)
+        _gone(group, 5)
+
+
+def _kill(group: int) -> None:
+    with contextlib.suppress(OSError):
+        os.killpg(group, signal.SIGKILL)
 
 
 class Interrupted(Exception):
@@ -148,8 +142,7 @@ class Interrupts:
 
     def _kill_all(self) -> None:
         for group in list(self.groups):
-            with contextlib.suppress(OSError):
-                os.killpg(group, signal.SIGKILL)
+            _kill(group)
 
     @staticmethod
     def _tell(group: int) -> None:

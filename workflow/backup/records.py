@@ -26,6 +26,7 @@ STAGES = ("manual", "pre", "post")
 STAGE_RANK = {"manual": 0, "pre": 0, "post": 1}
 OK, WARNING, FAILED = "ok", "warning", "failed"
 INTERRUPTED = "interrupted"  # a transfer or run stopped by a signal (Ctrl-C, SIGTERM) before it finished
+NOT_SAFE = (FAILED, INTERRUPTED)  # a transfer in either state holds no restore point
 # The process that owns a run (the command line, or Snakemake run by hand): a destination's
 # in-progress marker names it, so a run on this machine can tell a live holder from a dead one.
 OWNER_ENV = "BACKUP_OWNER_PID"

@@ -17,8 +17,6 @@ from .errors import TransferError
 from .records import TransferRecord
 from .summary import ORDER, columns
 
-NOT_SAFE = (records.FAILED, records.INTERRUPTED)  # a run with such a transfer failed at that destination
-
 
 def _when(value: str | None) -> datetime | None:
     try:
@@ -38,7 +36,7 @@ def per_destination(transfers: list[TransferRecord]) -> dict[str, dict]:
         for dest, done in runs[run_id].items():
             entry = state.setdefault(dest, {"success": None, "failure": None, "error": None})
             when = max((t.finished for t in done if t.finished), default=None)
-            failed = next((t for t in done if t.status in NOT_SAFE), None)
+            failed = next((t for t in done if t.status in records.NOT_SAFE), None)
             if failed:
                 entry.update(failure=when, error=f"{failed.dataset}: {failed.error}", failure_run=run_id)
             else:
@@ -84,7 +82,7 @@ def gather(cfg: dict, workdir: Path, enabled: list[str], log) -> tuple[list[Tran
             continue
         # By stage: a run's pre-pipeline backup committed there says nothing of its post one.
         stages = {(t.run_id, t.stage) for t in said}
-        found += said + [t for t in here if t.status in NOT_SAFE and (t.run_id, t.stage) not in stages]
+        found += said + [t for t in here if t.status in records.NOT_SAFE and (t.run_id, t.stage) not in stages]
     return found, notes
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .records import NOT_SAFE
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_WARNINGS = 0, 1, 2, 3
 ORDER = {"smb": 0, "box": 1, "secured": 2}
 
@@ -21,7 +23,7 @@ def exit_status(records: list) -> int:
 
 def exit_of(statuses) -> int:
     statuses = set(statuses)
-    if statuses & {"failed", "interrupted"}:
+    if statuses & set(NOT_SAFE):
         return EXIT_FAILED
     if "warning" in statuses:
         return EXIT_WARNINGS
