@@ -147,3 +147,18 @@ def test_a_hostile_or_broken_config_is_one_line_and_writes_nothing(lab, case):
     prepare(lab)
     line = assert_refused(lab, cli(lab))
     assert message in line and str(lab.config_path) in line
+
+
+def test_a_password_pasted_into_password_env_that_looks_like_a_name_is_never_recorded(lab):
+    """All capitals, it passes for a variable's name: the run fails at SMB for want of that variable,
+    and the value reaches no output, log, record, inherited config or destination catalog."""
+    pasted = "HUNTER2LEAK"
+    password_env(lab, pasted)
+    lab.save()
+    result = cli(lab)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "no SMB password: set the environment variable that backups.destinations.smb.password_env names" in (
+        result.stdout
+    )
+    assert (lab.box / "Ramanlab-Backups/.lab-backup/runs").is_dir()  # the other destinations' catalogs hold the run
+    assert leaked(lab, result, pasted) == []

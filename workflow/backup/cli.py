@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from . import interrupts as signals
-from . import logs, notify, plan, progress, records, runner, sources, summary, transports
+from . import logs, names, notify, plan, progress, records, runner, sources, summary, transports
 from .config import ConfigError, load_config
 from .lock import LockBusy, project_lock
 
@@ -169,18 +169,27 @@ def dry_run(cfg: dict, transfers: list[plan.Transfer], workdir: Path, list_all: 
         print(f"{transfer.destination} {transfer.dataset} -> {transfer.target} ({transfer.tool}, {transfer.mode})")
         try:
             skipped: list[str] = []
+            refused: dict[str, str] = {}
             if transfer.mode == "archive":
                 listing, note = _archive_preview(cfg, transfer, workdir, archives)
                 print(note)
             else:
-                listing, skipped = sources.for_transfer(transfer)
+                transport = transports.for_transfer(transfer)
+                folds = sources.ignores_case(transfer, transport, quiet)
+                held = functools.partial(transport.list, transfer, quiet)  # asked only if names clash by case
+                listing, skipped, refused = sources.for_transfer(transfer, folds, held)
             for pattern in listing.missing:
                 print(f"  warning: source not found: {os.path.join(transfer.source.root, pattern)}")
             for link in skipped:
                 print(f"  warning: symlink not copied (an SMB share cannot hold it): {link}")
             for name in listing.special:
                 print(f"  warning: not a file, skipped (FIFO, socket or device): {name}")
-            outcomes.append("warning" if listing.missing or skipped or listing.special else "ok")
+            for name in listing.unreadable:
+                print(f"  warning: cannot read this source folder, skipped (permission denied): {names.shown(name)}")
+            for name, why in sorted(refused.items()):
+                print(f"  warning: cannot be stored at {transfer.destination}, not sent: {names.shown(name)} ({why})")
+            warned = listing.missing or skipped or listing.special or listing.unreadable or refused
+            outcomes.append("warning" if warned else "ok")
             result = (
                 transports.for_transfer(transfer).send(transfer, listing, quiet, dry_run=True)
                 if listing.files

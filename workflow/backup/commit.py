@@ -219,7 +219,7 @@ def commit_if_last(cat: Catalog, cfg: dict, run_id: str, stage: str, planned: li
         run = CatalogRun(
             run_id=run_id, tag=tag, stage=stage, destination=cat.destination, destination_id=state.destination_id,
             host=os.uname().nodename, user=_user(), started=state.started, finished=records.now_iso(),
-            tools=tool_versions(), config=config.public(cfg), transfers=done,
+            tools=tool_versions(), config=config.public(cfg, recorded=True), transfers=done,
         )  # fmt: skip
         try:
             cat.apply({run_path(tag): encode(run)}, [lock_path(tag)] if state.marked else [])

@@ -432,13 +432,19 @@ def _stamps(paths: list[str]) -> list[list]:
     return out
 
 
-def public(cfg: dict) -> dict:
-    """The config without what may hold a secret: what jobs inherit, and what each destination's
-    catalog records of a run. Notification URLs (tokens), the pipeline's command and free-form
-    config (which may also hold values JSON cannot carry, such as dates) are left out; passwords
-    are never in a config (password_env names a variable)."""
+def public(cfg: dict, recorded: bool = False) -> dict:
+    """The config without what may hold a secret: what jobs inherit, and (``recorded``) what each
+    destination's catalog records of a run. Notification URLs (tokens), the pipeline's command and
+    free-form config (which may also hold values JSON cannot carry, such as dates) are left out;
+    passwords are never in a config (password_env names a variable). A record keeps that name only
+    when the variable is set: a password pasted there in capitals passes for a name."""
     pipeline = {k: v for k, v in cfg["pipeline"].items() if k not in ("command", "config")}
-    return _without_passwords({**cfg, "backups": {**cfg["backups"], "notify": {}}, "pipeline": pipeline})
+    backups = {**cfg["backups"], "notify": {}}
+    smb = backups["destinations"].get("smb", {})
+    if recorded and smb.get("password_env") and smb["password_env"] not in os.environ:
+        smb = {**smb, "password_env": "(not recorded: no such variable is set)"}
+        backups["destinations"] = {**backups["destinations"], "smb": smb}
+    return _without_passwords({**cfg, "backups": backups, "pipeline": pipeline})
 
 
 def _without_passwords(value):

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import commit, logs, manifest, plan, progress, records, runner, sources, summary, transports
+from . import commit, logs, manifest, names, plan, progress, records, runner, sources, summary, transports
 from .catalog import Catalog
 from .config import ConfigError, load_config
 from .errors import ArchiveError
@@ -55,7 +55,7 @@ def _archive_listing(run_id: str, stage: str, dataset: str, record: TransferReco
         raise ArchiveError("the archive job left no record")
     if made.status == records.FAILED:
         raise ArchiveError(f"no archive to send: {made.error}")
-    record.missing, record.skipped_special = made.missing, made.skipped_special
+    record.missing, record.skipped_special, record.unreadable = made.missing, made.skipped_special, made.unreadable
     if not made.archive:
         return sources.Listing(root="", missing=record.missing), None
     record.archive, record.archive_created = os.path.basename(made.archive), made.created
@@ -194,7 +194,12 @@ def sync(args: argparse.Namespace) -> int:
             # rclone lists the target, and the catalog beside it, while this walks the source.
             cat.prime(transport.prefetch(transfer, log, beside=cat.transfer))
             whole = sources.list_source(transfer.source)  # a missing or empty root fails here
-            listing, skipped = sources.sendable(transfer, whole)
+            folds = sources.ignores_case(transfer, transport, log)
+            there = functools.partial(transport.list, transfer, log)  # asked only if names clash by case
+            listing, skipped, refused = sources.sendable(transfer, whole, folds, there)
+            # Kept printable: records are JSON (UTF-8), and a name may not be.
+            record.unstorable = {names.shown(name): why for name, why in refused.items()}
+            record.unreadable = [names.shown(name) for name in whole.unreadable]
             record.skipped_special = whole.special
         state = commit.open_stage(cat, args.run_id, args.stage, planned, workdir)  # the catalog, read (and locked)
         if state.error:
@@ -207,6 +212,11 @@ def sync(args: argparse.Namespace) -> int:
         if record.skipped_special and transfer.mode == "direct":
             log.warning("not files, skipped (FIFOs, sockets, devices hold no data): %s",
                         ", ".join(record.skipped_special))  # fmt: skip
+        for name, why in sorted(record.unstorable.items()):
+            log.warning("cannot be stored at %s, not sent: %s (%s)", args.dest, name, why)
+        if record.unreadable and transfer.mode == "direct":
+            log.warning("cannot read these source folders, skipped (permission denied; let the backup's user "
+                        "read them): %s", ", ".join(record.unreadable))  # fmt: skip
         if skipped:
             record.skipped_links = skipped
             log.warning("symlinks not copied (an SMB share cannot hold them; the catalog keeps them): %s",
@@ -239,7 +249,8 @@ def sync(args: argparse.Namespace) -> int:
             record.manifest, record.state_files, record.state_bytes = state_now.name, state_now.files, state_now.bytes
         if known:  # a manifest was built: the job lives on beside the others and their tools, whose sum peaks
             runner.give_back_memory()
-        if record.missing or record.vanished or record.skipped_links or record.skipped_special or record.replaced_newer:
+        if any((record.missing, record.vanished, record.skipped_links, record.skipped_special, record.replaced_newer,
+                record.unstorable, record.unreadable)):  # fmt: skip
             record.status = records.WARNING
 
     _guarded(record, work)
@@ -272,8 +283,12 @@ def make_archive(args: argparse.Namespace) -> int:
         source = plan.source_of(cfg, args.dataset, os.getcwd())
         listing = sources.list_source(source)  # a missing or empty root fails the archive, so its sends
         record.missing, record.skipped_special = listing.missing, listing.special
+        record.unreadable = [names.shown(name) for name in listing.unreadable]
         for pattern in listing.missing:
             log.warning("source not found: %s", os.path.join(source.root, pattern))
+        if listing.unreadable:
+            log.warning("cannot read these source folders, not archived (permission denied; let the backup's user "
+                        "read them): %s", ", ".join(record.unreadable))  # fmt: skip
         if listing.special:
             log.warning("not files, not archived (FIFOs, sockets, devices): %s", ", ".join(listing.special))
         folder = Path(plan.archive_dir(cfg, os.getcwd()))
@@ -308,7 +323,7 @@ def make_archive(args: argparse.Namespace) -> int:
         if keep_last:
             for old in archive.prune(folder, args.dataset, keep_last, Path(record.archive)):
                 log.info("removed old local archive %s (keep_last: %d)", old.name, keep_last)
-        if listing.missing or listing.special:
+        if listing.missing or listing.special or listing.unreadable:
             record.status = records.WARNING
 
     _guarded(record, work)

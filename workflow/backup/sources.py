@@ -16,6 +16,7 @@ import os
 import stat
 from dataclasses import dataclass, field
 
+from . import names
 from .errors import TransferError
 from .plan import Source, Transfer
 
@@ -36,6 +37,7 @@ class Listing:
     missing: list[str] = field(default_factory=list)  # include patterns that matched nothing
     links: set[str] = field(default_factory=set)  # entries that are symlinks
     special: list[str] = field(default_factory=list)  # FIFOs, sockets, devices: skipped, named
+    unreadable: list[str] = field(default_factory=list)  # folders this user cannot read: skipped, named
     # What the include patterns matched (folders and files), when the listing is all of them: a tool
     # is then given these few names to walk itself (a list of every file is slow for rsync to read).
     tops: list[str] | None = None
@@ -55,11 +57,17 @@ def _entry(rel: str, st: os.stat_result, out: dict[str, tuple[int, int]], listin
         listing.special.append(rel)
 
 
-def _scan(path: str):
+def _read_folder(root: str, rel: str, listing: Listing) -> list[tuple[str, os.stat_result]]:
+    """The entries of one folder with their lstat; a folder this user may not read (or enter) is
+    named in ``listing.unreadable`` and left out whole, so the rest of the dataset still goes."""
     try:
-        return list(os.scandir(path))
+        with os.scandir(os.path.join(root, rel) if rel else root) as found:
+            return [(entry.name, entry.stat(follow_symlinks=False)) for entry in found]
     except PermissionError:
-        raise SourceError(f"cannot read source folder {path}: permission denied") from None
+        if not rel:
+            raise SourceError(f"cannot read source folder {root}: permission denied") from None
+        listing.unreadable.append(rel)
+        return []
 
 
 def _walk(root: str, rel_dir: str, out: dict[str, tuple[int, int]], listing: Listing) -> None:
@@ -67,11 +75,11 @@ def _walk(root: str, rel_dir: str, out: dict[str, tuple[int, int]], listing: Lis
     while stack:
         rel = stack.pop()
         prefix = rel + "/" if rel else ""
-        for entry in _scan(os.path.join(root, rel) if rel else root):
-            if entry.is_dir(follow_symlinks=False):
-                stack.append(prefix + entry.name)
+        for name, st in _read_folder(root, rel, listing):
+            if stat.S_ISDIR(st.st_mode):
+                stack.append(prefix + name)
             else:
-                _entry(prefix + entry.name, entry.stat(follow_symlinks=False), out, listing)
+                _entry(prefix + name, st, out, listing)
 
 
 def _add(root: str, rel: str, out: dict[str, tuple[int, int]], listing: Listing) -> bool:
@@ -79,6 +87,9 @@ def _add(root: str, rel: str, out: dict[str, tuple[int, int]], listing: Listing)
         st = os.lstat(os.path.join(root, rel))
     except FileNotFoundError:
         return False
+    except PermissionError:  # a folder on its way may not be entered
+        listing.unreadable.append(rel)
+        return True
     if stat.S_ISDIR(st.st_mode):
         _walk(root, rel, out, listing)
     else:
@@ -112,22 +123,27 @@ def list_source(source: Source) -> Listing:
             continue
         # A name that exists as written wins over reading it as a glob ("Plot[final].png").
         mine: dict[str, tuple[int, int]] = {}  # this pattern's files (patterns may overlap)
-        specials = len(listing.special)
+        specials, unreadable = len(listing.special), len(listing.unreadable)
         ok = [rel] if _add(source.root, rel, mine, listing) else []
         if not ok and GLOB_CHARS & set(rel):
             matches = sorted(glob.glob(rel, root_dir=source.root, recursive=True))
             ok = [m for m in matches if _add(source.root, m, mine, listing)]
         found.update(mine)
-        if not mine and len(listing.special) == specials:  # nothing, or only empty folders (a sub-mount
-            # that is not mounted, say): a warning
+        if not mine and (len(listing.special), len(listing.unreadable)) == (specials, unreadable):
+            # nothing, or only empty folders (a sub-mount that is not mounted, say): a warning
             listing.missing.append(pattern)
             continue
         if listing.tops is not None:
             # A special file named by a pattern is no top: the tools walk only what is sent.
             listing.tops += [m for m in ok if m not in listing.special]
+    if not found and listing.unreadable:
+        raise SourceError(f"cannot read source folder {os.path.join(source.root, listing.unreadable[0])} of "
+                          f"{source.name}: permission denied (let the backup's user read it)")  # fmt: skip
     if not found:
         raise SourceError(f"source folder {source.root} of {source.name} holds none of its files: {DISK_HINT}")
-    listing.tops = sorted(set(listing.tops)) if listing.tops is not None else None
+    # A tool walking the tops would meet the unreadable folders and fail: it gets the list instead.
+    listing.tops = sorted(set(listing.tops)) if listing.tops is not None and not listing.unreadable else None
+    listing.unreadable.sort()
     listing.special.sort()
     listing.files = sorted(found)
     listing.sizes = {name: size for name, (size, _) in found.items()}
@@ -182,6 +198,7 @@ def without(listing: Listing, names: list[str]) -> Listing:
         missing=listing.missing,
         links=listing.links - drop,
         special=listing.special,
+        unreadable=listing.unreadable,
     )
 
 
@@ -191,7 +208,8 @@ def union(listing: Listing, other: Listing) -> Listing:
     sizes, mtimes = {**other.sizes, **listing.sizes}, {**other.mtimes, **listing.mtimes}
     return Listing(root=listing.root, files=files, sizes={f: sizes[f] for f in files},
                    mtimes={f: mtimes[f] for f in files if f in mtimes}, missing=listing.missing,
-                   links=listing.links | other.links, special=listing.special)  # fmt: skip
+                   links=listing.links | other.links, special=listing.special,
+                   unreadable=listing.unreadable)  # fmt: skip
 
 
 def subset(listing: Listing, names) -> Listing:
@@ -200,18 +218,32 @@ def subset(listing: Listing, names) -> Listing:
     return without(listing, [f for f in listing.files if f not in keep])
 
 
-def for_transfer(transfer: Transfer) -> tuple[Listing, list[str]]:
-    """What a transfer sends (and verifies): the source's files, less symlinks when the target
-    is an SMB share written by rsync (see ``sendable``). Returns the listing and the skipped links."""
-    return sendable(transfer, list_source(transfer.source))
+def for_transfer(transfer: Transfer, ignores_case: bool = False, held=None) -> tuple[Listing, list[str], dict]:
+    """What a transfer sends (and verifies): the source's files as ``sendable`` leaves them."""
+    return sendable(transfer, list_source(transfer.source), ignores_case, held)
 
 
-def sendable(transfer: Transfer, listing: Listing) -> tuple[Listing, list[str]]:
-    """A listing less symlinks when the target is an SMB share written by rsync (a share cannot
-    hold them; following them could leave the dataset; the catalog keeps them). Also the skipped."""
-    if transfer.on_smb and transfer.tool == "rsync" and listing.links:
-        skipped = sorted(listing.links)
-        trimmed = without(listing, skipped)
-        trimmed.tops = [t for t in listing.tops or [] if t not in listing.links]  # rsync --no-links skips the rest
-        return trimmed, skipped
-    return listing, []
+def ignores_case(transfer: Transfer, transport, log) -> bool:
+    """Whether the destination tells names apart by case: never on a share; rclone knows its remotes
+    (Box does not either)."""
+    if transfer.on_smb:
+        return True
+    features = getattr(transport, "features", None)  # rclone's; rsync writes to POSIX folders
+    return bool(features and features(transfer, log).get("Features", {}).get("CaseInsensitive"))
+
+
+def sendable(transfer: Transfer, listing: Listing, ignores_case: bool = False, held=None):
+    """A listing less what the destination cannot hold. Returns it, the symlinks left out (an SMB
+    share written by rsync cannot hold them; following them could leave the dataset; the catalog
+    keeps them), and the names it cannot store, with why (``names.unstorable``; ``held``: what the
+    destination holds, asked only when names clash by case)."""
+    refused = names.unstorable(listing.files, share=transfer.on_smb, rclone=transfer.tool == "rclone",
+                               ignores_case=ignores_case, held=held)  # fmt: skip
+    skipped = sorted(listing.links - set(refused)) if transfer.on_smb and transfer.tool == "rsync" else []
+    if not refused and not skipped:
+        return listing, [], {}
+    trimmed = without(listing, [*refused, *skipped])
+    if not refused:  # rsync --no-links skips the links as it walks the tops
+        trimmed.tops = [t for t in listing.tops or [] if t not in listing.links] if listing.tops is not None else None
+    # (With names refused, the tools are given the list of files: walking the tops would meet them.)
+    return trimmed, skipped, refused

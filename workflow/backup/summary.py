@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from . import names
 from .records import NOT_SAFE
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_WARNINGS = 0, 1, 2, 3
@@ -34,20 +35,25 @@ def note(r) -> str:
     """The last column of a transfer's row: the error, or what else a person should know."""
     if r.error:
         return r.error
+    parts = []
     if r.missing:
-        return "missing: " + ", ".join(r.missing)
+        parts.append("missing: " + ", ".join(r.missing))
     if r.vanished:
-        return "vanished while being sent: " + ", ".join(r.vanished)
+        parts.append("vanished while being sent: " + ", ".join(r.vanished))
+    if r.unstorable:
+        parts.append(f"cannot be stored at {r.destination}, not sent: {names.described(r.unstorable)}")
+    if r.unreadable:
+        parts.append(f"cannot read, skipped (permission denied): {', '.join(r.unreadable)}")
     if r.skipped_links:
-        return f"{len(r.skipped_links)} symlinks not copied (SMB cannot hold them; the catalog keeps them)"
+        parts.append(f"{len(r.skipped_links)} symlinks not copied (SMB cannot hold them; the catalog keeps them)")
     if r.replaced_newer:
-        return (f"the copy at {r.destination} of {', '.join(r.replaced_newer)} had a newer date: replaced by the "
-                f"source's, kept as version {r.tag}")  # fmt: skip
+        parts.append(f"the copy at {r.destination} of {', '.join(r.replaced_newer)} had a newer date: replaced by "
+                     f"the source's, kept as version {r.tag}")  # fmt: skip
     if r.skipped_special:
-        return f"skipped, not files (FIFOs, sockets, devices hold no data): {', '.join(r.skipped_special)}"
+        parts.append(f"skipped, not files (FIFOs, sockets, devices hold no data): {', '.join(r.skipped_special)}")
     if r.archive:
-        return r.archive + ("" if r.archive_created else " (unchanged, reused)")
-    return ""
+        parts.append(r.archive + ("" if r.archive_created else " (unchanged, reused)"))
+    return "; ".join(parts)
 
 
 def table(records: list, title: str = "", verify: bool = False) -> str:
