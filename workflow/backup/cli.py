@@ -185,7 +185,7 @@ def dry_run(cfg: dict, transfers: list[plan.Transfer], workdir: Path, list_all: 
             for name in listing.special:
                 print(f"  warning: not a file, skipped (FIFO, socket or device): {name}")
             for name in listing.unreadable:
-                print(f"  warning: cannot read this source folder, skipped (permission denied): {names.shown(name)}")
+                print(f"  warning: cannot read, skipped (permission denied): {names.shown(name)}")
             for name, why in sorted(refused.items()):
                 print(f"  warning: cannot be stored at {transfer.destination}, not sent: {names.shown(name)} ({why})")
             warned = listing.missing or skipped or listing.special or listing.unreadable or refused

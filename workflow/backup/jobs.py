@@ -215,7 +215,7 @@ def sync(args: argparse.Namespace) -> int:
         for name, why in sorted(record.unstorable.items()):
             log.warning("cannot be stored at %s, not sent: %s (%s)", args.dest, name, why)
         if record.unreadable and transfer.mode == "direct":
-            log.warning("cannot read these source folders, skipped (permission denied; let the backup's user "
+            log.warning("cannot read, skipped (permission denied; let the backup's user "
                         "read them): %s", ", ".join(record.unreadable))  # fmt: skip
         if skipped:
             record.skipped_links = skipped
@@ -287,7 +287,7 @@ def make_archive(args: argparse.Namespace) -> int:
         for pattern in listing.missing:
             log.warning("source not found: %s", os.path.join(source.root, pattern))
         if listing.unreadable:
-            log.warning("cannot read these source folders, not archived (permission denied; let the backup's user "
+            log.warning("cannot read, not archived (permission denied; let the backup's user "
                         "read them): %s", ", ".join(record.unreadable))  # fmt: skip
         if listing.special:
             log.warning("not files, not archived (FIFOs, sockets, devices): %s", ", ".join(listing.special))

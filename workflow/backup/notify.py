@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import socket
 
+from . import summary
+
 
 def _scheme(url: str) -> str:
     return url.split("://", 1)[0] + "://..." if "://" in url else "(url)"
@@ -65,7 +67,7 @@ def message(run_id: str, kind: str, exit_code: int, rows: list, pipeline) -> tup
     lines = [f"{kind} run {run_id}: {verdict} (exit status {exit_code})"]
     for r in rows:
         if r.status != "ok":
-            lines.append(f"- {r.stage} {r.destination}/{r.dataset}: {r.status}: {r.error or ', '.join(r.missing)}")
+            lines.append(f"- {r.stage} {r.destination}/{r.dataset}: {r.status}: {summary.note(r)}")
     if pipeline and pipeline.status != "ok":
         lines.append(f"- pipeline: {pipeline.status}: {pipeline.error}")
     ok = sum(1 for r in rows if r.status == "ok")

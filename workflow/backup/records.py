@@ -143,7 +143,7 @@ class TransferRecord:
     vanished: list[str] = field(default_factory=list)  # gone from the source while being sent
     skipped_links: list[str] = field(default_factory=list)  # symlinks a share cannot hold
     skipped_special: list[str] = field(default_factory=list)  # FIFOs, sockets, devices: no data to send
-    unreadable: list[str] = field(default_factory=list)  # source folders this user cannot read: skipped
+    unreadable: list[str] = field(default_factory=list)  # source folders and files this user cannot read: skipped
     unstorable: dict[str, str] = field(default_factory=dict)  # names the destination cannot hold, with why
     # Newer-dated (or edited) at the destination: replaced by the source's content, the copy there kept
     # in the run's versions folder (the source is the truth for content; nothing is lost).
@@ -180,7 +180,7 @@ class ArchiveRecord:
     compressed_bytes: int = 0
     missing: list[str] = field(default_factory=list)
     skipped_special: list[str] = field(default_factory=list)  # FIFOs, sockets, devices: not archived
-    unreadable: list[str] = field(default_factory=list)  # source folders this user cannot read: not archived
+    unreadable: list[str] = field(default_factory=list)  # source folders and files this user cannot read: not archived
     manifest: str | None = None  # the catalog's manifest of the state the archive holds
     host: str = ""
     pid: int = 0

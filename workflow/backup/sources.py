@@ -11,6 +11,7 @@ holds them. A root that is missing, not a folder, or matches no file at all is a
 
 from __future__ import annotations
 
+import functools
 import glob
 import os
 import stat
@@ -37,7 +38,7 @@ class Listing:
     missing: list[str] = field(default_factory=list)  # include patterns that matched nothing
     links: set[str] = field(default_factory=set)  # entries that are symlinks
     special: list[str] = field(default_factory=list)  # FIFOs, sockets, devices: skipped, named
-    unreadable: list[str] = field(default_factory=list)  # folders this user cannot read: skipped, named
+    unreadable: list[str] = field(default_factory=list)  # folders and files this user cannot read: skipped, named
     # What the include patterns matched (folders and files), when the listing is all of them: a tool
     # is then given these few names to walk itself (a list of every file is slow for rsync to read).
     tops: list[str] | None = None
@@ -47,9 +48,30 @@ class Listing:
         return sum(self.sizes.values())
 
 
-def _entry(rel: str, st: os.stat_result, out: dict[str, tuple[int, int]], listing: Listing) -> None:
-    """A file, symlink or special file found at ``rel``."""
-    if stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
+def _readable(path: str, st: os.stat_result) -> bool:
+    """Whether this user may read a file: its mode says so (no system call), or, where the mode
+    says no, the kernel does (root, and ACLs, read more than the mode says)."""
+    mode, (uid, groups) = st.st_mode, _ids()
+    if st.st_uid == uid:
+        if mode & stat.S_IRUSR:
+            return True
+    elif mode & stat.S_IROTH or (mode & stat.S_IRGRP and st.st_gid in groups):
+        return True
+    return os.access(path, os.R_OK)
+
+
+@functools.cache
+def _ids() -> tuple[int, frozenset[int]]:
+    """This process's user and groups (asked once, not once per file)."""
+    return os.geteuid(), frozenset([os.getegid(), *os.getgroups()])
+
+
+def _entry(root: str, rel: str, st: os.stat_result, out: dict[str, tuple[int, int]], listing: Listing) -> None:
+    """A file, symlink or special file found at ``rel``; a file this user may not read is named in
+    ``listing.unreadable`` and left out (the rest of the dataset still goes)."""
+    if stat.S_ISREG(st.st_mode) and not _readable(os.path.join(root, rel), st):
+        listing.unreadable.append(rel)
+    elif stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
         out[rel] = (st.st_size, st.st_mtime_ns)
         if stat.S_ISLNK(st.st_mode):
             listing.links.add(rel)
@@ -79,7 +101,7 @@ def _walk(root: str, rel_dir: str, out: dict[str, tuple[int, int]], listing: Lis
             if stat.S_ISDIR(st.st_mode):
                 stack.append(prefix + name)
             else:
-                _entry(prefix + name, st, out, listing)
+                _entry(root, prefix + name, st, out, listing)
 
 
 def _add(root: str, rel: str, out: dict[str, tuple[int, int]], listing: Listing) -> bool:
@@ -93,7 +115,7 @@ def _add(root: str, rel: str, out: dict[str, tuple[int, int]], listing: Listing)
     if stat.S_ISDIR(st.st_mode):
         _walk(root, rel, out, listing)
     else:
-        _entry(rel, st, out, listing)
+        _entry(root, rel, st, out, listing)
     return True
 
 
