@@ -62,6 +62,37 @@ class SendResult:
     # holds it (rclone); missing where the tool could not say (then the job hashes the source file).
     sha1: dict[str, str] = field(default_factory=dict)
     differ: list[str] = field(default_factory=list)  # sent, but the destination's copy has another hash
+    # Paths (in the dataset's folder) where the destination held an entry of the other kind: a folder
+    # where the source now has a file, or a file where it now has a folder. The old entry (the whole
+    # folder with its content, or the file) was moved into this run's versions folder, then the new
+    # one sent. (A dry run names those that a run would move.)
+    displaced: list[str] = field(default_factory=list)
+
+
+def folders_of(names) -> set[str]:
+    """Every folder the named files are in (a/b/c: a and a/b)."""
+    out: set[str] = set()
+    for name in names:
+        cut = name.rfind("/")
+        while cut > 0 and name[:cut] not in out:
+            out.add(name[:cut])
+            cut = name.rfind("/", 0, cut)
+    return out
+
+
+def outermost(paths) -> list[str]:
+    """The paths that are not inside another of them, sorted."""
+    given = set(paths)
+    return sorted(path for path in given if not folders_of([path]) & given)
+
+
+def kind_changed(paths: list[str], folders: set[str]) -> str:
+    """The one line for entries that changed kind where no versions are kept (nothing replaced)."""
+    first = paths[0]
+    was, now = ("a file", "a folder") if first in folders else ("a folder", "a file")
+    more = f" (and {len(paths) - 1} more that changed kind)" if len(paths) > 1 else ""
+    return (f"{first} is {was} at the destination, {now} at the source{more}: not replaced (keep_versions is off); "
+            "move it aside there, or set keep_versions: true to keep it as a version")  # fmt: skip
 
 
 class SendFailed(TransferError):

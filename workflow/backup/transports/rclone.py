@@ -15,7 +15,19 @@ from .. import runner
 from ..plan import Transfer, versions_folder
 from ..records import user_cache
 from ..sources import Listing
-from .base import SendFailed, SendResult, TransferError, Transport, VerifyResult, diagnose, file_list, find_tool
+from .base import (
+    SendFailed,
+    SendResult,
+    TransferError,
+    Transport,
+    VerifyResult,
+    diagnose,
+    file_list,
+    find_tool,
+    folders_of,
+    kind_changed,
+    outermost,
+)
 
 RCLONE_EXIT = {
     1: "rclone failed (details in backup.log)",
@@ -59,14 +71,17 @@ def _parent(target: str) -> str | None:
 
 
 class _Part:
-    """One folder's share of a listing of two sibling folders (a future, as prefetch returns)."""
+    """One folder's share of a listing of two sibling folders (a future, as prefetch returns);
+    ``folders``: with its folders (as FOLDER/), else its files only."""
 
-    def __init__(self, both: Future, prefix: str) -> None:
-        self.both, self.prefix = both, prefix
+    def __init__(self, both: Future, prefix: str, folders: bool = False) -> None:
+        self.both, self.prefix, self.folders = both, prefix, folders
 
     def result(self) -> dict[str, tuple[int, int]]:
         n = len(self.prefix)
-        return {path[n:]: entry for path, entry in self.both.result().items() if path.startswith(self.prefix)}
+        return {path[n:]: entry for path, entry in self.both.result().items()
+                if path.startswith(self.prefix) and len(path) > n
+                and (self.folders or not path.endswith("/"))}  # fmt: skip
 
 
 def _literal(name: str) -> str:
@@ -122,6 +137,32 @@ def _newer_there(listing: Listing, there: dict[str, tuple[int, int]], name: str,
     return not _within(held[1] - mtime, window)
 
 
+def _changed_kind(listing: Listing, there: dict[str, tuple[int, int]]) -> tuple[list[str], dict]:
+    """The outermost paths where the target holds an entry of the other kind than the source (a
+    folder, listed as FOLDER/, where the source has a file; a file where it has a folder), and the
+    target's files alone."""
+    files = {path: entry for path, entry in there.items() if not path.endswith("/")}
+    names = {f + ".rclonelink" if f in listing.links else f for f in listing.files}
+    folders = {path[:-1] for path in there if path.endswith("/")}
+    clash = (folders_of(names) & files.keys()) | (names & folders)
+    return outermost(clash), files
+
+
+def _inside(path: str, paths: list[str]) -> bool:
+    """``path`` is one of ``paths`` or inside one of them."""
+    return path in paths or any(path.startswith(p + "/") for p in paths)
+
+
+def _source_name(name: str, listing: Listing) -> str:
+    """A name at the target as the source names it (a symlink: without rclone's .rclonelink)."""
+    bare = name.removesuffix(".rclonelink")
+    return bare if bare != name and bare in listing.links else name
+
+
+def _kind_changed(clash: list[str], listing: Listing) -> str:
+    return kind_changed([_source_name(name, listing) for name in clash], folders_of(listing.files))
+
+
 def _json_entries(lines: list[str]):
     """The JSON log entries among rclone's output lines (other lines are skipped)."""
     for line in lines:
@@ -168,14 +209,14 @@ class RcloneTransport(Transport):
         pool = ThreadPoolExecutor(max_workers=1)
         parent = _parent(transfer.target)
         if beside is None or parent is None or _parent(beside.target) != parent:
-            self._held = pool.submit(self._entries, transfer, log)
+            self._held = pool.submit(self._entries, transfer, log, folders=True)
             pool.shutdown(wait=False)
             return None
         data, other = transfer.target[len(parent) :].strip("/"), beside.target[len(parent) :].strip("/")
         rules = [f"+ /{_literal(data)}/**", f"+ /{_literal(other)}/*", f"+ /{_literal(other)}/*/*", "- **"]
-        both = pool.submit(self._entries, dataclasses.replace(transfer, target=parent), log, rules=rules)
+        both = pool.submit(self._entries, dataclasses.replace(transfer, target=parent), log, rules=rules, folders=True)
         pool.shutdown(wait=False)
-        self._held = _Part(both, data + "/")
+        self._held = _Part(both, data + "/", folders=True)
         return _Part(both, other + "/")
 
     def window(self, transfer: Transfer, log) -> int:
@@ -270,7 +311,22 @@ class RcloneTransport(Transport):
         listed files' sizes and times (asked after the copy)."""
         out = SendResult()
         held, self._held = self._held, None  # a prefetched listing serves one send
-        there = held.result() if held else self._entries(transfer, log)
+        there = held.result() if held else self._entries(transfer, log, folders=True)
+        # An entry that changed kind (a folder at the target where the source now has a file, or the
+        # reverse): rclone cannot replace it (nor move it into --backup-dir), so it is moved into the
+        # versions folder first, whole; without versions it stays, and is named (the rest is sent).
+        clash, files = _changed_kind(listing, there)
+        written = False
+        if clash and transfer.keep_versions and (version_tag or dry_run):
+            out.displaced = sorted(_source_name(name, listing) for name in clash)
+            if not dry_run:
+                if before_write:
+                    before_write()
+                written = True
+                self._move_aside(transfer, {path: path + "/" in there for path in clash}, version_tag, log)
+            files = {path: entry for path, entry in files.items() if not _inside(path, clash)}
+            clash = []
+        there = files
 
         def window() -> int:  # asked of rclone only for times less than 2 s apart (rare)
             return self.window(transfer, log)
@@ -283,9 +339,13 @@ class RcloneTransport(Transport):
         newer = [] if replace_newer else [f for f in todo if _newer_there(listing, there, f, window)]
         if newer and self.keeps_times(transfer, log):
             out.newer, todo = newer, [f for f in todo if f not in set(newer)]
+        if clash:
+            todo = [f for f in todo if not _inside(f + ".rclonelink" if f in listing.links else f, clash)]
         if not todo:
+            if clash:
+                raise SendFailed(f"send: {_kind_changed(clash, listing)}")
             return out
-        if before_write and not dry_run:
+        if before_write and not dry_run and not written:
             before_write()  # something will be written: called only then
         # With --links rclone shows a symlink as NAME.rclonelink, so list it under that name.
         names = [f + ".rclonelink" if f in listing.links else f for f in todo]
@@ -331,7 +391,21 @@ class RcloneTransport(Transport):
         out.bytes_sent = sum(listing.sizes.get(f, 0) for f in out.sent)
         if not dry_run:
             self._check_sent(transfer, listing, out, walk, log, known)
+        if clash:
+            raise SendFailed(f"send: {_kind_changed(clash, listing)}", out.files_sent, out.bytes_sent)
         return out
+
+    def _move_aside(self, transfer: Transfer, paths: dict[str, bool], version_tag: str, log) -> None:
+        """Move each entry (path -> is a folder: the folder with all it holds, else the file) into the
+        run's versions folder, at the same path there: server-side where the remote can (a rename),
+        else copied, checked and then removed by rclone."""
+        versions = versions_folder(transfer.target, version_tag)
+        for path, folder in paths.items():
+            log.warning("%s is of another kind at the source: the destination's %s is kept as version %s",
+                        path, "folder" if folder else "file", version_tag)  # fmt: skip
+            how = ["move", "--delete-empty-src-dirs"] if folder else ["moveto"]
+            self._run(transfer, [*how, "--use-json-log", *self.COMMON, "--", f"{transfer.target.rstrip('/')}/{path}",
+                                 f"{versions}/{path}"], log, f"move {path} into the versions folder")  # fmt: skip
 
     def _check_sent(self, transfer: Transfer, listing: Listing, out: SendResult, walk: bool, log, known) -> None:
         """The SHA-1 of every file sent, for the catalog. Where the remote keeps hashes, rclone
@@ -366,11 +440,13 @@ class RcloneTransport(Transport):
         """Files at the target, at most ``depth`` folders deep (1: the target's own files)."""
         return self._entries(transfer, log, depth)
 
-    def _entries(self, transfer: Transfer, log, depth: int | None = None, rules: list[str] | None = None):
+    def _entries(self, transfer: Transfer, log, depth: int | None = None, rules: list[str] | None = None,
+                 folders: bool = False):  # fmt: skip
         """Every file at the target: path -> (size, modification time in ns); none if it does not exist.
-        ``rules``: only the files these filter rules take."""
-        args = ["lsf", "--recursive", "--files-only", "--format", "stp", "--separator", "|", "--time-format",
-                "unixnano", *([f"--max-depth={depth}"] if depth else []), *self.COMMON]  # fmt: skip
+        ``rules``: only the files these filter rules take. ``folders``: its folders too, as FOLDER/
+        (rclone lists them anyway, walking)."""
+        args = ["lsf", "--recursive", *([] if folders else ["--files-only"]), "--format", "stp", "--separator", "|",
+                "--time-format", "unixnano", *([f"--max-depth={depth}"] if depth else []), *self.COMMON]  # fmt: skip
         with file_list(rules, "\n") as listed:
             ruled = [f"--filter-from={listed}"] if listed else []
             result = runner.run(self.base_args(transfer) + args + ruled + [transfer.target], log,
@@ -382,8 +458,12 @@ class RcloneTransport(Transport):
         found = {}
         for line in result.lines:  # split at newlines only (runner: data output), names unmasked
             size, stamp, path = (line.split("|", 2) + ["", ""])[:3]
-            if size.isdigit() and stamp.lstrip("-").isdigit() and path:  # before 1970: negative
+            if not stamp.lstrip("-").isdigit() or not path:
+                continue
+            if size.isdigit() and not path.endswith("/"):  # before 1970: a negative time
                 found[path] = (int(size), int(stamp))
+            elif folders and path.endswith("/") and path != "/":
+                found[path] = (-1, int(stamp))
         return found
 
     def sha1_of(self, transfer: Transfer, names: list[str], log, rules: list[str] | None = None) -> dict[str, str]:

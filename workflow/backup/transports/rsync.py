@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import stat
 import tempfile
 from contextlib import contextmanager
 from datetime import datetime
@@ -13,7 +14,19 @@ from .. import mounts, runner
 from ..plan import Transfer, is_ssh_target, versions_folder
 from ..sources import Listing
 from . import local
-from .base import SendFailed, SendResult, TransferError, Transport, VerifyResult, diagnose, file_list, find_tool
+from .base import (
+    SendFailed,
+    SendResult,
+    TransferError,
+    Transport,
+    VerifyResult,
+    diagnose,
+    file_list,
+    find_tool,
+    folders_of,
+    kind_changed,
+    outermost,
+)
 
 RSYNC_EXIT = {
     1: "rsync usage error",
@@ -139,6 +152,16 @@ class RsyncTransport(Transport):
         ``known``: not needed (rsync reports the SHA-1 of every file it writes).
         """
         target = self.resolve(transfer, writing=not dry_run)
+        # An entry that changed kind (a folder at the target where the source now has a file, or the
+        # reverse). With versions: rsync moves the old one into the versions folder itself (--backup
+        # keeps what it removes to make way; --force lets it remove a folder that holds files, each
+        # moved there first), and --info=backup names what it moved. Without: a file would be deleted
+        # to make way for a folder, so those are looked for first and left out (a folder is never
+        # removed without --force: rsync refuses, and says so); the run then fails, naming them.
+        backup = bool(transfer.keep_versions and version_tag)
+        preview = transfer.keep_versions and dry_run  # a dry run names what a run would move aside
+        taken = [] if backup else self._taken(transfer, target, listing, log)
+        clash = [] if preview else taken  # without versions: left out, then named in the failure
         if before_write and not dry_run:
             before_write()
         with _naming(listing) as what:
@@ -150,9 +173,12 @@ class RsyncTransport(Transport):
             # SHA-1, and --out-format's %C reports it, so the catalog gets each sent file's SHA-1 for free.
             update = [] if replace_newer else ["--update"]
             args = [*self.options(transfer), *update, "--mkpath", self.OUT_FORMAT, "--stats", "--info=skip1"]
-            if transfer.keep_versions and version_tag:
+            if backup:
                 path = target.split(":", 1)[1] if is_ssh_target(target) else target
-                args += ["--backup", f"--backup-dir={versions_folder(path, version_tag)}"]
+                args += ["--backup", f"--backup-dir={versions_folder(path, version_tag)}", "--force", "--info=backup"]
+            elif transfer.keep_versions and dry_run:
+                args.append("--force")  # as a run would (it names such folders: *deleting); nothing is written
+            args += [f"--filter=- /{_pattern(folder)}/***" for folder in clash]
             if force:
                 args.append("--ignore-times")
             if dry_run:
@@ -165,17 +191,77 @@ class RsyncTransport(Transport):
                     result = self._summed([*args, *what, target.rstrip("/") + "/"], log, "send", ok_codes=(0, 24),
                                           progress=progress.rsync if progress else None)  # fmt: skip
             except TransferError as exc:  # what rsync wrote before it failed still counts
-                done = self._sent(getattr(exc, "output", "").splitlines(), listing)
-                raise SendFailed(str(exc), done.files_sent, done.bytes_sent) from None
-        return self._sent(result.lines, listing)
+                output = getattr(exc, "output", "")
+                done = self._sent(output.splitlines(), listing)
+                refused = self._refused(output.splitlines())
+                folders = folders_of(listing.files)
+                message = f"send: {kind_changed(outermost(clash + refused), folders)}" if refused else str(exc)
+                raise SendFailed(message, done.files_sent, done.bytes_sent) from None
+        out = self._sent(result.lines, listing)
+        if backup and out.displaced:
+            log.warning("of another kind at the source: the destination's old entry is kept as version %s: %s",
+                        version_tag, ", ".join(out.displaced))  # fmt: skip
+        if preview and taken:  # files a run would move aside for folders (rsync names none of those)
+            out.displaced = outermost(out.displaced + taken)
+        if clash:
+            raise SendFailed(f"send: {kind_changed(clash, set(clash))}", out.files_sent, out.bytes_sent)
+        return out
+
+    NO_TARGET = re.compile(r'change_dir ".*" failed: No such file or directory')  # the sender's, over SSH
+    # rsync refusing to remove what stands where an entry of another kind goes (without --force: a
+    # folder that holds files, where the source has a file or symlink).
+    REFUSED = re.compile(r"^(?:cannot delete non-empty directory|could not make way for new [a-z ]+): (.*)$")
+
+    def _refused(self, lines: list[str]) -> list[str]:
+        """The paths rsync would not make way at, if those are its only errors (else: none)."""
+        refused = [unescape(m.group(1)) for m in map(self.REFUSED.match, lines) if m]
+        others = [ln for ln in lines if ln.startswith("rsync:") and not self.NO_SHA1.search(ln)]
+        return sorted(set(refused)) if refused and not others else []
+
+    def _taken(self, transfer: Transfer, target: str, listing: Listing, log) -> list[str]:
+        """The source's folders that the target holds as something else (a file, a symlink): where no
+        versions are kept, rsync would delete those to make way. One lstat per folder on this
+        machine; over SSH, one listing of just those paths."""
+        folders = folders_of(listing.files)
+        if not folders:
+            return []
+        taken = []
+        if not is_ssh_target(target):
+            for folder in folders:
+                try:
+                    if not stat.S_ISDIR(os.lstat(os.path.join(target, folder)).st_mode):
+                        taken.append(folder)
+                except OSError:
+                    continue  # not there (or inside one that is not a folder: that one is named)
+            return outermost(taken)
+        with tempfile.TemporaryDirectory(prefix="backup-kinds-") as empty, file_list(sorted(folders), "\0") as named:
+            args = [*self.options(transfer), "--list-only", "--no-recursive", "--no-human-readable", "--from0",
+                    f"--files-from={named}", "--", target.rstrip("/") + "/", empty + "/"]  # fmt: skip
+            # 23: some are not there; 12 (over SSH): the target folder is not there (yet).
+            result = self._run(args, log, "list", ok_codes=(0, 12, 23))
+        if result.returncode == 12 and not self.NO_TARGET.search(result.output):
+            detail = diagnose(result.lines) or next((ln.strip() for ln in result.lines if ln.startswith("rsync:")), "")
+            raise TransferError(f"list: {RSYNC_EXIT[12]}" + (f" ({detail})" if detail else ""))
+        for line in result.lines:
+            match = self.LIST.match(line)
+            if match and match.group(1)[0] != "d" and unescape(match.group(5)) in folders:
+                taken.append(unescape(match.group(5)))
+        return outermost(taken)
 
     def _sent(self, lines: list[str], listing: Listing) -> SendResult:
         """What rsync's output says it sent. Counted: the listed files it wrote, each once (a file
         redone in rsync's second pass is named twice; one created since the listing, found walking
         a folder, is no file of this backup)."""
-        out, seen = SendResult(), set()
+        out, seen, moved = SendResult(), set(), set()
         root = listing.root.rstrip("/") + "/"
         for line in lines:
+            aside = _backed_up(line) if line.startswith("backed up ") else None
+            if aside is None and line.startswith("*deleting "):  # removed to make way (a dry run names only these)
+                aside = unescape(line.split("|", 2)[-1]).rstrip("/") if line.count("|") >= 2 else None
+            if aside is not None:
+                if aside not in listing.sizes:  # not a file replaced by its new version: made way
+                    moved.add(aside)
+                continue
             gone, changed = self.VANISHED.match(line), self.CHANGED.match(line)
             if gone or changed:
                 name = unescape(gone.group(1) or gone.group(2) if gone else changed.group(1))
@@ -194,6 +280,8 @@ class RsyncTransport(Transport):
                 out.newer.append(unescape(line[: -len(" is newer")]))
         listed = [name for name in out.sent if name in listing.sizes]
         out.files_sent, out.bytes_sent = len(listed), sum(listing.sizes[name] for name in listed)
+        if moved:
+            out.displaced = _made_way(moved, listing)
         return out
 
     def list(self, transfer: Transfer, log) -> dict[str, int]:
@@ -323,6 +411,37 @@ class RsyncTransport(Transport):
                                ok_codes=(0, 23) if files is not None else (0,))  # fmt: skip
         sent = [unescape(m.group(2)) for m in map(self.ITEM.match, result.lines) if m and m.group(1)[1] in "fL"]
         return SendResult(files_sent=len(sent), sent=sent)
+
+
+def _backed_up(line: str) -> str | None:
+    """The name in rsync's 'backed up NAME to BACKUP_DIR/NAME' (--info=backup)."""
+    rest = line[len("backed up ") :]
+    at = rest.find(" to ")
+    while at >= 0:
+        if rest.endswith("/" + rest[:at]):
+            return unescape(rest[:at])
+        at = rest.find(" to ", at + 1)
+    return None
+
+
+def _made_way(moved: set[str], listing: Listing) -> list[str]:
+    """The listed paths whose old entry of another kind rsync moved aside, from what it moved: a
+    file inside a folder that is now a listed file, or a file (or symlink) that is now a folder."""
+    folders = folders_of(listing.files)
+    found = set()
+    for name in moved:
+        above = next((f for f in sorted(folders_of([name]), key=len) if f in listing.sizes), None)
+        if above is not None:
+            found.add(above)
+        elif name in folders:
+            found.add(name)
+    return outermost(found)
+
+
+def _pattern(name: str) -> str:
+    """A name as an rsync filter pattern that matches only itself (the rule holds wildcards, so
+    backslashes escape)."""
+    return re.sub(r"([\\*?\[])", r"\\\1", name)
 
 
 @contextmanager
