@@ -1,0 +1,85 @@
+"""Retention: restic's forget --keep-* rules over restore points (tag, time), pure."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from backup.retention import Policy, decide, policy_for
+
+ZONE = datetime.now().astimezone().tzinfo
+
+
+def at(day: int, hour: int, month: int = 5) -> datetime:
+    return datetime(2026, month, day, hour, tzinfo=ZONE)
+
+
+# restic's forum example: a1 May 1 8h, a2 May 2 8h, a3 May 2 11h, a4 May 4 9h, a5 May 5 10h.
+POINTS = [("a1", at(1, 8)), ("a2", at(2, 8)), ("a3", at(2, 11)), ("a4", at(4, 9)), ("a5", at(5, 10))]
+NOW = at(5, 12)
+
+
+def kept(policy: Policy, points=POINTS) -> list[str]:
+    return sorted(decide(points, policy, NOW))
+
+
+def test_no_policy_keeps_everything():
+    assert Policy.of(None).empty() and Policy.of({}).empty()
+    assert decide(POINTS, Policy(), NOW) == {tag: ["no policy"] for tag, _ in POINTS}
+
+
+def test_keep_last_keeps_the_newest_n():
+    assert kept(Policy(keep_last=2)) == ["a4", "a5"]
+    assert decide(POINTS, Policy(keep_last=2), NOW)["a5"] == ["last 2"]
+    assert kept(Policy(keep_last=10)) == ["a1", "a2", "a3", "a4", "a5"]
+
+
+def test_keep_daily_keeps_the_newest_of_each_day_with_a_backup_and_days_without_do_not_count():
+    # May 3 has no backup: the four days are May 5, 4, 2, 1; May 2's newest is a3.
+    assert kept(Policy(keep_daily=4)) == ["a1", "a3", "a4", "a5"]
+    assert kept(Policy(keep_daily=2)) == ["a4", "a5"]
+
+
+def test_a_count_left_over_keeps_the_oldest_point_too():
+    # Ten days asked, four have a backup: the oldest point is kept besides one per day (restic:
+    # "the oldest snapshot in the group is kept additionally"); here it is also its day's newest.
+    assert kept(Policy(keep_daily=10)) == ["a1", "a3", "a4", "a5"]
+    same_day = [("b1", at(5, 1)), ("b2", at(5, 2)), ("b3", at(5, 3))]
+    assert kept(Policy(keep_daily=2), same_day) == ["b1", "b3"]
+    assert kept(Policy(keep_daily=1), same_day) == ["b3"]
+
+
+def test_keep_within_days_is_relative_to_the_newest_point_not_now():
+    assert kept(Policy(keep_within_days=3)) == ["a3", "a4", "a5"]  # after May 2, 10h
+    later = datetime(2027, 1, 1, tzinfo=ZONE)
+    assert sorted(decide(POINTS, Policy(keep_within_days=3), later)) == ["a3", "a4", "a5"]
+    assert decide(POINTS, Policy(keep_within_days=3), NOW)["a4"] == ["within 3 days"]
+
+
+def test_a_point_in_the_future_does_not_move_the_span():
+    future = [*POINTS, ("z", NOW + timedelta(days=30))]
+    assert kept(Policy(keep_within_days=1), future) == ["a5", "z"]
+
+
+def test_weekly_and_monthly_use_iso_weeks_and_calendar_months():
+    points = [("w1", at(25, 9, 4)), ("w2", at(30, 9, 4)), ("w3", at(3, 9)), ("w4", at(4, 9))]
+    # ISO weeks: Apr 25 (week 17), Apr 30 and May 3 (week 18), May 4 (week 19).
+    assert kept(Policy(keep_weekly=3), points) == ["w1", "w3", "w4"]
+    assert kept(Policy(keep_monthly=1), points) == ["w4"]
+    assert kept(Policy(keep_monthly=2), points) == ["w2", "w4"]
+    assert kept(Policy(keep_yearly=1), points) == ["w4"]
+
+
+def test_rules_are_or_ed_and_every_reason_is_named():
+    decided = decide(POINTS, Policy(keep_last=1, keep_daily=2, keep_monthly=1), NOW)
+    assert sorted(decided) == ["a4", "a5"]
+    assert decided["a5"] == ["last 1", "daily", "monthly"]
+    assert decided["a4"] == ["daily"]
+
+
+def test_a_destination_policy_replaces_the_global_one_whole():
+    backups = {"retention": {"keep_last": 5, "keep_daily": 7}, "destinations": {"smb": {}, "box": {"retention": {}},
+               "secured": {"retention": {"keep_last": 2}}}}  # fmt: skip
+    assert policy_for(backups, "smb") == Policy(keep_last=5, keep_daily=7)
+    assert policy_for(backups, "box").empty()  # an empty mapping: this destination keeps everything
+    assert policy_for(backups, "secured") == Policy(keep_last=2)
+    assert Policy(keep_last=3, keep_within_days=7).describe() == "keep 3 last, all within 7 days of the newest"
