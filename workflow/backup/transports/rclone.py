@@ -574,3 +574,20 @@ class RcloneTransport(Transport):
             result = self._run(transfer, [*args, "--", transfer.target, dest], log, "restore")
         sent = [e.get("object", "") for e in _json_entries(result.lines) if str(e.get("msg", "")).startswith("Copied")]
         return SendResult(files_sent=len(sent), sent=sent)
+
+    def remove(self, transfer: Transfer, log, files: list[str] = (), folders: list[str] = ()) -> None:
+        """Remove the named ``files`` and ``folders`` (each with all it holds) inside the target, and
+        nothing else (prune's deletions; a backup never calls this): ``rclone purge`` of each folder's
+        own path, one ``rclone delete`` of exactly the listed files. Already gone: fine."""
+        names = [*files, *folders]
+        if any(not n or n.startswith("/") or ".." in n.split("/") or "\n" in n for n in names):
+            raise TransferError(f"remove: refusing a path outside {transfer.target}")
+        base = transfer.target.rstrip("/")
+        for name in folders:  # exit 3: not there (removed before)
+            where = f"{base}{'' if base.endswith(':') else '/'}{name}"
+            self._run(transfer, ["purge", "--use-json-log", *self.COMMON, "--", where], log, f"remove {name}",
+                      ok_codes=(0, 3))  # fmt: skip
+        if files:
+            with file_list(list(files), "\n") as listed:
+                self._run(transfer, ["delete", f"--files-from-raw={listed}", "--use-json-log", *self.COMMON, "--",
+                                     transfer.target], log, "remove", ok_codes=(0, 3))  # fmt: skip

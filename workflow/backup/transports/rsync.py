@@ -412,6 +412,47 @@ class RsyncTransport(Transport):
         sent = [unescape(m.group(2)) for m in map(self.ITEM.match, result.lines) if m and m.group(1)[1] in "fL"]
         return SendResult(files_sent=len(sent), sent=sent)
 
+    # Attributes a removal must not copy from its empty source onto the target folder itself.
+    KEEP_TARGET = ("--times", "--perms", "--owner", "--group", "--chmod=go-rwx")
+
+    def remove(self, transfer: Transfer, log, files: list[str] = (), folders: list[str] = ()) -> None:
+        """Remove the named ``files`` and ``folders`` (each with all it holds) inside the target, and
+        nothing else (prune's deletions; a backup never calls this). On this machine, by name, never
+        through a symlink; over SSH, one rsync from an empty folder with --delete whose filter rules
+        take exactly these paths (``+ /NAME`` and ``+ /NAME/***``, then ``- *``). Already gone: fine."""
+        names = [*files, *folders]
+        if not names:
+            return
+        if any(not n or n.startswith("/") or ".." in n.split("/") for n in names):
+            raise TransferError(f"remove: refusing a path outside {transfer.target}")
+        target = self.resolve(transfer, writing=True)
+        if not is_ssh_target(target):
+            import shutil
+
+            for name in names:
+                path = os.path.join(target, name)
+                try:
+                    if name in folders and stat.S_ISDIR(os.lstat(path).st_mode):
+                        shutil.rmtree(path)
+                    else:
+                        os.unlink(path)
+                except FileNotFoundError:
+                    continue
+                except OSError as exc:
+                    advice = diagnose([str(exc)])
+                    raise TransferError(f"remove {path}: {advice or exc.strerror or exc}") from None
+            return
+        rules = []
+        for name in names:
+            parts = name.split("/")
+            rules += [f"+ /{_pattern('/'.join(parts[:i]))}/" for i in range(1, len(parts))]
+            rules += [f"+ /{_pattern(name)}", *([f"+ /{_pattern(name)}/***"] if name in folders else [])]
+        filters = [f"--filter={rule}" for rule in dict.fromkeys(rules)] + ["--filter=- *"]
+        args = [a for a in self.options(transfer) if a not in self.KEEP_TARGET]
+        with tempfile.TemporaryDirectory(prefix="backup-remove-") as empty:
+            self._run([*args, "--delete", *filters, "--", empty + "/", target.rstrip("/") + "/"], log, "remove",
+                      missing_ok=True)  # fmt: skip
+
 
 def _backed_up(line: str) -> str | None:
     """The name in rsync's 'backed up NAME to BACKUP_DIR/NAME' (--info=backup)."""
