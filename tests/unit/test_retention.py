@@ -82,4 +82,5 @@ def test_a_destination_policy_replaces_the_global_one_whole():
     assert policy_for(backups, "smb") == Policy(keep_last=5, keep_daily=7)
     assert policy_for(backups, "box").empty()  # an empty mapping: this destination keeps everything
     assert policy_for(backups, "secured") == Policy(keep_last=2)
-    assert Policy(keep_last=3, keep_within_days=7).describe() == "keep 3 last, all within 7 days of the newest"
+    assert Policy(keep_last=3, keep_within_days=7).describe() == "keep the last 3, all within 7 days of the newest"
+    assert Policy(keep_daily=7, keep_monthly=12).describe() == "keep 7 daily, 12 monthly"

@@ -31,6 +31,8 @@ commands:
   restore   bring a dataset back from a destination, as it was after a run, from the destination alone:
             restore --from box|smb|secured|any --dataset CSVs --to DIR [--run RUN_ID | --at "2026-11-20 14:00"]
   list      the restore points each destination holds: list [--from DEST] [--dataset NAME]
+  prune     remove the versions folders and archives that no restore point kept by the retention
+            policy (backups.retention) needs: prune [--dry-run] [--from DEST]; no policy: nothing goes
 
 exit status:
   0  every enabled destination succeeded
@@ -54,7 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "command", nargs="?", choices=["backup", "run", "restore", "list"], default="backup", help="default: backup"
+        "command",
+        nargs="?",
+        choices=["backup", "run", "restore", "list", "prune"],
+        default="backup",
+        help="default: backup",
     )
     parser.add_argument(
         "--config",
@@ -66,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run",
         "-n",
         action="store_true",
-        help="list, per destination, the files that would be sent; write nothing",
+        help="list, per destination, the files that would be sent (prune: what would be removed); write nothing",
     )
     only = parser.add_mutually_exclusive_group()
     for dest in plan.DESTINATIONS:
@@ -103,11 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="write a self-contained HTML page of the last runs (per destination and dataset) to FILE",
     )
     parser.add_argument("--cores", type=int, default=2, help="parallel jobs (default 2)")
-    rest = parser.add_argument_group("restore (python scripts/backup_system.py restore ...)")
+    rest = parser.add_argument_group("restore, list and prune (python scripts/backup_system.py restore ...)")
     rest.add_argument(
         "--from", dest="source", choices=[*plan.DESTINATIONS, "any"],
         help="the destination to restore from (any: the first that holds the run; damaged or missing files "
-        "come from the next)",
+        "come from the next); list and prune: only this destination",
     )  # fmt: skip
     rest.add_argument("--dataset", help="CSVs, Results, ...")
     rest.add_argument("--to", metavar="DIR", help="an empty or new folder to restore into")
@@ -242,6 +248,46 @@ def _restore(args, cfg: dict, workdir: Path) -> int:
         return summary.EXIT_USAGE
     return restore.command(cfg, workdir, args.source, args.dataset, Path(args.to), run_id=args.run, at=args.at,
                            dry_run=args.dry_run, force=args.force)  # fmt: skip
+
+
+def _prune(args, cfg: dict, workdir: Path, command: str, interrupts) -> int:
+    """The prune command: every enabled destination (or --from one), under the project's lock."""
+    from . import prune
+
+    chosen = plan.enabled_destinations(cfg["backups"], [args.only] if args.only else None)
+    if args.source and args.source != "any":
+        if args.source not in chosen:
+            print(f"error: --from {args.source}: backups.destinations.{args.source} is not enabled", file=sys.stderr)
+            return summary.EXIT_USAGE
+        chosen = [args.source]
+    if args.dry_run:
+        return prune.command(cfg, workdir, chosen, dry_run=True)
+    try:
+        with project_lock(workdir, command) as note:
+            if note:
+                print(f"note: {note}")
+            return prune.command(cfg, workdir, chosen, dry_run=False)
+    except LockBusy as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return summary.EXIT_USAGE
+    except signals.Interrupted:
+        print(f"\ninterrupted ({interrupts.name}) while pruning: every kept restore point is intact; run prune "
+              "again to finish", file=sys.stderr)  # fmt: skip
+        return interrupts.exit_code
+
+
+def _prune_after(cfg: dict, workdir: Path, only: str | None, exit_code: int, log) -> int:
+    """backups.prune_after_backup: prune what this run wrote to, after it succeeded. A prune that
+    fails leaves the backup as it is: a warning (exit 3), never a failed backup."""
+    from . import prune
+
+    print("\nPruning (backups.prune_after_backup):")
+    status = prune.prune_all(cfg, workdir, plan.enabled_destinations(cfg["backups"], [only] if only else None),
+                             dry_run=False, log=log)  # fmt: skip
+    if status != summary.EXIT_OK:
+        print("warning: the prune after the backup failed (above); the backup itself is complete", file=sys.stderr)
+        return summary.EXIT_WARNINGS if exit_code == summary.EXIT_OK else exit_code
+    return exit_code
 
 
 def check_pipeline(cfg: dict, workdir: Path, source: str) -> None:
@@ -462,6 +508,9 @@ def _main(args, argv: list[str] | None, workdir: Path, engine: Engine | None, in
         return summary.EXIT_OK
     if args.command == "restore":
         return _restore(args, cfg, workdir)
+    if args.command == "prune":
+        command = " ".join(["backup_system.py", *(argv if argv is not None else sys.argv[1:])])
+        return _prune(args, cfg, workdir, command, interrupts)
     only = [args.only] if args.only else None
     if args.command == "list":
         from . import history
@@ -591,6 +640,8 @@ def _run(args, cfg: dict, config_files: list[str], transfers: list[plan.Transfer
         print("\nThe workflow failed; its last lines:\n" + "\n".join(lines[-15:]))
     else:
         exit_code = rows_status
+    if cfg["backups"]["prune_after_backup"] and exit_code in (summary.EXIT_OK, summary.EXIT_WARNINGS):
+        exit_code = _prune_after(cfg, workdir, args.only, exit_code, log)
     run = records.RunRecord(run_id, kind=args.command, command=command, config=config_files, started=started,
                             finished=records.now_iso(), exit_status=exit_code, pipeline=pipeline,
                             transfers=all_rows)  # fmt: skip

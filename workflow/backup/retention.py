@@ -55,7 +55,8 @@ class Policy:
         return not any(getattr(self, f.name) for f in fields(self))
 
     def describe(self) -> str:
-        parts = [f"{getattr(self, key)} {reason}" for key, reason, _ in BUCKETS if getattr(self, key)]
+        parts = [f"the last {self.keep_last}"] if self.keep_last else []
+        parts += [f"{getattr(self, key)} {reason}" for key, reason, _ in BUCKETS[1:] if getattr(self, key)]
         if self.keep_within_days:
             parts.append(f"all within {self.keep_within_days:g} days of the newest")
         return "keep " + ", ".join(parts) if parts else "no policy: keep everything"
