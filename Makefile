@@ -7,7 +7,7 @@ CONFIG ?= config/config.yaml
 # The venv's tools (snakemake, rclone) come first for every command below.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help setup demo demo-snakemake run backup dry-run status report test lint bench clean-demo
+.PHONY: help setup demo demo-snakemake run backup dry-run prune prune-dry-run status report test lint bench clean-demo
 
 help:
 	@echo "make demo     set up, then run backup -> demo pipeline -> backup on config/demo.yaml"
@@ -15,6 +15,7 @@ help:
 	@echo "make run      backup (pre) -> analysis pipeline -> backup (post), on CONFIG=$(CONFIG)"
 	@echo "make backup   back up now, on CONFIG=$(CONFIG)"
 	@echo "make dry-run  show what a backup would send, without sending anything"
+	@echo "make prune    remove what the retention policy (backups.retention) no longer keeps; prune-dry-run: what would go"
 	@echo "make status   per destination: last successful backup, its age, newer failures"
 	@echo "make report   backup-report.html: the last runs, per destination and dataset"
 	@echo "make demo-snakemake   the demo with the pipeline as a Snakemake module"
@@ -53,6 +54,12 @@ backup: setup
 
 dry-run: setup
 	$(PY) scripts/backup_system.py backup --dry-run --config "$(CONFIG)"
+
+prune: setup
+	$(PY) scripts/backup_system.py prune --config "$(CONFIG)"
+
+prune-dry-run: setup
+	$(PY) scripts/backup_system.py prune --dry-run --config "$(CONFIG)"
 
 status: setup
 	$(PY) scripts/backup_system.py --status --config "$(CONFIG)"
