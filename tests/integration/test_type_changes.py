@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from conftest import hash_tree
 
-OK_OR_WARNING = (0, 3)  # summary.EXIT_OK, summary.EXIT_WARNINGS
+WARNINGS = 3  # summary.EXIT_WARNINGS: the run names what it moved aside
 ENVELOPES = "Results/Opto/PER-Envelopes"
 FOLDER = f"{ENVELOPES}/session"  # a folder (with a nested one) that becomes a file
 FILE = f"{ENVELOPES}/fig0.png"  # a file that becomes a folder (with a nested one)
@@ -125,10 +125,12 @@ def check_kept_and_replaced(lab, dests: dict[str, Path], changes: list[str]) -> 
     for change in changes:
         change_kind(lab, change)
     result = lab.cli()
-    assert result.returncode in OK_OR_WARNING, result.stdout + result.stderr
+    assert result.returncode == WARNINGS, result.stdout + result.stderr
     run_id = newest_run(lab)
     for dest, folder in dests.items():
-        assert "FAILED" not in line_of(result.stdout, dest), result.stdout
+        row = line_of(result.stdout, dest)
+        assert " WARNING " in row and "a folder became a file or the reverse: the old" in row, row
+        assert f"kept as version {run_id}" in row, row
         assert hash_tree(folder) == lab.results_hashes(), dest  # the source's content, every file
         versions = Path(f"{folder}.versions") / run_id
         for path in paths:

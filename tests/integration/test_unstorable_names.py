@@ -85,9 +85,7 @@ def check_share(lab, source: Path, share_folder: Path, first, second, again) -> 
     assert third.returncode == 3, third.stdout
     assert held(share_folder) == expected
     assert (
-        refused_in_log(lab, "smb").count(
-            "Odd/plain/Normal.csv (same name as Odd/plain/normal.csv apart from case)"
-        )
+        refused_in_log(lab, "smb").count("Odd/plain/Normal.csv (same name as Odd/plain/normal.csv apart from case)")
         == 1
     )
 

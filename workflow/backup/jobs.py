@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import commit, logs, manifest, names, plan, progress, records, runner, sources, summary, transports
+from . import commit, logs, manifest, names, plan, progress, records, rewrites, runner, sources, summary, transports
 from .catalog import Catalog
 from .config import ConfigError, load_config
 from .errors import ArchiveError
@@ -62,23 +62,55 @@ def _archive_listing(run_id: str, stage: str, dataset: str, record: TransferReco
     return sources.single_file(made.archive), made.manifest
 
 
-def _send_checked(transfer, transport, listing, log, args, content: bool, record: TransferRecord, marking, known):
+def _rewritten(transfer, transport, listing, log, tag: str, marking, base) -> dict[str, str]:
+    """rsync: files rewritten with identical bytes (``rewrites``) get the source's time at the
+    destination in one pass that sends no data (--size-only), so the send that follows leaves them
+    alone and no version copy is made. Returns them with their SHA-1. One that changes again
+    meanwhile is sent as usual (forced: the pass may have given its old bytes the new time)."""
+    same = rewrites.identical(base(), listing)
+    if not same:
+        return {}
+    marking()
+    transport.refresh_times(transfer, sources.subset(listing, same), log, version_tag=tag)
+    moved = sources.changed_since_listed(listing, list(same))
+    if moved:
+        for name in moved:
+            same.pop(name)
+        fresh = sources.relisted(listing, moved)
+        transport.send(transfer, sources.subset(fresh, [n for n in moved if n in fresh.sizes]), log, version_tag=tag,
+                       force=True, before_write=marking)  # fmt: skip
+    return same
+
+
+def _send_checked(transfer, transport, listing, log, args, content: bool, record: TransferRecord, marking, known,
+                  base):  # fmt: skip
     """Send, resend what changed while read, confirm, resend what is damaged, confirm again.
     Returns the listing as sent (less vanished files) and the SHA-1 of every file the tools wrote.
     ``marking``: called before anything is written (the catalog's in-progress marker goes first);
-    ``known``: the SHA-1s this machine already knows for the files' sizes and times."""
+    ``known``: the SHA-1s this machine already knows for the files' sizes and times; ``base``: the
+    destination's last state as its catalog has it (``rewrites.baseline``), asked only if needed."""
     tag = records.version_tag(args.run_id, args.stage)
     label = f"{args.stage} {args.dest}/{args.dataset}"
     reporter = progress.Reporter(label, len(listing.files), listing.total_bytes) if progress.wanted() else None
+    same: dict[str, str] = {}  # rewritten with identical bytes: name -> SHA-1
+
+    def settled(names) -> set[str]:  # rclone: what the destination holds as the source has it
+        same.update(rewrites.identical(base(), listing, names))
+        return rewrites.held_as_listed(base(), listing, names) | set(same)
+
+    if transfer.tool == "rsync":
+        same.update(_rewritten(transfer, transport, listing, log, tag, marking, base))
     try:
         result = transport.send(transfer, listing, log, version_tag=tag, progress=reporter, before_write=marking,
-                                known=known)  # fmt: skip
+                                known=known, **({"settled": settled} if transfer.tool == "rclone" else {}))  # fmt: skip
     except transports.SendFailed as exc:  # what reached the destination before it failed still counts
         record.files_sent, record.bytes_sent = exc.files_sent, exc.bytes_sent
         raise
     # Only this first send counts: files sent again (changed while read, damaged) are counted once.
     record.files_sent, record.bytes_sent = result.files_sent, result.bytes_sent
-    known = dict(result.sha1)
+    record.identical_rewrites = len(same)
+    record.displaced = result.displaced
+    known = {**same, **result.sha1}
     if result.newer and transfer.keep_versions:
         _replace_newer(transfer, transport, listing, log, tag, record, result, known, marking)
     if result.vanished:
@@ -157,6 +189,12 @@ def _replace_newer(transfer, transport, listing, log, tag, record, result, known
     result.sha1.update(replaced.sha1)
 
 
+def _held(listing, whole, skipped: list[str]):
+    """What a state of the dataset holds: what was sent, and the symlinks a share could not take
+    (the catalog keeps them)."""
+    return sources.union(listing, sources.subset(whole, skipped)) if skipped else listing
+
+
 def _archived_state(cache: Path, name: str, record: TransferRecord) -> manifest.Summary:
     found = manifest.load(cache, name)
     if found is None:
@@ -228,16 +266,21 @@ def sync(args: argparse.Namespace) -> int:
                      transfer.target)  # fmt: skip
             content = cfg["backups"]["verify"] == "content"
             marking = functools.partial(commit.before_write, cat, args.run_id, args.stage, workdir)
-            carried = functools.partial(manifest.carried, records.cache_dir(workdir), args.dataset, listing)
+            cache = records.cache_dir(workdir)
+            carried = functools.partial(manifest.carried, cache, args.dataset, listing)
+            # The destination's last state, read only where files may have been rewritten: rsync needs it
+            # before sending, unless the state's listing is this one (nothing changed); rclone asks later.
+            now = manifest.listing_digest(_held(listing, whole, skipped)) if transfer.tool == "rsync" else None
+            base = functools.cache(lambda: rewrites.baseline(cat, args.dataset, args.run_id, unless=now))
             with commit.holding(cat, args.run_id, args.stage, workdir, log):
                 listing, known = _send_checked(transfer, transport, listing, log, args, content, record, marking,
-                                               carried)  # fmt: skip
+                                               carried, base)  # fmt: skip
         # What this run holds at the destination, for restores from any machine: the manifest.
         cache = records.cache_dir(workdir)
         if transfer.mode == "archive":
             state_now = _archived_state(cache, archived, record) if archived else None
         else:
-            held = sources.union(listing, sources.subset(whole, skipped)) if skipped else listing
+            held = _held(listing, whole, skipped)
             # No files left (all vanished while sent): not a state to restore, ever.
             ask = functools.partial(transport.sha1_of, transfer, log=log)  # for files that moved while read
             try:
@@ -247,10 +290,11 @@ def sync(args: argparse.Namespace) -> int:
         if state_now is not None:
             commit.add_manifest(cat, args.run_id, args.stage, state_now.name, workdir)
             record.manifest, record.state_files, record.state_bytes = state_now.name, state_now.files, state_now.bytes
+            record.state_listing = state_now.listing
         if known:  # a manifest was built: the job lives on beside the others and their tools, whose sum peaks
             runner.give_back_memory()
         if any((record.missing, record.vanished, record.skipped_links, record.skipped_special, record.replaced_newer,
-                record.unstorable, record.unreadable)):  # fmt: skip
+                record.unstorable, record.unreadable, record.displaced)):  # fmt: skip
             record.status = records.WARNING
 
     _guarded(record, work)

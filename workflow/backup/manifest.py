@@ -109,10 +109,11 @@ class Summary:
     name: str
     files: int
     bytes: int
+    listing: str = ""  # the digest of the listing it was made from (``listing_digest``)
 
     @classmethod
     def of(cls, manifest: Manifest) -> Summary:
-        return cls(manifest.name, len(manifest.files), manifest.total_bytes)
+        return cls(manifest.name, len(manifest.files), manifest.total_bytes, manifest.listing)
 
 
 def _sum_line(digest: str, name: str) -> str:
@@ -256,7 +257,7 @@ def of_listing(folder: Path, dataset: str, listing: Listing, known: dict[str, st
     about = _pointer(folder, dataset, "direct")
     if about.get("listing") == digest and (folder / "manifests" / str(about.get("name"))).is_file():
         if not known:
-            return Summary(about["name"], about["files"], about["bytes"])
+            return Summary(about["name"], about["files"], about["bytes"], digest)
         # The same files, sizes and times (another destination's job of this run built it): the same
         # manifest, if what this job's tool reported agrees with it.
         same = load(folder, about["name"])

@@ -148,9 +148,14 @@ class TransferRecord:
     # Newer-dated (or edited) at the destination: replaced by the source's content, the copy there kept
     # in the run's versions folder (the source is the truth for content; nothing is lost).
     replaced_newer: list[str] = field(default_factory=list)
+    # A folder where the source now has a file, or the reverse: the old entry moved whole into the
+    # run's versions folder, the new one sent.
+    displaced: list[str] = field(default_factory=list)
+    identical_rewrites: int = 0  # rewritten at the source with the same bytes: not sent again (rewrites.py)
     archive: str | None = None  # compressed mode: the archive's file name
     archive_created: bool = False
     manifest: str | None = None  # the catalog's manifest of this state (catalog.manifest_path)
+    state_listing: str = ""  # the digest of the listing the state's manifest was made from (direct mode)
     state_files: int = 0  # files and bytes of the dataset's state (in compressed mode: in the archive)
     state_bytes: int = 0
     host: str = ""

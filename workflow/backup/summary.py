@@ -49,8 +49,13 @@ def note(r) -> str:
     if r.replaced_newer:
         parts.append(f"the copy at {r.destination} of {', '.join(r.replaced_newer)} had a newer date: replaced by "
                      f"the source's, kept as version {r.tag}")  # fmt: skip
+    if r.displaced:
+        parts.append(f"a folder became a file or the reverse: the old {', '.join(r.displaced)} at {r.destination} "
+                     f"kept as version {r.tag}")  # fmt: skip
     if r.skipped_special:
         parts.append(f"skipped, not files (FIFOs, sockets, devices hold no data): {', '.join(r.skipped_special)}")
+    if r.identical_rewrites:
+        parts.append(f"{r.identical_rewrites} rewritten with identical bytes, not sent again")
     if r.archive:
         parts.append(r.archive + ("" if r.archive_created else " (unchanged, reused)"))
     return "; ".join(parts)

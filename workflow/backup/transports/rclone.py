@@ -300,9 +300,12 @@ class RcloneTransport(Transport):
         before_write=None,
         known=None,
         replace_newer: bool = False,
+        settled=None,
     ) -> SendResult:
         """Send what the target lacks or holds in another version (never over a newer one: --update,
         unless ``replace_newer``: then newer copies there are replaced, and kept as versions).
+        ``settled(names)``: those of ``names`` (same size there, another time) the destination holds
+        with the source's bytes, by its catalog (``rewrites``): not sent, whatever their time there.
 
         The target is listed first (one listing, as rclone's own check would make): files it holds with
         the source's size and time are left out, so a run that finds nothing new starts no copy at all.
@@ -341,6 +344,10 @@ class RcloneTransport(Transport):
             out.newer, todo = newer, [f for f in todo if f not in set(newer)]
         if clash:
             todo = [f for f in todo if not _inside(f + ".rclonelink" if f in listing.links else f, clash)]
+        same_size = [f for f in todo if f not in listing.links and (there.get(f) or (-1,))[0] == listing.sizes[f]]
+        if settled and same_size and not force:
+            held = settled(same_size)
+            todo = [f for f in todo if f not in held]
         if not todo:
             if clash:
                 raise SendFailed(f"send: {_kind_changed(clash, listing)}")

@@ -207,6 +207,19 @@ class RsyncTransport(Transport):
             raise SendFailed(f"send: {kind_changed(clash, set(clash))}", out.files_sent, out.bytes_sent)
         return out
 
+    def refresh_times(self, transfer: Transfer, listing: Listing, log, version_tag: str | None = None) -> None:
+        """Give the listed files, which the destination holds with the source's bytes (``rewrites``),
+        the source's time, sending no data: --size-only leaves a file of the same size alone and
+        --times sets its time. (One whose size differs there after all is sent, its copy kept as a
+        version; --update leaves one that is newer there for the send to name.)"""
+        target = self.resolve(transfer, writing=True)
+        args = [*self.options(transfer), "--update", "--size-only", "--mkpath"]
+        if transfer.keep_versions and version_tag:
+            path = target.split(":", 1)[1] if is_ssh_target(target) else target
+            args += ["--backup", f"--backup-dir={versions_folder(path, version_tag)}"]
+        with _naming(listing) as what, _umask(transfer):
+            self._run([*args, *what, target.rstrip("/") + "/"], log, "refresh times")
+
     NO_TARGET = re.compile(r'change_dir ".*" failed: No such file or directory')  # the sender's, over SSH
     # rsync refusing to remove what stands where an entry of another kind goes (without --force: a
     # folder that holds files, where the source has a file or symlink).
