@@ -18,9 +18,21 @@ from __future__ import annotations
 
 import re
 
-FORBIDDEN_ON_SHARES = re.compile(r'[\x00-\x1f"*:<>?\\|]')
+# What a share refuses, in one pass over a whole path (a dataset may hold 100,000 names): the
+# characters and endings at once; device names only where a part starts like one.
+SHARE_CHARS = re.compile(r'(?P<char>[\x00-\x1f"*:<>?\\|])|(?P<end>[. ](?:/|\Z))')
+# The same, in names joined by NUL (two simple patterns scan faster than one with alternatives).
+JOINED = (re.compile(r'[\x01-\x1f"*:<>?\\|]'), re.compile(r"[. ][/\x00]"))
+DEVICES = re.compile(r"(?:^|/)(?:con|prn|aux|nul|com[0-9]|lpt[0-9]) *(?:\.[^/]*)?(?:/|\Z)")
+DEVICE_STARTS = ("/con", "/prn", "/aux", "/nul", "/com", "/lpt")
+LONG_PART = re.compile(r"[^/]{256}")
+SHARE_REASONS = {
+    "char": 'holds a character a share forbids: \\ : * ? " < > | or a control character',
+    "end": "ends with a dot or a space",
+    "device": "a device name on Windows, like CON, PRN, AUX, NUL, COM1, LPT1",
+    "long": "a part longer than 255 characters",
+}
 LINE_BREAKS = re.compile(r"[\n\r]")
-RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(10)), *(f"LPT{i}" for i in range(10))}
 MAX_COMPONENT = 255  # characters (UTF-16 units on Windows) and bytes (Samba's own file system)
 # A share's server keeps its own path (PATH_MAX 4,096 bytes on Linux) in front of ours, which a
 # client cannot see: 1,024 characters inside a dataset leaves room for any sensible share path
@@ -29,6 +41,8 @@ MAX_PATH_ON_SHARES = 1024
 
 
 def _not_utf8(name: str) -> bool:
+    if name.isascii():
+        return False
     try:
         name.encode("utf-8")
     except UnicodeEncodeError:  # undecodable bytes, kept by Python as lone surrogates
@@ -47,15 +61,17 @@ def _share_problem(name: str) -> str | None:
     """Why a Windows-style share cannot hold ``name`` (None: it can), case aside."""
     if len(name) > MAX_PATH_ON_SHARES:
         return f"longer than {MAX_PATH_ON_SHARES} characters"
-    for part in name.split("/"):
-        if FORBIDDEN_ON_SHARES.search(part):
-            return 'holds a character a share forbids: \\ : * ? " < > | or a control character'
-        if part.endswith((".", " ")):
-            return "ends with a dot or a space"
-        if part.split(".")[0].rstrip(" ").upper() in RESERVED:
-            return "a device name on Windows, like CON, PRN, AUX, NUL, COM1, LPT1"
-        if len(part) > MAX_COMPONENT or len(part.encode("utf-8", "surrogateescape")) > MAX_COMPONENT:
-            return f"a part longer than {MAX_COMPONENT} characters"
+    found = SHARE_CHARS.search(name)
+    if found:
+        return SHARE_REASONS[found.lastgroup or "char"]
+    lowered = "/" + name.lower()
+    if any(start in lowered for start in DEVICE_STARTS) and DEVICES.search(lowered[1:]):
+        return SHARE_REASONS["device"]
+    if len(name) > MAX_COMPONENT and LONG_PART.search(name):
+        return SHARE_REASONS["long"]
+    if not name.isascii() and any(len(part.encode("utf-8", "surrogateescape")) > MAX_COMPONENT
+                                  for part in name.split("/")):  # fmt: skip
+        return SHARE_REASONS["long"]
     return None
 
 
@@ -90,21 +106,46 @@ def _case_clashes(names: list[str], refused: dict[str, str], first=()) -> dict[s
     return clashes
 
 
+def _may_clash(names: list[str], lowered: list[str]) -> bool:
+    """Whether any two names (``lowered``: each in lower case), or two folders on their paths, are
+    equal but for case: a quick test on the names and their distinct folders, before the careful pass."""
+    if len(set(lowered)) < len(set(names)):
+        return True
+    folders = {name.rpartition("/")[0] for name in names} - {""}
+    for folder in list(folders):  # their parents, a few hundred at most
+        while (folder := folder.rpartition("/")[0]) and folder not in folders:
+            folders.add(folder)
+    return len({folder.lower() for folder in folders}) < len(folders)
+
+
+def _share_refusals(names: list[str], joined: str, lowered: str) -> dict[str, str]:
+    """Names a share cannot hold, with why. One look at all the names at once first (``joined``:
+    them between NULs; ``lowered``: the same in lower case), as a dataset may hold 100,000 and none
+    odd: only if something may be wrong is each name looked at."""
+    odd = (
+        any(pattern.search(joined) for pattern in JOINED)
+        or any(start in lowered or f"\0{start[1:]}" in lowered for start in DEVICE_STARTS)
+        or not joined.isascii()
+        or max(map(len, names), default=0) > MAX_COMPONENT
+    )
+    return {name: why for name in names if (why := _share_problem(name))} if odd else {}
+
+
 def unstorable(names: list[str], share: bool, rclone: bool, ignores_case: bool = False, held=None) -> dict[str, str]:
     """The names (dataset-relative POSIX paths) a destination cannot hold, each with why.
     ``share``: an SMB share; ``rclone``: sent by rclone; ``ignores_case``: a remote that does
     not tell names apart by case (every share does); ``held``: called only if names clash by
     case, the names the destination holds (a spelling already there is the one kept: a twin that
     sorts first, added later, must not land on it)."""
-    refused: dict[str, str] = {}
+    joined = "\0" + "\0".join(names) + "\0"
+    lowered = joined.lower()
+    refused: dict[str, str] = _share_refusals(names, joined, lowered) if share else {}
     for name in names:
         if _not_utf8(name) and (share or rclone):
             refused[name] = "not valid UTF-8"
-            continue
-        why = (_share_problem(name) if share else None) or (_rclone_problem(name) if rclone else None)
-        if why:
+        elif rclone and name not in refused and (why := _rclone_problem(name)):
             refused[name] = why
-    if share or ignores_case:
+    if (share or ignores_case) and _may_clash(names, lowered[1:-1].split("\0")):
         clashes = _case_clashes(names, refused)
         if clashes and held is not None:
             clashes = _case_clashes(names, refused, held())
