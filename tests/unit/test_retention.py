@@ -84,3 +84,56 @@ def test_a_destination_policy_replaces_the_global_one_whole():
     assert policy_for(backups, "secured") == Policy(keep_last=2)
     assert Policy(keep_last=3, keep_within_days=7).describe() == "keep the last 3, all within 7 days of the newest"
     assert Policy(keep_daily=7, keep_monthly=12).describe() == "keep 7 daily, 12 monthly"
+
+
+# --- prune's pure planning: which runs stay, which versions folders the kept ones need -------------
+
+
+def run(tag: str, day: int, **datasets: str):
+    """A catalog run whose datasets are ok (with a manifest) or failed."""
+    from backup.catalog import CatalogRun
+    from backup.records import TransferRecord
+
+    transfers = [TransferRecord(tag, "manual", "smb", name, status=status, manifest=f"{name}-x.json.gz")
+                 for name, status in datasets.items()]  # fmt: skip
+    return CatalogRun(tag, tag, "manual", "smb", finished=at(day, 12).isoformat(), transfers=transfers)
+
+
+def test_a_run_where_a_dataset_failed_cannot_push_out_its_last_good_state():
+    from backup.prune import kept_runs
+
+    runs = [run("20260501-120000-0001", 1, CSVs="ok", Results="ok"),
+            run("20260502-120000-0001", 2, CSVs="ok", Results="failed")]  # fmt: skip
+    assert kept_runs(runs, Policy(keep_last=1), NOW) == {"20260502-120000-0001": ["last 1"],
+                                                         "20260501-120000-0001": ["last 1"]}  # fmt: skip
+
+
+def test_a_run_with_no_restore_point_stays_only_while_it_is_the_newest():
+    from backup.prune import kept_runs
+
+    runs = [run("20260501-120000-0001", 1, CSVs="failed"), run("20260502-120000-0001", 2, CSVs="ok"),
+            run("20260503-120000-0001", 3, CSVs="failed")]  # fmt: skip
+    assert sorted(kept_runs(runs, Policy(keep_last=1), NOW)) == ["20260502-120000-0001", "20260503-120000-0001"]
+
+
+def test_a_kept_run_needs_the_first_versions_folder_after_it_that_holds_each_file():
+    from backup.prune import needed_versions, version_folders
+    from backup.records import Tag
+
+    t1, t2, t3 = "20260501-120000-0001", "20260502-120000-0001-pre", "20260502-120000-0001-post"
+    listing = {f"{t2}/a.csv": 1, f"{t3}/a.csv": 2, f"{t2}-retry1/b.csv": 3, f"{t3}/b.csv": 4, f"{t3}/c.csv": 5,
+               "notes/a.csv": 6, "20260502-120000-0001-retry01/a.csv": 7, f"{t1}/z.csv": 8}  # fmt: skip
+    held, sizes = version_folders(listing)
+    # Folders not named exactly as a tag ("notes", "...-retry01") are never ours.
+    assert sizes == {
+        Tag.parse(t1): (1, 8),
+        Tag.parse(t2): (1, 1),
+        Tag.parse(t3): (3, 11),
+        Tag.parse(t2 + "-retry1"): (1, 3),
+    }
+    # Run 1 had a and b: a comes from t2 (pre before post); b from t3 (restore skips the retry folder,
+    # which is kept all the same). c was not in run 1: t3's copy of it is nobody's.
+    needed = needed_versions([(Tag.parse(t1), ["a.csv", "b.csv"])], held)
+    assert needed == {Tag.parse(t2), Tag.parse(t2 + "-retry1"), Tag.parse(t3)}
+    own = needed_versions([(Tag.parse(t3), ["a.csv", "b.csv", "c.csv"])], held)
+    assert own == set()  # a run's own versions folder holds the states before it
