@@ -42,7 +42,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from . import commit, logs, plan, records, retention, summary
-from .catalog import INTERRUPTED, LOCKS, MANIFESTS, SUMS, Catalog, CatalogRun, encode, is_fresh, lock_path, run_path
+from .catalog import (
+    INTERRUPTED,
+    LOCKS,
+    MANIFESTS,
+    SUMS,
+    Catalog,
+    CatalogRun,
+    NoCatalog,
+    encode,
+    is_fresh,
+    lock_path,
+    run_path,
+)
 from .errors import TransferError
 from .records import Tag
 
@@ -333,6 +345,9 @@ def prune_all(cfg: dict, workdir: Path, destinations: list[str], dry_run: bool, 
             found = make_plan(cat, cfg, workdir, policies[dest], log)
             if not dry_run and not found.empty():
                 found = execute(cat, cfg, workdir, policies[dest], log)
+        except NoCatalog as exc:
+            rows.append((dest, policies[dest].describe(), "0", "0", "0", "0", "0 B", f"nothing here: {exc}"))
+            continue
         except (TransferError, ValueError) as exc:
             print(f"error: cannot prune {dest}: {exc}: nothing more was removed there", file=sys.stderr)
             log.error("prune %s: %s", dest, exc)
