@@ -71,3 +71,15 @@ def test_a_marker_is_refreshed_while_the_run_writes(tmp_path):
     commit.refresh_marker(a, "20261130-100000-0001", "manual", work_a)
     marker = json.loads(path.read_text())
     assert marker["refreshed"] and marker["machine"] and marker["started"]
+
+
+def test_a_prune_holding_the_destination_is_named_as_a_prune(tmp_path):
+    """A backup that finds prune's marker says a prune holds the destination, not another backup."""
+    b, work_b = catalog_of(tmp_path, "clone-b")
+    state = commit.open_stage(b, "20261130-100001-0002", "manual", ["CSVs"], work_b)
+    commit.mark(b, "20261130-100001-0002", "manual", state, action="prune")
+    a, work_a = catalog_of(tmp_path, "clone-a")
+    opened = commit.open_stage(a, "20261130-100002-0003", "manual", ["CSVs"], work_a)
+    assert opened.error is not None and opened.error.startswith(
+        "another prune is writing to secured: run 20261130-100001-0002"
+    ), opened.error

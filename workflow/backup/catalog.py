@@ -91,6 +91,7 @@ class InProgress:
     refreshed: str = ""  # the last time the run said it is still writing
     taken_over_by: str | None = None  # interrupted/TAG.json: the run that found it stale
     taken_over_at: str | None = None
+    action: str = "backup"  # or "prune": what holds the destination, for the message that names it
 
     def describe(self) -> str:
         return f"run {self.tag} on host {self.host} (pid {self.pid}, started {self.started})"

@@ -90,7 +90,7 @@ def _open(cat: Catalog, run_id: str, stage: str, datasets: list[str]) -> StageSt
         others = [m for m in cat.markers(LOCKS) if m.tag != tag]
         fresh = [m for m in others if is_fresh(m)]
         if fresh:
-            state.error = _busy(cat, fresh[0])
+            state.error = busy(cat, fresh[0])
             return state
         for stale in others:  # runs that died: their markers move to interrupted/, named as such
             stale.taken_over_by, stale.taken_over_at = tag, state.started
@@ -98,7 +98,7 @@ def _open(cat: Catalog, run_id: str, stage: str, datasets: list[str]) -> StageSt
         state.took_over = [m.describe() for m in others]
         state.held = [p for p in cat.tree() if p.startswith((MANIFESTS + "/", SUMS + "/"))]
         if writes:  # writing anyway (a first backup here, or a takeover): the marker goes with it
-            _mark(cat, run_id, stage, state, writes, [lock_path(m.tag) for m in others])
+            mark(cat, run_id, stage, state, writes, [lock_path(m.tag) for m in others])
             if FORMAT_FILE in writes:
                 cat.keep_identity(info)  # the tree was listed again after the marker: its stamp is known
     except TransferError as exc:
@@ -106,25 +106,26 @@ def _open(cat: Catalog, run_id: str, stage: str, datasets: list[str]) -> StageSt
     return state
 
 
-def _busy(cat: Catalog, holder: InProgress) -> str:
+def busy(cat: Catalog, holder: InProgress) -> str:
+    """Why this run may not write to the destination now: who holds it, and what to do."""
     stale_when = "its process ends" if holder.here() else f"{STALE_AFTER_HOURS} hour without news from it"
     return (
-        f"another backup is writing to {cat.destination}: {holder.describe()}; wait for it to finish "
+        f"another {holder.action} is writing to {cat.destination}: {holder.describe()}; wait for it to finish "
         f"(if it is not running any more, remove {plan.CATALOG_DIR}/{lock_path(holder.tag)} there, or wait: "
         f"it counts as stale after {stale_when})"
     )
 
 
-def _marker(run_id: str, stage: str, state: StageState, refreshed: str = "") -> InProgress:
+def _marker(run_id: str, stage: str, state: StageState, refreshed: str = "", action: str = "backup") -> InProgress:
     return InProgress(run_id, records.version_tag(run_id, stage), stage, os.uname().nodename, owner_pid(), _user(),
-                      state.started, state.datasets, machine_id(), refreshed)  # fmt: skip
+                      state.started, state.datasets, machine_id(), refreshed, action=action)  # fmt: skip
 
 
-def _mark(cat: Catalog, run_id: str, stage: str, state: StageState, writes=None, deletes=()) -> None:
+def mark(cat: Catalog, run_id: str, stage: str, state: StageState, writes=None, deletes=(), action="backup") -> None:
     """Write this run's in-progress marker (with ``writes``), then list the locks again: if another
     run's marker is there too, both wrote at about the same time, and this one steps back (so does
     the other, or it wrote first and keeps the destination: never both)."""
-    marker = _marker(run_id, stage, state)
+    marker = _marker(run_id, stage, state, action=action)
     cat.apply({**(writes or {}), lock_path(marker.tag): encode(marker)}, list(deletes))
     state.marked = True
     cat.tree(refresh=True)
@@ -132,7 +133,7 @@ def _mark(cat: Catalog, run_id: str, stage: str, state: StageState, writes=None,
     if rival is not None:
         cat.apply({}, [lock_path(marker.tag)])
         state.marked = False
-        raise TransferError(_busy(cat, rival))
+        raise TransferError(busy(cat, rival))
 
 
 @contextmanager
@@ -171,7 +172,7 @@ def _ensure_marked(cat: Catalog, run_id: str, stage: str, state: StageState | No
         raise TransferError(state.error if state else f"the catalog at {cat.destination} was not opened")
     if not state.marked:
         try:
-            _mark(cat, run_id, stage, state)
+            mark(cat, run_id, stage, state)
         except TransferError as exc:
             state.error = str(exc)
             raise

@@ -256,18 +256,18 @@ def _owned_by_this_process():
 
 
 def _lock(cat: Catalog, run_id: str) -> records.StageState:
-    """The destination's lock, as a backup takes it (commit._mark): refused while another run's
+    """The destination's lock, as a backup takes it (commit.mark): refused while another run's
     marker is fresh; the markers of dead runs are moved to interrupted/."""
     state = records.StageState(started=records.now_iso(), datasets=[])
     others = cat.markers(LOCKS)
     fresh = [m for m in others if is_fresh(m)]
     if fresh:
-        raise TransferError(commit._busy(cat, fresh[0]))
+        raise TransferError(commit.busy(cat, fresh[0]))
     writes = {}
     for stale in others:
         stale.taken_over_by, stale.taken_over_at = run_id, state.started
         writes[f"{INTERRUPTED}/{stale.tag}.json"] = encode(stale)
-    commit._mark(cat, run_id, "manual", state, writes, [lock_path(m.tag) for m in others])
+    commit.mark(cat, run_id, "manual", state, writes, [lock_path(m.tag) for m in others], action="prune")
     return state
 
 
