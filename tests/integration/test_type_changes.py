@@ -144,9 +144,9 @@ def check_kept_and_replaced(lab, dests: dict[str, Path], changes: list[str]) -> 
 CHANGES = ["folder to file", "file to folder"]
 
 
-@pytest.mark.parametrize("change", CHANGES)
-def test_kind_change_to_local_folders_and_an_rclone_remote(lab, change):
-    check_kept_and_replaced(lab, local_destinations(lab), [change])
+def test_kind_changes_to_local_folders_and_an_rclone_remote(lab):
+    """Both changes in one run (each alone is named in the tests without versions below)."""
+    check_kept_and_replaced(lab, local_destinations(lab), CHANGES)
 
 
 def test_kind_changes_over_ssh_webdav_and_smb_through_rclone(lab, samba, webdav, sshd, monkeypatch):
