@@ -1,7 +1,8 @@
 """Files rewritten at the source with identical bytes (a new time) are not sent again and leave
 no version copy, through every transport; a real change among them is still sent and versioned.
 Local destinations (rsync to folders; Box as an rclone alias, which keeps hashes) and real
-servers (Samba through rclone, WebDAV that keeps neither hashes nor settable times, SSH)."""
+servers (Samba through rclone and through a FUSE mount written by rsync, WebDAV that keeps
+neither hashes nor settable times, SSH)."""
 
 from __future__ import annotations
 
@@ -49,11 +50,11 @@ def versions(folder: Path) -> dict[str, str]:
     return hash_tree(Path(f"{folder}.versions"))
 
 
-def check(lab, folders: dict[tuple[str, str], Path]):
-    first = lab.cli()
+def check(lab, folders: dict[tuple[str, str], Path], *only: str):
+    first = lab.cli(*only)
     assert first.returncode == 0, first.stdout
     figure, old_figure, csv, old_csv = rewrite_everything(lab)
-    second = lab.cli()
+    second = lab.cli(*only)
     assert second.returncode == 0, second.stdout
     run_id = second.stdout.split()[1].rstrip(":")
     for (dest, dataset), folder in folders.items():
@@ -69,13 +70,13 @@ def check(lab, folders: dict[tuple[str, str], Path]):
         assert versions(folder) == {f"{run_id}/{rel}": hashlib.sha256(old).hexdigest()}, (dest, dataset)
         source = lab.results_hashes() if dataset == "Results" else lab.csv_hashes()
         assert {n: h for n, h in hash_tree(folder).items() if n in source} == source
-    third = lab.cli()
+    third = lab.cli(*only)
     assert third.returncode == 0, third.stdout
     for (dest, dataset), folder in folders.items():
         assert sent(third, dest, dataset)[0] == 0, line(third, dest, dataset)
         assert len(versions(folder)) == 1
     assert "rewritten with identical bytes" not in third.stdout
-    verified = lab.cli("--verify")  # the catalog's SHA-1s and the new times agree with what is there
+    verified = lab.cli("--verify", *only)  # the catalog's SHA-1s and the new times agree with what is there
     assert verified.returncode == 0, verified.stdout
 
 
@@ -103,3 +104,17 @@ def test_identical_rewrites_cost_nothing_on_real_servers(lab, samba, webdav, ssh
         ("secured", "CSVs"): secured / "CSVs",
     }
     check(lab, folders)
+
+
+def test_identical_rewrites_cost_nothing_on_a_mounted_share(lab, samba, fuse_smb):
+    """rsync onto the FUSE-mounted Samba share: the time pass sends no data there either."""
+    lab.config["backups"]["destinations"]["smb"] = {
+        "base_path": "smb://127.0.0.1/share/rewrites-mounted",
+        "csvs_path": "smb://127.0.0.1/share/rewrites-mounted/flyTrackingData",
+        "results_path": "smb://127.0.0.1/share/rewrites-mounted/Figures",
+        "mount_point": str(fuse_smb.point),
+        "require_mount": True,
+    }
+    lab.save()
+    share = samba.share / "rewrites-mounted"
+    check(lab, {("smb", "CSVs"): share / "flyTrackingData", ("smb", "Results"): share / "Figures"}, "--smb-only")

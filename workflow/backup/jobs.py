@@ -234,7 +234,8 @@ def sync(args: argparse.Namespace) -> int:
             whole = sources.list_source(transfer.source)  # a missing or empty root fails here
             folds = sources.ignores_case(transfer, transport, log)
             there = functools.partial(transport.list, transfer, log)  # asked only if names clash by case
-            listing, skipped, refused = sources.sendable(transfer, whole, folds, there)
+            memo = records.cache_dir(workdir) / "storable" / f"{args.dest}-{args.dataset}"  # names found storable
+            listing, skipped, refused = sources.sendable(transfer, whole, folds, there, memo)
             # Kept printable: records are JSON (UTF-8), and a name may not be.
             record.unstorable = {names.shown(name): why for name, why in refused.items()}
             record.unreadable = [names.shown(name) for name in whole.unreadable]
@@ -261,6 +262,7 @@ def sync(args: argparse.Namespace) -> int:
                         ", ".join(skipped))  # fmt: skip
         record.files_total, record.bytes_total = len(listing.files), listing.total_bytes
         known: dict[str, str] = {}
+        listed, now = listing, None  # now: the digest of what the state holds, if asked before sending
         if listing.files:
             log.info("sending %d files (%s) to %s", len(listing.files), summary.human_bytes(listing.total_bytes),
                      transfer.target)  # fmt: skip
@@ -284,7 +286,8 @@ def sync(args: argparse.Namespace) -> int:
             # No files left (all vanished while sent): not a state to restore, ever.
             ask = functools.partial(transport.sha1_of, transfer, log=log)  # for files that moved while read
             try:
-                state_now = manifest.of_listing(cache, args.dataset, held, known, ask) if held.files else None
+                digest = now if listing is listed else None  # the same files as before sending: known
+                state_now = manifest.of_listing(cache, args.dataset, held, known, ask, digest) if held.files else None
             except ValueError as exc:
                 raise transports.TransferError(f"no manifest of this state: {exc}; run the backup again") from None
         if state_now is not None:

@@ -249,11 +249,13 @@ def _pointer(folder: Path, dataset: str, mode: str) -> dict:
     return about if isinstance(about, dict) else {}
 
 
-def of_listing(folder: Path, dataset: str, listing: Listing, known: dict[str, str], ask=None) -> Summary:
+def of_listing(folder: Path, dataset: str, listing: Listing, known: dict[str, str], ask=None,
+               digest: str | None = None) -> Summary:  # fmt: skip
     """The state a direct-mode run leaves: when nothing changed since the last state seen here
     (the same listing digest, nothing sent), that one, without reading its manifest; else a new
-    manifest, built (SHA-1s from ``known``, carried or read, see ``build``) and remembered."""
-    digest = listing_digest(listing)
+    manifest, built (SHA-1s from ``known``, carried or read, see ``build``) and remembered.
+    ``digest``: the listing's digest, if the caller has it already."""
+    digest = digest or listing_digest(listing)
     about = _pointer(folder, dataset, "direct")
     if about.get("listing") == digest and (folder / "manifests" / str(about.get("name"))).is_file():
         if not known:

@@ -16,6 +16,9 @@ on another file's name: an SMB share ignores case, so ``plot.csv`` would overwri
 
 from __future__ import annotations
 
+import bisect
+import hashlib
+import itertools
 import re
 
 # What a share refuses, in one pass over a whole path (a dataset may hold 100,000 names): the
@@ -24,7 +27,7 @@ SHARE_CHARS = re.compile(r'(?P<char>[\x00-\x1f"*:<>?\\|])|(?P<end>[. ](?:/|\Z))'
 # The same, in names joined by NUL (two simple patterns scan faster than one with alternatives).
 JOINED = (re.compile(r'[\x01-\x1f"*:<>?\\|]'), re.compile(r"[. ][/\x00]"))
 DEVICES = re.compile(r"(?:^|/)(?:con|prn|aux|nul|com[0-9]|lpt[0-9]) *(?:\.[^/]*)?(?:/|\Z)")
-DEVICE_STARTS = ("/con", "/prn", "/aux", "/nul", "/com", "/lpt")
+JOINED_DEVICES = re.compile(r"[/\x00](?:con|prn|aux|nul|com[0-9]|lpt[0-9])[ ./\x00]")  # in lower case
 LONG_PART = re.compile(r"[^/]{256}")
 SHARE_REASONS = {
     "char": 'holds a character a share forbids: \\ : * ? " < > | or a control character',
@@ -64,8 +67,7 @@ def _share_problem(name: str) -> str | None:
     found = SHARE_CHARS.search(name)
     if found:
         return SHARE_REASONS[found.lastgroup or "char"]
-    lowered = "/" + name.lower()
-    if any(start in lowered for start in DEVICE_STARTS) and DEVICES.search(lowered[1:]):
+    if DEVICES.search(name.lower()):
         return SHARE_REASONS["device"]
     if len(name) > MAX_COMPONENT and LONG_PART.search(name):
         return SHARE_REASONS["long"]
@@ -119,16 +121,20 @@ def _may_clash(names: list[str], lowered: list[str]) -> bool:
 
 
 def _share_refusals(names: list[str], joined: str, lowered: str) -> dict[str, str]:
-    """Names a share cannot hold, with why. One look at all the names at once first (``joined``:
-    them between NULs; ``lowered``: the same in lower case), as a dataset may hold 100,000 and none
-    odd: only if something may be wrong is each name looked at."""
-    odd = (
-        any(pattern.search(joined) for pattern in JOINED)
-        or any(start in lowered or f"\0{start[1:]}" in lowered for start in DEVICE_STARTS)
-        or not joined.isascii()
-        or max(map(len, names), default=0) > MAX_COMPONENT
-    )
-    return {name: why for name in names if (why := _share_problem(name))} if odd else {}
+    """Names a share cannot hold, with why. One look at all the names at once (``joined``: them
+    between NULs; ``lowered``: the same in lower case), as a dataset may hold 100,000 and none
+    odd: only the names it points at are looked at alone."""
+    hits = [m.start() for pattern in JOINED for m in pattern.finditer(joined)]
+    hits += [m.start() for m in JOINED_DEVICES.finditer(lowered)]
+    longest = max(map(len, names), default=0)
+    suspects = {name for name in names if len(name) > MAX_COMPONENT} if longest > MAX_COMPONENT else set()
+    if not joined.isascii():
+        suspects |= {name for name in names if not name.isascii()}
+    if hits:
+        starts = list(itertools.accumulate((len(name) + 1 for name in names), initial=1))
+        suspects |= {names[bisect.bisect_right(starts, hit) - 1] for hit in hits if 0 < hit < starts[-1]}
+        suspects |= {names[bisect.bisect_right(starts, hit + 1) - 1] for hit in hits if hit + 1 < starts[-1]}
+    return {name: why for name in sorted(suspects) if (why := _share_problem(name))}
 
 
 def unstorable(names: list[str], share: bool, rclone: bool, ignores_case: bool = False, held=None) -> dict[str, str]:
@@ -140,17 +146,24 @@ def unstorable(names: list[str], share: bool, rclone: bool, ignores_case: bool =
     joined = "\0" + "\0".join(names) + "\0"
     lowered = joined.lower()
     refused: dict[str, str] = _share_refusals(names, joined, lowered) if share else {}
-    for name in names:
-        if _not_utf8(name) and (share or rclone):
-            refused[name] = "not valid UTF-8"
-        elif rclone and name not in refused and (why := _rclone_problem(name)):
-            refused[name] = why
+    if (share or rclone) and not joined.isascii():
+        refused.update((name, "not valid UTF-8") for name in names if _not_utf8(name))
+    if rclone and LINE_BREAKS.search(joined):
+        refused.update((name, why) for name in names if name not in refused and (why := _rclone_problem(name)))
     if (share or ignores_case) and _may_clash(names, lowered[1:-1].split("\0")):
         clashes = _case_clashes(names, refused)
         if clashes and held is not None:
             clashes = _case_clashes(names, refused, held())
         refused.update(clashes)
     return refused
+
+
+def key(names: list[str], share: bool, rclone: bool, ignores_case: bool) -> str:
+    """A name for this set of names and rules: a listing found storable once is storable again
+    (the next run with the same names need not look at 100,000 of them again)."""
+    digest = hashlib.sha1(f"{share:d}{rclone:d}{ignores_case:d}".encode(), usedforsecurity=False)
+    digest.update("\0".join(names).encode("utf-8", "surrogateescape"))
+    return digest.hexdigest()
 
 
 def described(refused: dict[str, str], most: int = 5) -> str:

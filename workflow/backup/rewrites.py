@@ -14,27 +14,48 @@ still marked as writing). Otherwise every file goes the usual way.
 
 from __future__ import annotations
 
+import json
+
 from . import manifest, records
-from .catalog import INTERRUPTED, LOCKS, Catalog
+from .catalog import INTERRUPTED, LOCKS, RUNS, Catalog, CatalogRun
 from .manifest import Manifest
 from .records import Tag
 from .sources import Listing
 
 
+def _tagged(cat: Catalog, folder: str) -> list[tuple[Tag, str]]:
+    """The catalog's files in ``folder`` whose names are tags, oldest first (by name: nothing read)."""
+    found = []
+    for path in cat.tree():
+        head, _, name = path.rpartition("/")
+        tag = Tag.parse(name[: -len(".json")]) if head == folder and name.endswith(".json") else None
+        if tag is not None:
+            found.append((tag, path))
+    return sorted(found)
+
+
 def baseline(cat: Catalog, dataset: str, run_id: str, unless: str | None = None) -> Manifest | None:
     """The dataset's state the destination holds for sure (see the module's docstring), or None;
-    None too when its listing's digest is ``unless`` (nothing changed: no manifest is read)."""
-    runs = [r for r in cat.runs() if r.run_id != run_id and r.transfer(dataset) is not None]
-    if not runs:
+    None too when its listing's digest is ``unless`` (nothing changed: no manifest is read). Reads
+    the newest run records only, until one holds the dataset (a catalog grows by two a day)."""
+    last = since = None
+    for tag, path in reversed(_tagged(cat, RUNS)):
+        if tag.run_id == run_id:
+            continue
+        try:
+            run = CatalogRun.load(json.loads(cat.read(path) or b"null"))
+        except ValueError:
+            return None  # unreadable: nothing to trust
+        if run is not None and run.transfer(dataset) is not None:
+            last, since = run, tag
+            break
+    if last is None:
         return None
-    last = runs[-1]
     held = last.restorable(dataset)
     if held is None or held.mode != "direct" or held.status in records.NOT_SAFE or held.state_listing == unless:
         return None
-    since = Tag.parse(last.tag)
-    for marker in [*cat.markers(LOCKS), *cat.markers(INTERRUPTED)]:
-        tag = Tag.parse(marker.tag)
-        if marker.run_id != run_id and (tag is None or since is None or tag > since):
+    for tag, _ in [*_tagged(cat, LOCKS), *_tagged(cat, INTERRUPTED)]:
+        if tag.run_id != run_id and tag > since:
             return None  # a run after it may have written files it does not describe
     return cat.manifest(held.manifest)
 

@@ -22,6 +22,7 @@ from .errors import TransferError
 from .plan import Source, Transfer
 
 GLOB_CHARS = set("*?[")
+OWNER = os.geteuid()
 DISK_HINT = "is the data disk mounted?"
 
 
@@ -48,7 +49,7 @@ class Listing:
         return sum(self.sizes.values())
 
 
-def _readable(path: str, st: os.stat_result) -> bool:
+def _readable(root: str, rel: str, st: os.stat_result) -> bool:
     """Whether this user may read a file: its mode says so (no system call), or, where the mode
     says no, the kernel does (root, and ACLs, read more than the mode says)."""
     mode, (uid, groups) = st.st_mode, _ids()
@@ -57,7 +58,7 @@ def _readable(path: str, st: os.stat_result) -> bool:
             return True
     elif mode & stat.S_IROTH or (mode & stat.S_IRGRP and st.st_gid in groups):
         return True
-    return os.access(path, os.R_OK)
+    return os.access(os.path.join(root, rel), os.R_OK)
 
 
 @functools.cache
@@ -69,9 +70,10 @@ def _ids() -> tuple[int, frozenset[int]]:
 def _entry(root: str, rel: str, st: os.stat_result, out: dict[str, tuple[int, int]], listing: Listing) -> None:
     """A file, symlink or special file found at ``rel``; a file this user may not read is named in
     ``listing.unreadable`` and left out (the rest of the dataset still goes)."""
-    if stat.S_ISREG(st.st_mode) and not _readable(os.path.join(root, rel), st):
-        listing.unreadable.append(rel)
-    elif stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
+    mode = st.st_mode
+    if stat.S_ISREG(mode) and not (st.st_uid == OWNER and mode & stat.S_IRUSR) and not _readable(root, rel, st):
+        listing.unreadable.append(rel)  # (the first test: the common case, one's own file, without a call)
+    elif stat.S_ISREG(mode) or stat.S_ISLNK(mode):
         out[rel] = (st.st_size, st.st_mtime_ns)
         if stat.S_ISLNK(st.st_mode):
             listing.links.add(rel)
@@ -79,12 +81,12 @@ def _entry(root: str, rel: str, st: os.stat_result, out: dict[str, tuple[int, in
         listing.special.append(rel)
 
 
-def _read_folder(root: str, rel: str, listing: Listing) -> list[tuple[str, os.stat_result]]:
-    """The entries of one folder with their lstat; a folder this user may not read (or enter) is
-    named in ``listing.unreadable`` and left out whole, so the rest of the dataset still goes."""
+def _read_folder(root: str, rel: str, listing: Listing) -> list[os.DirEntry]:
+    """The entries of one folder; a folder this user may not read is named in ``listing.unreadable``
+    and left out whole, so the rest of the dataset still goes."""
     try:
         with os.scandir(os.path.join(root, rel) if rel else root) as found:
-            return [(entry.name, entry.stat(follow_symlinks=False)) for entry in found]
+            return list(found)
     except PermissionError:
         if not rel:
             raise SourceError(f"cannot read source folder {root}: permission denied") from None
@@ -97,11 +99,16 @@ def _walk(root: str, rel_dir: str, out: dict[str, tuple[int, int]], listing: Lis
     while stack:
         rel = stack.pop()
         prefix = rel + "/" if rel else ""
-        for name, st in _read_folder(root, rel, listing):
-            if stat.S_ISDIR(st.st_mode):
-                stack.append(prefix + name)
-            else:
-                _entry(root, prefix + name, st, out, listing)
+        before = len(stack)
+        try:
+            for entry in _read_folder(root, rel, listing):
+                if entry.is_dir(follow_symlinks=False):  # from the folder's listing: no system call
+                    stack.append(prefix + entry.name)
+                else:
+                    _entry(root, prefix + entry.name, entry.stat(follow_symlinks=False), out, listing)
+        except PermissionError:  # its names can be read, not the entries: it cannot be entered
+            del stack[before:]  # (no file of it was taken: the first one's details failed)
+            listing.unreadable.append(rel)
 
 
 def _add(root: str, rel: str, out: dict[str, tuple[int, int]], listing: Listing) -> bool:
@@ -245,6 +252,14 @@ def for_transfer(transfer: Transfer, ignores_case: bool = False, held=None) -> t
     return sendable(transfer, list_source(transfer.source), ignores_case, held)
 
 
+def _memo(path) -> str:
+    try:
+        with open(path, encoding="ascii") as fh:
+            return fh.read()
+    except (OSError, ValueError):
+        return ""
+
+
 def ignores_case(transfer: Transfer, transport, log) -> bool:
     """Whether the destination tells names apart by case: never on a share; rclone knows its remotes
     (Box does not either)."""
@@ -254,13 +269,20 @@ def ignores_case(transfer: Transfer, transport, log) -> bool:
     return bool(features and features(transfer, log).get("Features", {}).get("CaseInsensitive"))
 
 
-def sendable(transfer: Transfer, listing: Listing, ignores_case: bool = False, held=None):
+def sendable(transfer: Transfer, listing: Listing, ignores_case: bool = False, held=None, memo=None):
     """A listing less what the destination cannot hold. Returns it, the symlinks left out (an SMB
     share written by rsync cannot hold them; following them could leave the dataset; the catalog
     keeps them), and the names it cannot store, with why (``names.unstorable``; ``held``: what the
-    destination holds, asked only when names clash by case)."""
-    refused = names.unstorable(listing.files, share=transfer.on_smb, rclone=transfer.tool == "rclone",
-                               ignores_case=ignores_case, held=held)  # fmt: skip
+    destination holds, asked only when names clash by case; ``memo``: a file that keeps the key of
+    the last set of names found storable here, so an unchanged dataset is not looked at again)."""
+    rules = {"share": transfer.on_smb, "rclone": transfer.tool == "rclone", "ignores_case": ignores_case}
+    key = names.key(listing.files, **rules) if memo else ""
+    refused = {} if key and _memo(memo) == key else names.unstorable(listing.files, **rules, held=held)
+    if key and not refused and _memo(memo) != key:
+        os.makedirs(os.path.dirname(memo), exist_ok=True)
+        with open(f"{memo}.{os.getpid()}", "w", encoding="ascii") as fh:
+            fh.write(key)
+        os.replace(f"{memo}.{os.getpid()}", memo)
     skipped = sorted(listing.links - set(refused)) if transfer.on_smb and transfer.tool == "rsync" else []
     if not refused and not skipped:
         return listing, [], {}
