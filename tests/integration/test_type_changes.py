@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from conftest import hash_tree
+from test_real_servers import use_servers
 
 WARNINGS = 3  # summary.EXIT_WARNINGS: the run names what it moved aside
 ENVELOPES = "Results/Opto/PER-Envelopes"
@@ -42,23 +43,9 @@ def local_destinations(lab) -> dict[str, Path]:
 
 def server_destinations(lab, samba, webdav, sshd, monkeypatch, folder: str) -> dict[str, Path]:
     """Real servers: SMB through rclone to Samba, Box as WebDAV, secured storage over SSH (rsync)."""
-    monkeypatch.setenv("SMB_PASSWORD", samba.password)
-    dests = lab.config["backups"]["destinations"]
-    url = f"smb://root@127.0.0.1:{samba.port}/share/{folder}"
-    dests["smb"] = {"base_path": url, "results_path": f"{url}/Figures", "transport": "rclone"}
-    dests["box"]["rclone_config"] = str(webdav.conf)
-    dests["secured"] = {
-        "base_path": f"root@127.0.0.1:{lab.root}/secured-remote",
-        "ssh_port": sshd.port,
-        "ssh_key": str(sshd.key),
-        "known_hosts": str(sshd.known_hosts),
-    }
+    smb, box, secured = use_servers(lab, samba, webdav, sshd, monkeypatch, folder)
     only_results(lab)
-    return {
-        "smb": samba.share / folder / "Figures",
-        "box": webdav.data / "Ramanlab-Backups/Results",
-        "secured": lab.root / "secured-remote/Results",
-    }
+    return {"smb": smb / "Figures", "box": box / "Results", "secured": secured / "Results"}
 
 
 def mounted_destination(lab, samba, fuse_smb, folder: str) -> dict[str, Path]:
