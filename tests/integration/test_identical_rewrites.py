@@ -118,3 +118,25 @@ def test_identical_rewrites_cost_nothing_on_a_mounted_share(lab, samba, fuse_smb
     lab.save()
     share = samba.share / "rewrites-mounted"
     check(lab, {("smb", "CSVs"): share / "flyTrackingData", ("smb", "Results"): share / "Figures"}, "--smb-only")
+
+
+def test_a_pipeline_that_puts_back_older_bytes_has_them_backed_up_after_it(lab, tmp_path):
+    """`run`: the pre stage sends a hand-edited figure; the pipeline then writes the figure's older
+    bytes again (same size, new time). Those are the source's content: the post stage must send
+    them, not take them for a rewrite of what the destination held before the pre stage."""
+    figure = lab.results_root / "Results/Opto/PER-Envelopes/fig0.png"
+    older = figure.read_bytes()
+    os.utime(figure, (time.time() - 100, time.time() - 100))
+    assert lab.cli().returncode == 0  # the destinations hold the older bytes
+    figure.write_bytes(bytes(reversed(older)))  # edited by hand, same size: the pre stage sends it
+    os.utime(figure, (time.time() - 50, time.time() - 50))  # the pipeline's copy is newer still
+    keep = tmp_path / "older.png"
+    keep.write_bytes(older)
+    lab.config["pipeline"] = {"command": f"cp '{keep}' '{figure}'"}  # the analysis writes the older bytes
+    lab.save()
+    result = lab.cli("run")
+    assert result.returncode == 0, result.stdout
+    name = "Results/Opto/PER-Envelopes/fig0.png"
+    want = hashlib.sha256(older).hexdigest()
+    for folder in (lab.smb / "Figures", lab.box / "Ramanlab-Backups/Results"):
+        assert hash_tree(folder)[name] == want, folder

@@ -137,3 +137,14 @@ def test_a_kept_run_needs_the_first_versions_folder_after_it_that_holds_each_fil
     assert needed == {Tag.parse(t2), Tag.parse(t2 + "-retry1"), Tag.parse(t3)}
     own = needed_versions([(Tag.parse(t3), ["a.csv", "b.csv", "c.csv"])], held)
     assert own == set()  # a run's own versions folder holds the states before it
+
+
+def test_a_file_renamed_only_by_case_keeps_the_copy_a_kept_run_needs():
+    """On a share, Plot.csv renamed plot.csv at the source was moved aside as plot.csv: run 1's
+    Plot.csv is that copy, so its versions folder stays."""
+    from backup.prune import needed_versions, version_folders
+    from backup.records import Tag
+
+    t1, t2 = "20260501-120000-0001", "20260502-120000-0002"
+    held, _ = version_folders({f"{t2}/plot.csv": 5})
+    assert needed_versions([(Tag.parse(t1), ["Plot.csv"])], held) == {Tag.parse(t2)}

@@ -62,24 +62,26 @@ def _archive_listing(run_id: str, stage: str, dataset: str, record: TransferReco
     return sources.single_file(made.archive), made.manifest
 
 
-def _rewritten(transfer, transport, listing, log, tag: str, marking, base) -> dict[str, str]:
-    """rsync: files rewritten with identical bytes (``rewrites``) get the source's time at the
-    destination in one pass that sends no data (--size-only), so the send that follows leaves them
-    alone and no version copy is made. Returns them with their SHA-1. One that changes again
-    meanwhile is sent as usual (forced: the pass may have given its old bytes the new time)."""
-    same = rewrites.identical(base(), listing)
+def _rewritten(transfer, transport, listing, log, tag: str, marking, base) -> tuple[dict[str, str], list[str]]:
+    """rsync: files rewritten with identical bytes (``rewrites``), whose copy at the destination is
+    still the one the destination's last state recorded (its size and time, from one listing), get
+    the source's time there in one pass that sends no data (--size-only), so the send that follows
+    leaves them alone and no version copy is made. Returns them with their SHA-1, and those that
+    changed again meanwhile (the pass may have given their old bytes the new time: sent forced)."""
+    state = base()
+    maybe = rewrites.candidates(state, listing)
+    if not maybe:
+        return {}, []
+    window = 2 * 10**9 if transfer.on_smb else 10**9  # rsync compares times in whole seconds
+    same = rewrites.identical(state, listing, maybe, transport.tree(transfer, log), window)
     if not same:
-        return {}
+        return {}, []
     marking()
     transport.refresh_times(transfer, sources.subset(listing, same), log, version_tag=tag)
     moved = sources.changed_since_listed(listing, list(same))
-    if moved:
-        for name in moved:
-            same.pop(name)
-        fresh = sources.relisted(listing, moved)
-        transport.send(transfer, sources.subset(fresh, [n for n in moved if n in fresh.sizes]), log, version_tag=tag,
-                       force=True, before_write=marking)  # fmt: skip
-    return same
+    for name in moved:
+        same.pop(name)
+    return same, moved
 
 
 def _send_checked(transfer, transport, listing, log, args, content: bool, record: TransferRecord, marking, known,
@@ -94,12 +96,16 @@ def _send_checked(transfer, transport, listing, log, args, content: bool, record
     reporter = progress.Reporter(label, len(listing.files), listing.total_bytes) if progress.wanted() else None
     same: dict[str, str] = {}  # rewritten with identical bytes: name -> SHA-1
 
-    def settled(names) -> set[str]:  # rclone: what the destination holds as the source has it
-        same.update(rewrites.identical(base(), listing, names))
-        return rewrites.held_as_listed(base(), listing, names) | set(same)
+    def settled(names, there) -> set[str]:  # rclone: what the destination holds as the source has it
+        state = base()
+        maybe = rewrites.candidates(state, listing, names)
+        same.update(rewrites.identical(state, listing, maybe, there, 2 * 10**9) if maybe else {})
+        return rewrites.held_as_listed(state, listing, names) | set(same)
 
-    if transfer.tool == "rsync":
-        same.update(_rewritten(transfer, transport, listing, log, tag, marking, base))
+    moved: list[str] = []
+    if transfer.tool == "rsync" and transfer.mode == "direct":
+        rewritten, moved = _rewritten(transfer, transport, listing, log, tag, marking, base)
+        same.update(rewritten)
     try:
         result = transport.send(transfer, listing, log, version_tag=tag, progress=reporter, before_write=marking,
                                 known=known, **({"settled": settled} if transfer.tool == "rclone" else {}))  # fmt: skip
@@ -121,7 +127,7 @@ def _send_checked(transfer, transport, listing, log, args, content: bool, record
     # new: send those once more (own version folder) and compare them by content afterwards.
     # (Only listed files: one created since the listing, which rsync found walking, is not one.)
     listed = [name for name in result.sent if name in listing.sizes]
-    changed = sorted(set(result.changed) | set(sources.changed_since_listed(listing, listed)))
+    changed = sorted(set(result.changed) | set(sources.changed_since_listed(listing, [*listed, *moved])))
     if changed:
         log.warning("changed while being sent, sending again: %s", ", ".join(changed))
         listing = sources.relisted(listing, changed)
@@ -273,7 +279,8 @@ def sync(args: argparse.Namespace) -> int:
             # The destination's last state, read only where files may have been rewritten: rsync needs it
             # before sending, unless the state's listing is this one (nothing changed); rclone asks later.
             now = manifest.listing_digest(_held(listing, whole, skipped)) if transfer.tool == "rsync" else None
-            base = functools.cache(lambda: rewrites.baseline(cat, args.dataset, args.run_id, unless=now))
+            tag = records.version_tag(args.run_id, args.stage)
+            base = functools.cache(lambda: rewrites.baseline(cat, args.dataset, tag, unless=now, log=log))
             with commit.holding(cat, args.run_id, args.stage, workdir, log):
                 listing, known = _send_checked(transfer, transport, listing, log, args, content, record, marking,
                                                carried, base)  # fmt: skip
@@ -301,6 +308,8 @@ def sync(args: argparse.Namespace) -> int:
             record.status = records.WARNING
 
     _guarded(record, work)
+    for field in ("vanished", "skipped_links", "skipped_special", "replaced_newer", "displaced"):
+        setattr(record, field, [names.shown(name) for name in getattr(record, field)])  # records are UTF-8 JSON
     detail = f"{record.files_sent} of {record.files_total} files sent, {record.files_verified} verified"
     if record.archive:
         detail += f", {record.archive}"

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import commit, logs, plan, records, retention, summary
+from . import commit, logs, plan, records, retention, runner, summary
 from .catalog import (
     INTERRUPTED,
     LOCKS,
@@ -92,10 +92,17 @@ def needed_versions(kept: list[tuple[Tag, list[str]]], held: dict[str, list[Tag]
     """The versions folders a kept run (its tag, its files) needs: for each of its files, the
     earliest non-retry folder after the run that holds it (where restore takes it from), and any
     retry folder before that one holding it."""
+    # Names compared without case: on a share (or Box) a file renamed only by case was moved aside
+    # under its new spelling; keeping a folder too many is safe, removing a needed one is not.
+    folded: dict[str, list[Tag]] = defaultdict(list)
+    for name, tags in held.items():
+        folded[name.lower()] += tags
+    for tags in folded.values():
+        tags.sort()
     needed: set[Tag] = set()
     for own, files in kept:
         for name in files:
-            for tag in held.get(name, ()):
+            for tag in folded.get(name.lower(), ()):
                 if tag > own:
                     needed.add(tag)
                     if not tag.retry:
@@ -348,9 +355,11 @@ def prune_all(cfg: dict, workdir: Path, destinations: list[str], dry_run: bool, 
         except NoCatalog as exc:
             rows.append((dest, policies[dest].describe(), "0", "0", "0", "0", "0 B", f"nothing here: {exc}"))
             continue
-        except (TransferError, ValueError) as exc:
-            print(f"error: cannot prune {dest}: {exc}: nothing more was removed there", file=sys.stderr)
-            log.error("prune %s: %s", dest, exc)
+        except Exception as exc:  # noqa: BLE001 - one destination failing never stops the others
+            shown = runner.mask(str(exc) if isinstance(exc, (TransferError, ValueError)) else
+                                f"internal error: {type(exc).__name__}: {exc}")  # fmt: skip
+            print(f"error: cannot prune {dest}: {shown}: nothing more was removed there", file=sys.stderr)
+            log.error("prune %s: %s", dest, shown)
             rows.append((dest, policies[dest].describe(), "-", "-", "-", "-", "-", "FAILED"))
             status = summary.EXIT_FAILED
             continue

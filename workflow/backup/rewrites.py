@@ -18,6 +18,7 @@ import json
 
 from . import manifest, records
 from .catalog import INTERRUPTED, LOCKS, RUNS, Catalog, CatalogRun
+from .errors import TransferError
 from .manifest import Manifest
 from .records import Tag
 from .sources import Listing
@@ -34,18 +35,26 @@ def _tagged(cat: Catalog, folder: str) -> list[tuple[Tag, str]]:
     return sorted(found)
 
 
-def baseline(cat: Catalog, dataset: str, run_id: str, unless: str | None = None) -> Manifest | None:
+def baseline(cat: Catalog, dataset: str, tag: str, unless: str | None = None, log=None) -> Manifest | None:
     """The dataset's state the destination holds for sure (see the module's docstring), or None;
-    None too when its listing's digest is ``unless`` (nothing changed: no manifest is read). Reads
-    the newest run records only, until one holds the dataset (a catalog grows by two a day)."""
+    None too when its listing's digest is ``unless`` (nothing changed: no manifest is read). ``tag``:
+    this run and stage's (a run's pre stage is the post stage's baseline). Reads the newest run
+    records only, until one holds the dataset (a catalog grows by two a day). Anything it cannot
+    read makes it None: a shortcut never fails a backup."""
+    try:
+        return _baseline(cat, dataset, Tag.parse(tag), unless)
+    except (TransferError, OSError, ValueError) as exc:
+        if log is not None:
+            log.warning("the destination's last state could not be read (every file goes the usual way): %s", exc)
+        return None
+
+
+def _baseline(cat: Catalog, dataset: str, own: Tag | None, unless: str | None) -> Manifest | None:
     last = since = None
     for tag, path in reversed(_tagged(cat, RUNS)):
-        if tag.run_id == run_id:
+        if tag == own:
             continue
-        try:
-            run = CatalogRun.load(json.loads(cat.read(path) or b"null"))
-        except ValueError:
-            return None  # unreadable: nothing to trust
+        run = CatalogRun.load(json.loads(cat.read(path) or b"null"))
         if run is not None and run.transfer(dataset) is not None:
             last, since = run, tag
             break
@@ -55,25 +64,35 @@ def baseline(cat: Catalog, dataset: str, run_id: str, unless: str | None = None)
     if held is None or held.mode != "direct" or held.status in records.NOT_SAFE or held.state_listing == unless:
         return None
     for tag, _ in [*_tagged(cat, LOCKS), *_tagged(cat, INTERRUPTED)]:
-        if tag.run_id != run_id and tag > since:
+        if tag != own and tag > since:
             return None  # a run after it may have written files it does not describe
     return cat.manifest(held.manifest)
 
 
-def identical(base: Manifest | None, listing: Listing, names=None) -> dict[str, str]:
-    """Those of ``names`` (default: every listed file) whose time differs from ``base`` but whose
-    size and bytes do not: name -> SHA-1 (read here, once)."""
+def candidates(base: Manifest | None, listing: Listing, names=None) -> list[str]:
+    """Those of ``names`` (default: every listed file) that ``base`` holds with the same size and
+    another time (nothing is read)."""
     if base is None:
-        return {}
-    entries = base.entries()
-    candidates = []
+        return []
+    entries, found = base.entries(), []
     for name in listing.files if names is None else names:
         held = entries.get(name)
-        if held is None or name in listing.links or name in base.links:
-            continue
-        if held[0] == listing.sizes.get(name) and held[1] != listing.mtimes.get(name):
-            candidates.append(name)
-    hashes = manifest.hash_files(listing.root, candidates)
+        if held is not None and held[0] == listing.sizes.get(name) and held[1] != listing.mtimes.get(name):
+            found.append(name)
+    return [name for name in found if name not in listing.links and name not in base.links]
+
+
+def identical(base: Manifest, listing: Listing, names: list[str], there: dict, window: int) -> dict[str, str]:
+    """Those of ``names`` (``candidates``) whose bytes are what ``base`` recorded: name -> SHA-1
+    (read here, once). ``there``: the destination's own (size, time) by name: a copy whose size or
+    time is not what ``base`` recorded (within ``window`` ns) was changed there since: not counted."""
+    entries = base.entries()
+    unchanged_there = []
+    for name in names:
+        held, found = entries[name], there.get(name)
+        if found is not None and found[0] == held[0] and abs(found[1] - held[1]) <= window:
+            unchanged_there.append(name)
+    hashes = manifest.hash_files(listing.root, unchanged_there)
     return {name: sha1 for name, sha1 in hashes.items() if sha1 == entries[name][2]}
 
 

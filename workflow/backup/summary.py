@@ -31,6 +31,12 @@ def exit_of(statuses) -> int:
     return EXIT_OK
 
 
+def few(items: list[str], most: int = 5) -> str:
+    """Up to ``most`` names for a one-line note (the log has them all)."""
+    more = len(items) - most
+    return ", ".join(items[:most]) + (f" and {more} more (listed in the log)" if more > 0 else "")
+
+
 def note(r) -> str:
     """The last column of a transfer's row: the error, or what else a person should know."""
     if r.error:
@@ -39,21 +45,21 @@ def note(r) -> str:
     if r.missing:
         parts.append("missing: " + ", ".join(r.missing))
     if r.vanished:
-        parts.append("vanished while being sent: " + ", ".join(r.vanished))
+        parts.append("vanished while being sent: " + few(r.vanished))
     if r.unstorable:
         parts.append(f"cannot be stored at {r.destination}, not sent: {names.described(r.unstorable)}")
     if r.unreadable:
-        parts.append(f"cannot read, skipped (permission denied): {', '.join(r.unreadable)}")
+        parts.append(f"cannot read, skipped (permission denied): {few(r.unreadable)}")
     if r.skipped_links:
         parts.append(f"{len(r.skipped_links)} symlinks not copied (SMB cannot hold them; the catalog keeps them)")
     if r.replaced_newer:
-        parts.append(f"the copy at {r.destination} of {', '.join(r.replaced_newer)} had a newer date: replaced by "
+        parts.append(f"the copy at {r.destination} of {few(r.replaced_newer)} had a newer date: replaced by "
                      f"the source's, kept as version {r.tag}")  # fmt: skip
     if r.displaced:
-        parts.append(f"a folder became a file or the reverse: the old {', '.join(r.displaced)} at {r.destination} "
+        parts.append(f"a folder became a file or the reverse: the old {few(r.displaced)} at {r.destination} "
                      f"kept as version {r.tag}")  # fmt: skip
     if r.skipped_special:
-        parts.append(f"skipped, not files (FIFOs, sockets, devices hold no data): {', '.join(r.skipped_special)}")
+        parts.append(f"skipped, not files (FIFOs, sockets, devices hold no data): {few(r.skipped_special)}")
     if r.identical_rewrites:
         parts.append(f"{r.identical_rewrites} rewritten with identical bytes, not sent again")
     if r.archive:

@@ -304,8 +304,9 @@ class RcloneTransport(Transport):
     ) -> SendResult:
         """Send what the target lacks or holds in another version (never over a newer one: --update,
         unless ``replace_newer``: then newer copies there are replaced, and kept as versions).
-        ``settled(names)``: those of ``names`` (same size there, another time) the destination holds
-        with the source's bytes, by its catalog (``rewrites``): not sent, whatever their time there.
+        ``settled(names, there)``: those of ``names`` (same size there, another time) the destination
+        holds with the source's bytes, by its catalog (``rewrites``; ``there``: the target's listing):
+        not sent, whatever their time there.
 
         The target is listed first (one listing, as rclone's own check would make): files it holds with
         the source's size and time are left out, so a run that finds nothing new starts no copy at all.
@@ -346,7 +347,7 @@ class RcloneTransport(Transport):
             todo = [f for f in todo if not _inside(f + ".rclonelink" if f in listing.links else f, clash)]
         same_size = [f for f in todo if f not in listing.links and (there.get(f) or (-1,))[0] == listing.sizes[f]]
         if settled and same_size and not force:
-            held = settled(same_size)
+            held = settled(same_size, there)
             todo = [f for f in todo if f not in held]
         if not todo:
             if clash:

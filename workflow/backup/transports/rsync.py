@@ -218,7 +218,8 @@ class RsyncTransport(Transport):
             path = target.split(":", 1)[1] if is_ssh_target(target) else target
             args += ["--backup", f"--backup-dir={versions_folder(path, version_tag)}"]
         with _naming(listing) as what, _umask(transfer):
-            self._run([*args, *what, target.rstrip("/") + "/"], log, "refresh times")
+            # 24: a file vanished meanwhile; the send that follows names it.
+            self._run([*args, *what, target.rstrip("/") + "/"], log, "refresh times", ok_codes=(0, 24))
 
     NO_TARGET = re.compile(r'change_dir ".*" failed: No such file or directory')  # the sender's, over SSH
     # rsync refusing to remove what stands where an entry of another kind goes (without --force: a
