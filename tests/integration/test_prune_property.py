@@ -53,7 +53,7 @@ def apply(root: Path, step: dict, stamp: float) -> None:
         os.utime(path, (stamp, stamp))
 
 
-@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(first=st.lists(CONTENT, min_size=3, max_size=3), steps=st.lists(STEP, min_size=2, max_size=3), policy=POLICY)
 def test_prune_keeps_every_kept_point_whole(first, steps, policy):
     root = Path(tempfile.mkdtemp(prefix="prune-prop-"))

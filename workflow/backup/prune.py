@@ -202,6 +202,7 @@ def make_plan(cat: Catalog, cfg: dict, workdir: Path, policy: retention.Policy, 
     for dataset, target in archive_of.items():
         datasets[target].add(dataset)
     named_by_removed: dict[str, set[str]] = defaultdict(set)
+    states: dict[str, object] = {}
     for run in out.runs:
         for t in run.transfers:
             target = cat.locate(t).rstrip("/")
@@ -214,7 +215,9 @@ def make_plan(cat: Catalog, cfg: dict, workdir: Path, policy: retention.Policy, 
                 direct.setdefault(target, [])
             if run.tag not in out.kept or run.restorable(t.dataset) is None:
                 continue
-            state = cat.manifest(t.manifest)  # a kept point whose needs cannot be read: nothing goes
+            if t.manifest not in states:  # unchanged runs share a manifest: read each once
+                states[t.manifest] = cat.manifest(t.manifest)  # unreadable: nothing goes
+            state = states[t.manifest]
             if t.mode == "archive":
                 archives[target] |= {name for name in (t.archive, (state.archive or {}).get("name")) if name}
             else:
