@@ -9,7 +9,9 @@ never sees half a file, and never a file that differs from what was meant).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import time
 
 
 def tree(folder: str, depth: int | None = None) -> dict[str, tuple[int, int]]:
@@ -50,13 +52,27 @@ def apply(folder: str, staging: str, writes: list[str], deletes: list[str], priv
             with open(tmp, "rb") as fh:
                 if fh.read() != data:
                     raise OSError(f"{final}: what was written reads back differently")
-            os.replace(tmp, final)
+            _settled(os.replace, tmp, final)
         finally:
             if os.path.exists(tmp):
-                os.unlink(tmp)
+                _settled(os.unlink, tmp)
     for path in deletes:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(folder, path))
+
+
+def _settled(step, *paths: str, tries: int = 8) -> None:
+    """``step`` (a rename, a removal), tried again for a few seconds where the file system says it
+    is busy: on a share mounted with FUSE, closing a file reaches the server after the close returns,
+    and a rename right after it meets a sharing violation there (EIO)."""
+    for attempt in range(tries):
+        try:
+            step(*paths)
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.EIO, errno.EBUSY) or attempt == tries - 1:
+                raise
+            time.sleep(0.05 * 2**attempt)  # 0.05 s, 0.1 s, ... 6.35 s in all
 
 
 def _makedirs(path: str, private: bool) -> None:
