@@ -140,3 +140,14 @@ def test_a_pipeline_that_puts_back_older_bytes_has_them_backed_up_after_it(lab, 
     want = hashlib.sha256(older).hexdigest()
     for folder in (lab.smb / "Figures", lab.box / "Ramanlab-Backups/Results"):
         assert hash_tree(folder)[name] == want, folder
+
+
+def test_a_dry_run_says_what_the_run_will_do_with_identical_rewrites(lab):
+    assert lab.cli().returncode == 0
+    rewrite_everything(lab)
+    dry = lab.cli("--dry-run")
+    assert dry.returncode == 0, dry.stdout
+    assert "27 rewritten with identical bytes since the last backup: not sent again" in dry.stdout
+    assert "would send 1 of 28 files" in dry.stdout, dry.stdout  # the figure whose bytes changed
+    run = lab.cli()
+    assert "manual smb/Results: ok (1 of 28 files sent" in run.stdout, run.stdout

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from . import interrupts as signals
-from . import logs, names, notify, plan, progress, records, runner, sources, summary, transports
+from . import logs, manifest, names, notify, plan, progress, records, runner, sources, summary, transports
 from .config import ConfigError, load_config
 from .lock import LockBusy, project_lock
 
@@ -196,6 +196,9 @@ def dry_run(cfg: dict, transfers: list[plan.Transfer], workdir: Path, list_all: 
                 print(f"  warning: cannot be stored at {transfer.destination}, not sent: {names.shown(name)} ({why})")
             warned = listing.missing or skipped or listing.special or listing.unreadable or refused
             outcomes.append("warning" if warned else "ok")
+            total = len(listing.files)
+            if transfer.mode == "direct":
+                listing = _without_rewrites(listing, transfer.dataset, workdir)
             result = (
                 transports.for_transfer(transfer).send(transfer, listing, quiet, dry_run=True)
                 if listing.files
@@ -208,10 +211,7 @@ def dry_run(cfg: dict, transfers: list[plan.Transfer], workdir: Path, list_all: 
             totals.append((transfer.destination, transfer.dataset, "-", "-", "FAILED"))
             continue
         if listing.files or transfer.mode == "direct":
-            print(
-                f"  would send {result.files_sent} of {len(listing.files)} files "
-                f"({summary.human_bytes(result.bytes_sent)}):"
-            )
+            print(f"  would send {result.files_sent} of {total} files ({summary.human_bytes(result.bytes_sent)}):")
         shown = result.sent if list_all else result.sent[:SCREENFUL]
         for name in shown:
             print(f"    {name}")
@@ -223,6 +223,23 @@ def dry_run(cfg: dict, transfers: list[plan.Transfer], workdir: Path, list_all: 
                        summary.human_bytes(result.bytes_sent), note))  # fmt: skip
     print("Would send (nothing was written):\n" + summary.columns(totals))
     return summary.exit_of(outcomes)
+
+
+def _without_rewrites(listing, dataset: str, workdir):
+    """A dry run's preview of identical rewrites, from this machine's last state of the dataset (no
+    destination is asked): files whose bytes are the same, with a new time, are left out of what
+    would be sent, and counted (the run decides against each destination's catalog)."""
+    from . import rewrites  # the catalogs' code: only a dry run needs it here
+
+    base = manifest.latest(records.cache_dir(workdir), dataset)
+    maybe = rewrites.candidates(base, listing)
+    if not maybe:
+        return listing
+    recorded = base.entries()
+    same = rewrites.identical(base, listing, maybe, {name: recorded[name][:2] for name in maybe}, 0)
+    if same:
+        print(f"  {len(same)} rewritten with identical bytes since the last backup: not sent again")
+    return sources.without(listing, list(same)) if same else listing
 
 
 def check_remotes(transfers: list[plan.Transfer], source: str) -> None:
