@@ -103,12 +103,13 @@ def _send_checked(transfer, transport, listing, log, args, content: bool, record
         return rewrites.held_as_listed(state, listing, names) | set(same)
 
     moved: list[str] = []
+    rclone_direct = transfer.tool == "rclone" and transfer.mode == "direct"
     if transfer.tool == "rsync" and transfer.mode == "direct":
         rewritten, moved = _rewritten(transfer, transport, listing, log, tag, marking, base)
         same.update(rewritten)
     try:
         result = transport.send(transfer, listing, log, version_tag=tag, progress=reporter, before_write=marking,
-                                known=known, **({"settled": settled} if transfer.tool == "rclone" else {}))  # fmt: skip
+                                known=known, **({"settled": settled} if rclone_direct else {}))  # fmt: skip
     except transports.SendFailed as exc:  # what reached the destination before it failed still counts
         record.files_sent, record.bytes_sent = exc.files_sent, exc.bytes_sent
         raise
