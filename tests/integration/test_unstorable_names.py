@@ -63,7 +63,7 @@ def refused_in_log(lab, dest: str) -> list[str]:
 
 
 def check_share(lab, source: Path, share_folder: Path, first, second, again) -> None:
-    expected = {n: h for n, h in held_source(source).items() if n in SHARE_HOLDS}
+    expected = {n: h for n, h in hash_tree(source).items() if n in SHARE_HOLDS}
     assert held(share_folder) == expected
     for result in (first, second):
         assert result.returncode == 3, result.stdout  # warnings: the rest is safe, some names are not
@@ -90,10 +90,6 @@ def check_share(lab, source: Path, share_folder: Path, first, second, again) -> 
     )
 
 
-def held_source(source: Path) -> dict[str, str]:
-    return {n: h for n, h in hash_tree(source).items()}
-
-
 def test_names_a_share_cannot_hold_through_rclone_and_the_rest_of_every_destination(
     lab, samba, webdav, sshd, monkeypatch
 ):
@@ -103,7 +99,7 @@ def test_names_a_share_cannot_hold_through_rclone_and_the_rest_of_every_destinat
     lab.save()
     first, second = lab.cli(), lab.cli()
     # Box (here a case-sensitive WebDAV remote): only what rclone cannot be told about is refused.
-    everything = held_source(source)
+    everything = hash_tree(source)
     assert held(box / "CSVs") == {n: h for n, h in everything.items() if n not in RCLONE_REFUSES}
     assert sorted(ln.split(" (")[0] for ln in refused_in_log(lab, "box")) == sorted(
         ["Odd/bad/inv\\xffalid.csv", "Odd/bad/new\\nline.csv"] * 2

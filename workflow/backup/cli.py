@@ -176,11 +176,11 @@ def dry_run(cfg: dict, transfers: list[plan.Transfer], workdir: Path, list_all: 
         try:
             skipped: list[str] = []
             refused: dict[str, str] = {}
+            transport = transports.for_transfer(transfer)
             if transfer.mode == "archive":
                 listing, note = _archive_preview(cfg, transfer, workdir, archives)
                 print(note)
             else:
-                transport = transports.for_transfer(transfer)
                 folds = sources.ignores_case(transfer, transport, quiet)
                 held = functools.partial(transport.list, transfer, quiet)  # asked only if names clash by case
                 listing, skipped, refused = sources.for_transfer(transfer, folds, held)
@@ -200,9 +200,7 @@ def dry_run(cfg: dict, transfers: list[plan.Transfer], workdir: Path, list_all: 
             if transfer.mode == "direct":
                 listing = _without_rewrites(listing, transfer.dataset, workdir)
             result = (
-                transports.for_transfer(transfer).send(transfer, listing, quiet, dry_run=True)
-                if listing.files
-                else transports.SendResult()
+                transport.send(transfer, listing, quiet, dry_run=True) if listing.files else transports.SendResult()
             )
         except (transports.TransferError, OSError) as exc:
             reason = f"cannot read {exc.filename}: {exc.strerror}" if isinstance(exc, OSError) else exc

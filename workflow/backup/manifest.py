@@ -37,6 +37,7 @@ class Manifest:
     archive: dict | None = None  # {"name", "size", "sha256", "sha1"} in compressed mode
     listing: str = ""  # digest of (name, size, time) of every file: an unchanged source has the same
     _text: bytes | None = field(default=None, init=False, repr=False, compare=False)  # built once, never changed
+    _entries: dict | None = field(default=None, init=False, repr=False, compare=False)  # likewise
 
     def text(self) -> bytes:
         """The canonical JSON (the digest and the name are computed from it), made once: a manifest is
@@ -86,8 +87,11 @@ class Manifest:
         return out
 
     def entries(self) -> dict[str, tuple[int, int, str]]:
-        """Name -> (size, mtime_ns, sha1)."""
-        return {f: (s, m, h) for f, s, m, h in zip(self.files, self.sizes, self.mtimes, self.sha1, strict=True)}
+        """Name -> (size, mtime_ns, sha1) (built once: a manifest is never changed)."""
+        if self._entries is None:
+            rows = zip(self.files, self.sizes, self.mtimes, self.sha1, strict=True)
+            self._entries = {f: (s, m, h) for f, s, m, h in rows}
+        return self._entries
 
     @property
     def total_bytes(self) -> int:

@@ -50,21 +50,19 @@ class Listing:
 
 
 def _readable(root: str, rel: str, st: os.stat_result) -> bool:
-    """Whether this user may read a file: its mode says so (no system call), or, where the mode
-    says no, the kernel does (root, and ACLs, read more than the mode says)."""
-    mode, (uid, groups) = st.st_mode, _ids()
-    if st.st_uid == uid:
-        if mode & stat.S_IRUSR:
-            return True
-    elif mode & stat.S_IROTH or (mode & stat.S_IRGRP and st.st_gid in groups):
+    """Whether this user may read a file that is not its own readable one (``_entry`` asks that
+    first): the group's or others' read bit says so (no system call), or, where the mode says no,
+    the kernel does (root, and ACLs, read more than the mode says)."""
+    mode = st.st_mode
+    if st.st_uid != OWNER and (mode & stat.S_IROTH or (mode & stat.S_IRGRP and st.st_gid in _groups())):
         return True
     return os.access(os.path.join(root, rel), os.R_OK)
 
 
 @functools.cache
-def _ids() -> tuple[int, frozenset[int]]:
-    """This process's user and groups (asked once, not once per file)."""
-    return os.geteuid(), frozenset([os.getegid(), *os.getgroups()])
+def _groups() -> frozenset[int]:
+    """This process's groups (asked once, not once per file)."""
+    return frozenset([os.getegid(), *os.getgroups()])
 
 
 def _entry(root: str, rel: str, st: os.stat_result, out: dict[str, tuple[int, int]], listing: Listing) -> None:
@@ -277,8 +275,9 @@ def sendable(transfer: Transfer, listing: Listing, ignores_case: bool = False, h
     the last set of names found storable here, so an unchanged dataset is not looked at again)."""
     rules = {"share": transfer.on_smb, "rclone": transfer.tool == "rclone", "ignores_case": ignores_case}
     key = names.key(listing.files, **rules) if memo else ""
-    refused = {} if key and _memo(memo) == key else names.unstorable(listing.files, **rules, held=held)
-    if key and not refused and _memo(memo) != key:
+    known = key and _memo(memo) == key
+    refused = {} if known else names.unstorable(listing.files, **rules, held=held)
+    if key and not refused and not known:
         os.makedirs(os.path.dirname(memo), exist_ok=True)
         with open(f"{memo}.{os.getpid()}", "w", encoding="ascii") as fh:
             fh.write(key)
