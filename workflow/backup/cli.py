@@ -393,7 +393,13 @@ class Engine:
             self.proc.wait()
 
     def run(
-        self, config_files: list[str], targets: list[str], run_id: str, only: str | None, cores: int
+        self,
+        config_files: list[str],
+        targets: list[str],
+        run_id: str,
+        only: str | None,
+        cores: int,
+        resources: list[str],
     ) -> tuple[int, list[str]]:
         argv = [
             "--snakefile", str(PROJECT_DIR / "Snakefile"),
@@ -403,7 +409,7 @@ class Engine:
             # The project's lock (lock.py) keeps runs apart; Snakemake's own would outlive a stopped
             # run and refuse the next one, as would the stopped run's incomplete outputs.
             "--nolock", "--rerun-incomplete",
-            "--resources", "network=2", "to_smb=1", "to_box=1", "to_secured=1",
+            "--resources", *resources,
             "--configfile", *config_files,
             "--config", f"run_id={run_id}", *([f"only={only}"] if only else []),
             "--", *targets,
@@ -601,19 +607,20 @@ def _run(args, cfg: dict, config_files: list[str], transfers: list[plan.Transfer
     print(f"Run {run_id}: {args.command}, config {', '.join(config_files)}")
     if not cfg["backups"]["enabled"]:
         print("backups are disabled (backups.enabled: false): no backup step will transfer anything")
+    limits = plan.resource_limits(cfg["backups"])
     runner.give_back_memory()  # what validating the config took: this process waits for the run now
     if args.command == "run":
         # The pre-pipeline backup (and its gate) first, then the pipeline and the post backup:
         # two invocations of one graph, so no pipeline job can start before the gate.
-        returncode, lines = engine.run(config_files, ["pipeline_gate"], run_id, args.only, args.cores)
+        returncode, lines = engine.run(config_files, ["pipeline_gate"], run_id, args.only, args.cores, limits)
         if returncode == 0 and not engine.interrupts.signum:
             targets = [records.pipeline_marker(run_id), *markers("post")]
             returncode, more = Engine(workdir, engine.interrupts).run(config_files, targets, run_id, args.only,
-                                                                      args.cores)  # fmt: skip
+                                                                      args.cores, limits)  # fmt: skip
             lines += more
     else:
         targets = markers("manual") or ["backup_all"]
-        returncode, lines = engine.run(config_files, targets, run_id, args.only, args.cores)
+        returncode, lines = engine.run(config_files, targets, run_id, args.only, args.cores, limits)
 
     exit_code = summary.EXIT_OK
     stopped = engine.interrupts  # a signal stopped every job before this point (see Engine.run)

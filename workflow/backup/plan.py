@@ -45,6 +45,8 @@ class Transfer:
     private: bool = False  # no group/world permissions at the destination
     on_smb: bool = False  # a Windows-style share: no owners, permissions or symlinks
     keep_versions: bool = False  # overwritten files go to TARGET.versions/RUN_ID first
+    transfers: int | None = None  # files in flight at once (None: the transport's default for its link)
+    tps_limit: float | None = None  # rclone's requests a second (None: the transport's default)
 
 
 SSH_TARGET = re.compile(r"^(?:[^@/:]+@)?[^/:]+:")
@@ -116,6 +118,14 @@ def enabled_destinations(backups: dict, only: list[str] | None = None) -> list[s
     ]
 
 
+def resource_limits(backups: dict) -> list[str]:
+    """Snakemake's --resources for a run: each destination is sent ``datasets_at_once`` datasets at
+    once (a sync job takes one unit of its ``to_DEST``), and ``network`` caps them all together
+    (here: their sum; a profile may set less)."""
+    lanes = {name: backups["destinations"][name].get("datasets_at_once", 2) for name in DESTINATIONS}
+    return [f"network={sum(lanes.values())}", *(f"to_{name}={n}" for name, n in lanes.items())]
+
+
 def source_of(cfg: dict, dataset: str, project_dir: str) -> Source:
     """A dataset of backups.sources, with its root made absolute."""
     spec = cfg["backups"]["sources"][dataset]
@@ -143,6 +153,8 @@ def _transfer(cfg: dict, destination: str, dataset: str, project_dir: str, **fie
         private=dest.get("private", False),
         on_smb=destination == "smb",
         keep_versions=dest.get("keep_versions", False),
+        transfers=dest.get("transfers"),
+        tps_limit=dest.get("tps_limit"),
     )
     settings.update(fields)
     return Transfer(**settings)

@@ -13,11 +13,14 @@ rule sync:
         dest="smb|box|secured",
         dataset="[A-Za-z0-9][A-Za-z0-9_-]*",
     localrule: True
+    # A transfer waits on the network, not on a core: the resources below, not --cores, say how
+    # many run at once (the pipeline's jobs keep the cores they ask for).
+    threads: 0
     conda:
         BACKUP_ENV
     resources:
-        # At most `network` transfers at once, and one at a time per destination (the CLI and
-        # the profiles give each a limit of 1): one server is not sent two datasets at once.
+        # Each destination is sent `datasets_at_once` datasets at once (the CLI gives to_DEST
+        # that limit: plan.resource_limits), and all of them together at most `network`.
         network=1,
         to_smb=lambda wildcards: int(wildcards.dest == "smb"),
         to_box=lambda wildcards: int(wildcards.dest == "box"),

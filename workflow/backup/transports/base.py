@@ -103,6 +103,31 @@ class SendFailed(TransferError):
         self.files_sent, self.bytes_sent = files_sent, bytes_sent
 
 
+def merged(parts: list) -> SendResult:
+    """One result of a send made in parts side by side (each a SendResult, or the exception its
+    part raised): a failed part fails the whole, with what every part wrote counted."""
+    out = SendResult()
+    for part in parts:
+        if isinstance(part, BaseException):
+            out.files_sent += getattr(part, "files_sent", 0)
+            out.bytes_sent += getattr(part, "bytes_sent", 0)
+            continue
+        for name, value in vars(part).items():
+            mine = getattr(out, name)
+            if isinstance(value, dict):
+                mine.update(value)
+            elif isinstance(value, list):
+                mine.extend(value)
+            else:
+                setattr(out, name, mine + value)
+    failed = next((part for part in parts if isinstance(part, BaseException)), None)
+    if isinstance(failed, SendFailed):
+        raise SendFailed(str(failed), out.files_sent, out.bytes_sent)
+    if failed is not None:
+        raise failed
+    return out
+
+
 @dataclass
 class VerifyResult:
     verified: int = 0

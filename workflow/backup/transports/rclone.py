@@ -101,13 +101,54 @@ def _filters(listing: Listing) -> list[str]:
     return [*rules, "- **"]
 
 
-def _has_section(path: str, remote: str) -> bool:
-    """The plain-text rclone config file defines ``remote`` (an encrypted one cannot be read here)."""
+def _remote_type(path: str, remote: str) -> str | None:
+    """The type of ``remote`` as the plain-text rclone config file defines it ("" without a type
+    line); None where the file does not define it (an encrypted one cannot be read here)."""
+    found = None
     try:
         with open(path, encoding="utf-8") as fh:
-            return any(line.strip() == f"[{remote}]" for line in fh)
+            for line in fh:
+                line = line.strip()
+                if line.startswith("["):
+                    if found is not None:
+                        break
+                    found = "" if line == f"[{remote}]" else None
+                elif found == "" and line.partition("=")[0].strip() == "type":
+                    found = line.partition("=")[2].strip()
     except (OSError, UnicodeError):
-        return False
+        return None
+    return found
+
+
+def _has_section(path: str, remote: str) -> bool:
+    return _remote_type(path, remote) is not None
+
+
+def _kind(transfer: Transfer) -> str:
+    """The rclone backend the target is on: smb for an on-the-fly SMB remote, else the type in the
+    config file ("" where that cannot be read)."""
+    target = transfer.target
+    if target.startswith(":"):
+        return target[1:].split(",", 1)[0].split(":", 1)[0]
+    conf = transfer.rclone_config or os.environ.get("RCLONE_CONFIG") or "~/.config/rclone/rclone.conf"
+    return _remote_type(os.path.expanduser(conf), target.split(":", 1)[0]) or ""
+
+
+# Files in flight at once where the config does not say (``transfers``), measured on emulated links
+# (bench/network_bench.py): rclone's SMB backend pays round trips per file, so 16 at once; Box takes
+# 240 uploads a minute per user, so rclone's own 4 (and at most 8 requests a second per rclone, two
+# datasets at once staying under Box's 1,000 a minute); another remote 8.
+TRANSFERS = {"smb": 16, "box": 4}
+TPS_LIMIT = {"box": 8}
+
+
+def speed(transfer: Transfer) -> list[str]:
+    """rclone's parallelism for this transfer: --transfers, as many checkers (at least rclone's 8:
+    they list folders and compare files), and a request rate where the remote has one."""
+    kind = _kind(transfer)
+    n = transfer.transfers or TRANSFERS.get(kind, 8)
+    tps = TPS_LIMIT.get(kind) if transfer.tps_limit is None else transfer.tps_limit
+    return [f"--transfers={n}", f"--checkers={max(8, n)}", *([f"--tpslimit={tps:g}"] if tps else [])]
 
 
 def _within(delta: int, window) -> bool:
@@ -231,6 +272,12 @@ class RcloneTransport(Transport):
             args += ["--config", transfer.rclone_config]
         return args
 
+    def argv(self, transfer: Transfer, args: list[str]) -> list[str]:
+        """The whole command: rclone, its config, ``args`` with this transfer's parallelism (``speed``)
+        among its options (before a ``--``)."""
+        cut = args.index("--") if "--" in args else len(args)
+        return [*self.base_args(transfer), *args[:cut], *speed(transfer), *args[cut:]]
+
     def env(self, transfer: Transfer, log) -> dict[str, str] | None:
         """For rclone's SMB backend: the password from its environment variable, obscured for rclone."""
         if not transfer.password_env or not transfer.target.startswith(":smb,"):
@@ -270,7 +317,7 @@ class RcloneTransport(Transport):
 
     def _run(self, transfer: Transfer, args: list[str], log, what: str, ok_codes=(0,), progress=None) -> runner.Result:
         env = self.env(transfer, log)
-        result = runner.run(self.base_args(transfer) + args, log, env=env, render=_render_rclone, progress=progress)
+        result = runner.run(self.argv(transfer, args), log, env=env, render=_render_rclone, progress=progress)
         if result.returncode not in ok_codes:
             self._fail(transfer, result, log, what)
         return result
@@ -457,7 +504,7 @@ class RcloneTransport(Transport):
                 "--time-format", "unixnano", *([f"--max-depth={depth}"] if depth else []), *self.COMMON]  # fmt: skip
         with file_list(rules, "\n") as listed:
             ruled = [f"--filter-from={listed}"] if listed else []
-            result = runner.run(self.base_args(transfer) + args + ruled + [transfer.target], log,
+            result = runner.run(self.argv(transfer, [*args, *ruled, "--", transfer.target]), log,
                                 env=self.env(transfer, log), log_output=False)  # fmt: skip
         if result.returncode == 3:
             return {}  # the folder does not exist yet
@@ -485,7 +532,7 @@ class RcloneTransport(Transport):
             args = ["hashsum", "SHA1", *([] if "sha1" in hashes else ["--download"]),
                     f"--filter-from={listed}" if rules is not None else f"--files-from-raw={listed}",
                     "--use-json-log", *self.COMMON, transfer.target]  # fmt: skip
-            result = runner.run(self.base_args(transfer) + args, log, env=self.env(transfer, log), log_output=False)
+            result = runner.run(self.argv(transfer, args), log, env=self.env(transfer, log), log_output=False)
         out = {}
         for line in result.lines:
             digest, sep, name = line.partition("  ")

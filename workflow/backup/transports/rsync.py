@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
 import stat
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime
 
 from .. import mounts, runner
 from ..plan import Transfer, is_ssh_target, versions_folder
-from ..sources import Listing
+from ..sources import Listing, subset
 from . import local
 from .base import (
     SendFailed,
@@ -25,6 +27,7 @@ from .base import (
     find_tool,
     folders_of,
     kind_changed,
+    merged,
     outermost,
 )
 
@@ -164,40 +167,36 @@ class RsyncTransport(Transport):
         clash = [] if preview else taken  # without versions: left out, then named in the failure
         if before_write and not dry_run:
             before_write()
-        with _naming(listing) as what:
-            # rsync writes each file under a temporary name (.NAME.XXXXXX) and renames it when it is
-            # complete and its checksum matches, so a killed transfer never leaves a partial file
-            # under a final name. --info=skip1: it names each file it leaves alone because the
-            # destination's is newer.
-            # --checksum-choice=sha1: the whole-file checksum rsync checks every file it writes with is
-            # SHA-1, and --out-format's %C reports it, so the catalog gets each sent file's SHA-1 for free.
-            update = [] if replace_newer else ["--update"]
-            args = [*self.options(transfer), *update, "--mkpath", self.OUT_FORMAT, "--stats", "--info=skip1"]
-            if backup:
-                path = target.split(":", 1)[1] if is_ssh_target(target) else target
-                args += ["--backup", f"--backup-dir={versions_folder(path, version_tag)}", "--force", "--info=backup"]
-            elif transfer.keep_versions and dry_run:
-                args.append("--force")  # as a run would (it names such folders: *deleting); nothing is written
-            args += [f"--filter=- /{_pattern(folder)}/***" for folder in clash]
-            if force:
-                args.append("--ignore-times")
-            if dry_run:
-                args.append("--dry-run")
-            if progress and not dry_run:
-                args.append("--info=progress2")
-            # Exit 24: some source files vanished while being sent; the rest went through.
-            try:
-                with _umask(transfer):
-                    result = self._summed([*args, *what, target.rstrip("/") + "/"], log, "send", ok_codes=(0, 24),
-                                          progress=progress.rsync if progress else None)  # fmt: skip
-            except TransferError as exc:  # what rsync wrote before it failed still counts
-                output = getattr(exc, "output", "")
-                done = self._sent(output.splitlines(), listing)
-                refused = self._refused(output.splitlines())
-                folders = folders_of(listing.files)
-                message = f"send: {kind_changed(outermost(clash + refused), folders)}" if refused else str(exc)
-                raise SendFailed(message, done.files_sent, done.bytes_sent) from None
-        out = self._sent(result.lines, listing)
+        # rsync writes each file under a temporary name (.NAME.XXXXXX) and renames it when it is
+        # complete and its checksum matches, so a killed transfer never leaves a partial file under a
+        # final name. --info=skip1: it names each file it leaves alone because the destination's is
+        # newer. --checksum-choice=sha1: the whole-file checksum rsync checks every file it writes
+        # with is SHA-1, and --out-format's %C reports it, so the catalog gets each sent file's SHA-1
+        # for free.
+        update = [] if replace_newer else ["--update"]
+        args = [*self.options(transfer), *update, "--mkpath", self.OUT_FORMAT, "--stats", "--info=skip1"]
+        if backup:
+            path = target.split(":", 1)[1] if is_ssh_target(target) else target
+            args += ["--backup", f"--backup-dir={versions_folder(path, version_tag)}", "--force", "--info=backup"]
+        elif transfer.keep_versions and dry_run:
+            args.append("--force")  # as a run would (it names such folders: *deleting); nothing is written
+        args += [f"--filter=- /{_pattern(folder)}/***" for folder in clash]
+        if force:
+            args.append("--ignore-times")
+        if dry_run:
+            args.append("--dry-run")
+        parts = [listing] if dry_run else _parts(listing, self.streams(transfer, target))
+        if progress and not dry_run and len(parts) == 1:
+            args.append("--info=progress2")
+        with _umask(transfer):
+            if len(parts) == 1:
+                out = self._send_part(args, listing, target, log, clash, progress.rsync if progress else None)
+            else:  # many files to a share: side by side, each rsync paying its files' round trips
+                os.makedirs(target, exist_ok=True)  # what --mkpath does, once, not by each rsync at once
+                versions = versions_folder(target, version_tag) if backup else None
+                with _shared_folders(versions, parts), ThreadPoolExecutor(len(parts)) as pool:
+                    jobs = [pool.submit(self._send_part, args, part, target, log, clash) for part in parts]
+                out = merged([job.exception() or job.result() for job in jobs])
         if backup and out.displaced:
             log.warning("of another kind at the source: the destination's old entry is kept as version %s: %s",
                         version_tag, ", ".join(out.displaced))  # fmt: skip
@@ -206,6 +205,32 @@ class RsyncTransport(Transport):
         if clash:
             raise SendFailed(f"send: {kind_changed(clash, set(clash))}", out.files_sent, out.bytes_sent)
         return out
+
+    def _send_part(self, args: list[str], listing: Listing, target: str, log, clash: list[str], progress=None):
+        """One rsync sending ``listing``'s files (all of them, or one part of a parallel send)."""
+        with _naming(listing) as what:
+            # Exit 24: some source files vanished while being sent; the rest went through.
+            try:
+                result = self._summed([*args, *what, target.rstrip("/") + "/"], log, "send", ok_codes=(0, 24),
+                                      progress=progress)  # fmt: skip
+            except TransferError as exc:  # what rsync wrote before it failed still counts
+                output = getattr(exc, "output", "")
+                done = self._sent(output.splitlines(), listing)
+                refused = self._refused(output.splitlines())
+                folders = folders_of(listing.files)
+                message = f"send: {kind_changed(outermost(clash + refused), folders)}" if refused else str(exc)
+                raise SendFailed(message, done.files_sent, done.bytes_sent) from None
+        return self._sent(result.lines, listing)
+
+    def streams(self, transfer: Transfer, target: str) -> int:
+        """rsyncs side by side for one send: ``transfers`` (default 8) onto a network or FUSE mount,
+        where each file costs round trips that one rsync pays one after the other; one elsewhere
+        (a local disk, or SSH, where one stream fills the link)."""
+        if is_ssh_target(target):
+            return 1
+        mount = mounts.containing_mount(target, mounts.read_mounts())
+        on_network = mount is not None and mounts.is_network_or_fuse(mount.fstype)
+        return (transfer.transfers or PARALLEL_ON_SHARE) if on_network else (transfer.transfers or 1)
 
     def refresh_times(self, transfer: Transfer, listing: Listing, log, version_tag: str | None = None) -> None:
         """Give the listed files, which the destination holds with the source's bytes (``rewrites``),
@@ -497,6 +522,65 @@ def _pattern(name: str) -> str:
     """A name as an rsync filter pattern that matches only itself (the rule holds wildcards, so
     backslashes escape)."""
     return re.sub(r"([\\*?\[])", r"\\\1", name)
+
+
+# rsyncs side by side onto a mounted share where the config does not say (``transfers``), and the
+# fewest files worth a part of their own (each rsync costs a start and a --files-from list).
+PARALLEL_ON_SHARE = 8
+FILES_PER_PART = 32
+
+
+def _parts(listing: Listing, streams: int) -> list[Listing]:
+    """``listing`` cut into at most ``streams`` runs of files in name order (a folder's files stay
+    together), of about equal cost: a file costs its round trips (counted as 256 KiB) and its bytes."""
+    count = min(streams, len(listing.files) // FILES_PER_PART)
+    if count < 2:
+        return [listing]
+    cost = [listing.sizes[f] + 262_144 for f in listing.files]
+    total, parts, start, acc = sum(cost), [], 0, 0
+    for i, c in enumerate(cost):
+        # A cut before the file whose middle lies past the next boundary (a big file starts a part).
+        if i > start and acc + c / 2 > total * (len(parts) + 1) / count and len(parts) < count - 1:
+            parts.append(subset(listing, listing.files[start:i]))
+            start = i
+        acc += c
+    return [*parts, subset(listing, listing.files[start:])]
+
+
+@contextmanager
+def _shared_folders(versions: str | None, parts: list[Listing]):
+    """The versions folder's folders that more than one part may need (its own, and the folders
+    holding files of two neighbouring parts): made before the rsyncs start, since two of them
+    making one folder for --backup-dir at once can fail (seen through a FUSE-mounted share:
+    rsync's exit 11, nothing said), and removed afterwards where no rsync put anything in them."""
+    made: list[str] = []
+    if versions:
+        shared = {""}
+        for before, after in zip(parts, parts[1:], strict=False):
+            ends = ["/" + os.path.dirname(before.files[-1]), "/" + os.path.dirname(after.files[0])]
+            common = os.path.commonpath(ends).strip("/")
+            steps = common.split("/") if common else []
+            shared.update("/".join(steps[:i]) for i in range(1, len(steps) + 1))
+        for folder in sorted(shared):
+            path = os.path.join(versions, folder) if folder else versions
+            for step in _missing_parents(path):
+                os.mkdir(step)
+                made.append(step)
+    try:
+        yield
+    finally:
+        for path in reversed(made):
+            with contextlib.suppress(OSError):  # not empty: an rsync kept a version there
+                os.rmdir(path)
+
+
+def _missing_parents(path: str) -> list[str]:
+    """``path`` and those of its parents that do not exist, outermost first."""
+    missing = []
+    while path and not os.path.isdir(path):
+        missing.append(path)
+        path = os.path.dirname(path)
+    return missing[::-1]
 
 
 @contextmanager
