@@ -13,11 +13,11 @@ rule sync:
         dest="smb|box|secured",
         dataset="[A-Za-z0-9][A-Za-z0-9_-]*",
     localrule: True
+    conda:
+        BACKUP_ENV
     # A transfer waits on the network, not on a core: the resources below, not --cores, say how
     # many run at once (the pipeline's jobs keep the cores they ask for).
     threads: 0
-    conda:
-        BACKUP_ENV
     resources:
         # Each destination is sent `datasets_at_once` datasets at once (the CLI gives to_DEST
         # that limit: plan.resource_limits), and all of them together at most `network`.
