@@ -72,5 +72,22 @@ def test_rclone_speed_goes_among_the_options_before_the_paths(tmp_path):
 
 
 def test_each_destination_is_sent_its_datasets_at_once():
-    backups = {"destinations": {"smb": {"datasets_at_once": 3}, "box": {}, "secured": {"datasets_at_once": 1}}}
-    assert plan.resource_limits(backups) == ["network=6", "to_smb=3", "to_box=2", "to_secured=1"]
+    dests = {"smb": {"enabled": True, "datasets_at_once": 3}, "box": {"enabled": True}, "secured": {"enabled": True}}
+    backups = {"enabled": True, "destinations": dests}
+    # Across a network: 2 by default; a folder on this machine: 1 (they would compete for the disk).
+    assert plan.resource_limits(backups, {"secured"}) == ["network=6", "to_smb=3", "to_box=2", "to_secured=1"]
+    # Every destination on this machine: at most 2 transfers at once in all (each job is memory).
+    everything = plan.resource_limits(backups, {"smb", "box", "secured"})
+    assert everything == ["network=2", "to_smb=3", "to_box=1", "to_secured=1"]
+
+
+def test_what_is_nearby(tmp_path, monkeypatch):
+    conf = tmp_path / "rclone.conf"
+    conf.write_text("[Box-Folder]\ntype = alias\nremote = /x\n\n[Real]\ntype = box\n")
+    assert rclone.RcloneTransport().nearby(transfer("Box-Folder:B/CSVs", rclone_config=str(conf)))
+    assert not rclone.RcloneTransport().nearby(transfer("Real:B/CSVs", rclone_config=str(conf)))
+    assert not rclone.RcloneTransport().nearby(transfer(":smb,host=nas:share/x"))
+    local = plan.Transfer("smb", "CSVs", "direct", "rsync", plan.Source("CSVs", "/src", ()), str(tmp_path / "d"))
+    assert rsync.RsyncTransport().nearby(local)
+    assert not rsync.RsyncTransport().nearby(local.__class__(**{**local.__dict__, "require_mount": True}))
+    assert not rsync.RsyncTransport().nearby(local.__class__(**{**local.__dict__, "target": "u@host:/b"}))

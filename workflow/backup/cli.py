@@ -607,7 +607,8 @@ def _run(args, cfg: dict, config_files: list[str], transfers: list[plan.Transfer
     print(f"Run {run_id}: {args.command}, config {', '.join(config_files)}")
     if not cfg["backups"]["enabled"]:
         print("backups are disabled (backups.enabled: false): no backup step will transfer anything")
-    limits = plan.resource_limits(cfg["backups"])
+    nearby = {t.destination for t in transfers if transports.for_transfer(t).nearby(t)}
+    limits = plan.resource_limits(cfg["backups"], nearby)
     runner.give_back_memory()  # what validating the config took: this process waits for the run now
     if args.command == "run":
         # The pre-pipeline backup (and its gate) first, then the pipeline and the post backup:

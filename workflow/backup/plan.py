@@ -118,12 +118,18 @@ def enabled_destinations(backups: dict, only: list[str] | None = None) -> list[s
     ]
 
 
-def resource_limits(backups: dict) -> list[str]:
+def resource_limits(backups: dict, nearby: set[str] = frozenset()) -> list[str]:
     """Snakemake's --resources for a run: each destination is sent ``datasets_at_once`` datasets at
-    once (a sync job takes one unit of its ``to_DEST``), and ``network`` caps them all together
-    (here: their sum; a profile may set less)."""
-    lanes = {name: backups["destinations"][name].get("datasets_at_once", 2) for name in DESTINATIONS}
-    return [f"network={sum(lanes.values())}", *(f"to_{name}={n}" for name, n in lanes.items())]
+    once (a sync job takes one unit of its ``to_DEST``): by default 2 across a network, where each
+    waits on round trips, 1 to a folder on this machine (``nearby``), where they would only compete
+    for the disk. ``network`` caps them all together: their sum, or 2 where every enabled
+    destination is nearby (the memory a run takes grows with every job at once)."""
+    dests = backups["destinations"]
+    lanes = {name: dests[name].get("datasets_at_once") or (1 if name in nearby else 2) for name in DESTINATIONS}
+    enabled = enabled_destinations(backups)
+    far = [name for name in enabled if name not in nearby]
+    total = sum(lanes[name] for name in enabled) if far else 2
+    return [f"network={max(total, 1)}", *(f"to_{name}={n}" for name, n in lanes.items())]
 
 
 def source_of(cfg: dict, dataset: str, project_dir: str) -> Source:

@@ -195,6 +195,11 @@ class Transport:
     ``sha1_of(transfer, names, log) -> {name: sha1}``, read at the destination.
     """
 
+    def nearby(self, transfer: Transfer) -> bool:
+        """The target is on this machine's own disks (not across a network): sends there compete
+        for the disk rather than wait on round trips, so they are not run side by side."""
+        return False
+
     def prefetch(self, transfer: Transfer, log, beside: Transfer | None = None):
         """Start what ``send`` will need from the target, while the source is being listed (and
         perhaps ``beside``'s tree: then a future of it is returned)."""

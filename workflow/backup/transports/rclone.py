@@ -260,6 +260,9 @@ class RcloneTransport(Transport):
         self._held = _Part(both, data + "/", folders=True)
         return _Part(both, other + "/")
 
+    def nearby(self, transfer: Transfer) -> bool:
+        return _kind(transfer) in ("alias", "local") or ":" not in transfer.target  # a path: rclone's local disk
+
     def window(self, transfer: Transfer, log) -> int:
         """Times within this many ns are the same at this remote: its precision (1 ns on a local disk,
         1 s on Box), as rclone itself compares; 1 s where the remote does not say."""

@@ -228,9 +228,11 @@ class RsyncTransport(Transport):
         (a local disk, or SSH, where one stream fills the link)."""
         if is_ssh_target(target):
             return 1
-        mount = mounts.containing_mount(target, mounts.read_mounts())
-        on_network = mount is not None and mounts.is_network_or_fuse(mount.fstype)
-        return (transfer.transfers or PARALLEL_ON_SHARE) if on_network else (transfer.transfers or 1)
+        return transfer.transfers or (PARALLEL_ON_SHARE if _on_network(target) else 1)
+
+    def nearby(self, transfer: Transfer) -> bool:
+        target = transfer.target
+        return not (is_ssh_target(target) or transfer.require_mount or "://" in target or _on_network(target))
 
     def refresh_times(self, transfer: Transfer, listing: Listing, log, version_tag: str | None = None) -> None:
         """Give the listed files, which the destination holds with the source's bytes (``rewrites``),
@@ -522,6 +524,12 @@ def _pattern(name: str) -> str:
     """A name as an rsync filter pattern that matches only itself (the rule holds wildcards, so
     backslashes escape)."""
     return re.sub(r"([\\*?\[])", r"\\\1", name)
+
+
+def _on_network(path: str) -> bool:
+    """``path`` (or the folder it will be made in) is on a network or FUSE mount."""
+    mount = mounts.containing_mount(os.path.realpath(path), mounts.read_mounts())
+    return mount is not None and mounts.is_network_or_fuse(mount.fstype)
 
 
 # rsyncs side by side onto a mounted share where the config does not say (``transfers``), and the
