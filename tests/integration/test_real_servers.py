@@ -6,6 +6,7 @@ And what goes wrong with servers: stopped, wrong password, unknown host key.
 from __future__ import annotations
 
 import json
+import subprocess
 import stat
 import time
 from pathlib import Path
@@ -179,3 +180,21 @@ def test_full_destination_is_named_as_full(lab, samba, webdav, sshd, monkeypatch
         assert not (smb / "flyTrackingData" / "all_envelope_rows_wide.csv").exists()
     finally:
         subprocess.run(["umount", "-l", str(smb)], capture_output=True)
+
+
+def test_one_ssh_login_per_job_and_no_connection_outlives_it(lab, samba, webdav, sshd, monkeypatch):
+    """A secured-storage job talks to the server several times (its catalog, its lock, the data, the
+    record): one SSH login serves them all, and the shared connection ends with the job."""
+    _, _, secured = use_servers(lab, samba, webdav, sshd, monkeypatch, folder="logins")
+    log = sshd.root / "sshd.out"
+    before = log.read_text().count("Accepted publickey")
+    for attempt in range(2):  # a first backup, then one with nothing to send
+        result = lab.cli("--secured-only")
+        assert result.returncode == 0, result.stdout + result.stderr
+        deadline = time.monotonic() + 5  # sshd writes its log line on its own time
+        while log.read_text().count("Accepted publickey") < before + attempt + 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert log.read_text().count("Accepted publickey") == before + attempt + 1
+    assert hash_tree(secured / "CSVs") == lab.csv_hashes()
+    masters = subprocess.run(["pgrep", "-f", "ControlPath=.*lab-backup-ssh"], capture_output=True, text=True)
+    assert masters.stdout == "", "an SSH master outlived its job"

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import hashlib
 import os
 import re
 import shlex
 import stat
+import subprocess
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -102,7 +105,7 @@ class RsyncTransport(Transport):
                 ssh += ["-i", transfer.ssh_key, "-o", "IdentitiesOnly=yes"]
             if transfer.known_hosts:
                 ssh += ["-o", f'UserKnownHostsFile="{transfer.known_hosts}"']  # ssh splits it on spaces
-            opts += ["--rsh", shlex.join(ssh)]
+            opts += ["--rsh", shlex.join(ssh + _shared_connection(ssh, transfer.target))]
         return opts
 
     def _run(
@@ -524,6 +527,42 @@ def _pattern(name: str) -> str:
     """A name as an rsync filter pattern that matches only itself (the rule holds wildcards, so
     backslashes escape)."""
     return re.sub(r"([\\*?\[])", r"\\\1", name)
+
+
+# One job makes several SSH connections to the same server (the catalog, its lock, the data, the
+# record): each new one costs a handshake (key exchange, login) of several round trips. The first
+# becomes a master that the others go through; it ends when the job does (``_close_shared``), or at
+# the latest this long after its last use (a job killed outright).
+SSH_PERSIST_SECONDS = 30
+_masters: dict[str, list[str]] = {}
+
+
+def _shared_connection(ssh: list[str], target: str) -> list[str]:
+    """ssh options that share one connection per server and set of options within this process;
+    none where no private folder for the socket can be had."""
+    folder = os.path.join(tempfile.gettempdir(), f"lab-backup-ssh-{os.getuid()}")
+    try:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        st = os.lstat(folder)
+    except OSError:
+        return []
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or stat.S_IMODE(st.st_mode) & 0o077:
+        return []  # not ours alone: another user could reach the socket
+    key = hashlib.sha1("\0".join([*ssh, target.split(":", 1)[0]]).encode()).hexdigest()[:16]
+    path = os.path.join(folder, f"{key}-{os.getpid()}")
+    options = ["-o", "ControlMaster=auto", "-o", f"ControlPath={path}", "-o", f"ControlPersist={SSH_PERSIST_SECONDS}"]
+    if path not in _masters:
+        if not _masters:
+            atexit.register(_close_shared)
+        _masters[path] = [*ssh, *options, target.split(":", 1)[0]]
+    return options
+
+
+def _close_shared() -> None:
+    """End this process's SSH masters (when it exits): no connection outlives the job."""
+    for argv in _masters.values():
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            subprocess.run([*argv[:1], "-O", "exit", *argv[1:]], capture_output=True, timeout=10)
 
 
 def _on_network(path: str) -> bool:
