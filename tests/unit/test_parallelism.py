@@ -60,7 +60,7 @@ def test_rclone_parallelism_per_link(tmp_path):
     box = transfer("Box-Folder:Backups/CSVs", rclone_config=str(conf))
     assert rclone.speed(box) == ["--transfers=4", "--checkers=8", "--tpslimit=8"]  # Box's upload limits
     other = transfer("Stand-in:Backups/CSVs", rclone_config=str(conf))
-    assert rclone.speed(other) == ["--transfers=8", "--checkers=8"]
+    assert rclone.speed(other) == ["--transfers=32", "--checkers=32"]
     assert rclone.speed(transfer(":smb,host=nas,user=lab:share/x")) == ["--transfers=16", "--checkers=16"]
     tuned = transfer("Box-Folder:Backups/CSVs", rclone_config=str(conf), transfers=12, tps_limit=0)
     assert rclone.speed(tuned) == ["--transfers=12", "--checkers=12"]  # the config's own choice wins

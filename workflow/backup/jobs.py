@@ -271,8 +271,9 @@ def sync(args: argparse.Namespace) -> int:
         known: dict[str, str] = {}
         listed, now = listing, None  # now: the digest of what the state holds, if asked before sending
         if listing.files:
-            log.info("sending %d files (%s) to %s", len(listing.files), summary.human_bytes(listing.total_bytes),
-                     transfer.target)  # fmt: skip
+            # What the dataset holds: the tool sends only what the destination lacks (the outcome says how much).
+            log.info("backing up %d files (%s) to %s: sending what it lacks", len(listing.files),
+                     summary.human_bytes(listing.total_bytes), transfer.target)  # fmt: skip
             content = cfg["backups"]["verify"] == "content"
             marking = functools.partial(commit.before_write, cat, args.run_id, args.stage, workdir)
             cache = records.cache_dir(workdir)
