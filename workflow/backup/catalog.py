@@ -314,9 +314,10 @@ class Catalog:
                 found.append(run)
         return sorted(found, key=lambda r: Tag.parse(r.tag))
 
-    def markers(self, folder: str = LOCKS) -> list[InProgress]:
-        """In-progress markers (locks/) or markers of runs found interrupted (interrupted/)."""
-        paths = sorted(p for p in self.tree() if p.startswith(folder + "/") and p.endswith(".json"))
+    def markers(self, folder: str = LOCKS, besides: str | None = None) -> list[InProgress]:
+        """In-progress markers (locks/) or markers of runs found interrupted (interrupted/);
+        ``besides``: all but this one (a run's own, which it just wrote: not read back)."""
+        paths = sorted(p for p in self.tree() if p.startswith(folder + "/") and p.endswith(".json") and p != besides)
         found = []
         for data in self.read_many(paths).values():
             try:

@@ -129,7 +129,8 @@ def mark(cat: Catalog, run_id: str, stage: str, state: StageState, writes=None, 
     cat.apply({**(writes or {}), lock_path(marker.tag): encode(marker)}, list(deletes))
     state.marked = True
     cat.tree(refresh=True)
-    rival = next((m for m in cat.markers(LOCKS) if m.tag != marker.tag and is_fresh(m)), None)
+    # Only the others' markers are read (the common case: none, and nothing fetched).
+    rival = next((m for m in cat.markers(LOCKS, besides=lock_path(marker.tag)) if is_fresh(m)), None)
     if rival is not None:
         cat.apply({}, [lock_path(marker.tag)])
         state.marked = False
