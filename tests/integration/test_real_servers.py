@@ -64,6 +64,9 @@ def test_all_three_real_servers_in_the_seed_layout(lab, samba, webdav, sshd, mon
     assert any((lab.workdir / ".snakemake" / "metadata").iterdir())
     assert samba.password not in all_output(lab, result)
     assert webdav.password not in all_output(lab, result)
+    # The SMB password was made ready for rclone once by the command line, not by every job.
+    job_logs = "".join(p.read_text() for p in (lab.workdir / "logs").rglob("sync_smb_*.log"))
+    assert "rclone obscure" not in job_logs and "$ " in job_logs
     # Nor at any destination: each catalog records the run with its config, without secrets.
     catalogs = "".join(p.read_bytes().decode(errors="replace") for folder in (smb, box, secured)
                        for p in (folder / ".lab-backup").rglob("*") if p.is_file() and p.suffix != ".gz")  # fmt: skip

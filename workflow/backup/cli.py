@@ -607,6 +607,10 @@ def _run(args, cfg: dict, config_files: list[str], transfers: list[plan.Transfer
     print(f"Run {run_id}: {args.command}, config {', '.join(config_files)}")
     if not cfg["backups"]["enabled"]:
         print("backups are disabled (backups.enabled: false): no backup step will transfer anything")
+    if any(t.tool == "rclone" for t in transfers):
+        from .transports import rclone  # while Snakemake starts: the jobs find the SMB password ready
+
+        rclone.obscure_once(transfers)
     nearby = {t.destination for t in transfers if transports.for_transfer(t).nearby(t)}
     limits = plan.resource_limits(cfg["backups"], nearby)
     runner.give_back_memory()  # what validating the config took: this process waits for the run now

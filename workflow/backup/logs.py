@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-FORMAT = "%(asctime)s %(levelname)-7s [%(run_id)s] %(context)s%(message)s"
+# Milliseconds: where a run's time goes (each command's start and its exit status) can be read off.
+FORMAT = "%(asctime)s.%(msecs)03d %(levelname)-7s [%(run_id)s] %(context)s%(message)s"
 DATEFMT = "%Y-%m-%d %H:%M:%S"
 
 

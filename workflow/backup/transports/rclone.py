@@ -11,7 +11,7 @@ import re
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from .. import runner
+from .. import logs, runner
 from ..plan import Transfer, versions_folder
 from ..records import user_cache
 from ..sources import Listing
@@ -142,6 +142,25 @@ def _kind(transfer: Transfer) -> str:
 TRANSFERS = {"smb": 16, "box": 4, "alias": 8, "local": 8}
 OTHER_TRANSFERS = 32
 TPS_LIMIT = {"box": 8}
+
+
+# The SMB password as rclone takes it (obscured), made once by the command line for every job of
+# the run (``rclone obscure`` is a tenth of a second, each job): FINGERPRINT:OBSCURED, the
+# fingerprint a digest of the password it was made from (a job whose variable holds another
+# password makes its own). In the environment only, as the password itself is.
+OBSCURED_ENV = "BACKUP_RCLONE_SMB_PASS"
+
+
+def obscure_once(transfers: list[Transfer]) -> None:
+    """Obscure the SMB password for rclone now (while Snakemake starts), for the run's jobs."""
+    smb = next((t for t in transfers if t.tool == "rclone" and t.password_env and t.target.startswith(":smb,")), None)
+    password = os.environ.get(smb.password_env) if smb else None
+    if not password:
+        return  # nothing to do, or the job says what is missing
+    quiet = logs.setup(None, "preflight")
+    with contextlib.suppress(TransferError):
+        obscured = RcloneTransport().env(smb, quiet)["RCLONE_SMB_PASS"]
+        os.environ[OBSCURED_ENV] = f"{hashlib.sha256(password.encode()).hexdigest()[:16]}:{obscured}"
 
 
 def speed(transfer: Transfer) -> list[str]:
@@ -284,7 +303,8 @@ class RcloneTransport(Transport):
         return [*self.base_args(transfer), *args[:cut], *speed(transfer), *args[cut:]]
 
     def env(self, transfer: Transfer, log) -> dict[str, str] | None:
-        """For rclone's SMB backend: the password from its environment variable, obscured for rclone."""
+        """For rclone's SMB backend: the password from its environment variable, obscured for rclone
+        (once per run: the command line passes it on to the jobs in OBSCURED_ENV, see ``obscure_once``)."""
         if not transfer.password_env or not transfer.target.startswith(":smb,"):
             return None
         if self._env is None:
@@ -295,6 +315,10 @@ class RcloneTransport(Transport):
                     "no SMB password: set the environment variable that backups.destinations.smb.password_env "
                     "names (or use an rclone remote with the password in rclone's config: rclone_remote)"
                 )
+            done = os.environ.get(OBSCURED_ENV, "").split(":", 1)
+            if len(done) == 2 and done[0] == hashlib.sha256(password.encode()).hexdigest()[:16]:
+                self._env = {"RCLONE_SMB_PASS": done[1]}
+                return self._env
             result = runner.run(
                 [find_tool("rclone"), "obscure", "-"], log, stdin_text=password, secrets=[password], log_output=False
             )
