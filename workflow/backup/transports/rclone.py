@@ -513,7 +513,10 @@ class RcloneTransport(Transport):
                 out.sha1.update(hash_files(listing.root, rest))
             return
         local = hash_files(listing.root, names)
-        there = self.sha1_of(transfer, names, log)
+        # All of the dataset sent (a first backup): walk its folders rather than look up each file
+        # (3,000 figures 20 ms away: 15 s by name).
+        whole = walk and len(names) == len(listing.files) - len(listing.links)
+        there = self.sha1_of(transfer, names, log, rules=_filters(listing) if whole else None)
         out.differ = sorted(n for n in names if there.get(n) != local[n])
         out.sha1 = {n: h for n, h in local.items() if n not in set(out.differ)}
 
