@@ -7,7 +7,7 @@ CONFIG ?= config/config.yaml
 # The venv's tools (snakemake, rclone) come first for every command below.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help setup demo demo-snakemake run backup dry-run prune prune-dry-run status report test lint bench clean-demo
+.PHONY: help setup demo demo-snakemake run backup dry-run prune prune-dry-run status report test lint bench bench-network clean-demo
 
 help:
 	@echo "make demo     set up, then run backup -> demo pipeline -> backup on config/demo.yaml"
@@ -22,6 +22,7 @@ help:
 	@echo "make setup    create .venv with pinned packages; install rsync if missing"
 	@echo "make lint     ruff, snakefmt and snakemake --lint"
 	@echo "make bench    benchmarks against the bare tools: rsync, rclone, sha256sum, zip -9 (bench/, ~10 minutes)"
+	@echo "make bench-network   the same over emulated links to real servers in a network namespace (root; bench/network_bench.py)"
 
 setup: $(VENV)/.installed $(VENV)/.compiled
 	@scripts/setup.sh
@@ -84,6 +85,9 @@ bench: setup
 	@scripts/setup.sh --test
 	$(PY) bench/transfer_bench.py
 	$(PY) bench/archive_bench.py
+
+bench-network: setup
+	$(PY) bench/network_bench.py
 
 clean-demo:
 	rm -rf demo
