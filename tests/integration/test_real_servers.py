@@ -6,8 +6,8 @@ And what goes wrong with servers: stopped, wrong password, unknown host key.
 from __future__ import annotations
 
 import json
-import subprocess
 import stat
+import subprocess
 import time
 from pathlib import Path
 

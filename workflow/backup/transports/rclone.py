@@ -139,7 +139,7 @@ def _kind(transfer: Transfer) -> str:
 # 240 uploads a minute per user, so rclone's own 4 (and at most 8 requests a second per rclone, two
 # datasets at once staying under Box's 1,000 a minute); another remote (a cloud 20 ms away), 32
 # (375 figures: 3.8 s with 16, 2.5 s with 32, the link's rate, as with 64).
-TRANSFERS = {"smb": 16, "box": 4, "alias": 8, "local": 8}
+TRANSFERS = {"smb": 16, "box": 4, "alias": 4, "local": 4}
 OTHER_TRANSFERS = 32
 TPS_LIMIT = {"box": 8}
 
