@@ -34,6 +34,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))  # the test suite's smbd config, one place for both
+from servers import smb_conf  # noqa: E402
+
 VENV_BIN = Path(sys.executable).parent
 RCLONE = str(VENV_BIN / "rclone") if (VENV_BIN / "rclone").exists() else "rclone"
 LAB = HERE / "data" / "netlab"
@@ -189,31 +192,7 @@ class Lab:
         for sub in ("private", "lock", "state", "cache", "pid", "ncalrpc"):
             (r / sub).mkdir(parents=True, exist_ok=True)
         conf = r / "smb.conf"
-        conf.write_text(
-            f"""[global]
-  workgroup = WORKGROUP
-  server role = standalone server
-  smb ports = {self.smb_port}
-  interfaces = 127.0.0.1
-  bind interfaces only = yes
-  private dir = {r}/private
-  lock directory = {r}/lock
-  state directory = {r}/state
-  cache directory = {r}/cache
-  pid directory = {r}/pid
-  ncalrpc dir = {r}/ncalrpc
-  log file = {r}/log.%m
-  passdb backend = tdbsam:{r}/private/passdb.tdb
-  map to guest = never
-  load printers = no
-  disable spoolss = yes
-  printcap name = /dev/null
-[share]
-  path = {self.share}
-  read only = no
-  valid users = {SMB_USER}
-"""
-        )
+        conf.write_text(smb_conf(r, self.smb_port, self.share, SMB_USER))
         sh(need("smbpasswd"), "-c", str(conf), "-s", "-a", SMB_USER, input=f"{SMB_PASSWORD}\n{SMB_PASSWORD}\n")
         smbd = [need("smbd"), "--foreground", "--no-process-group", f"--configfile={conf}", "--debug-stdout"]
         self.spawn("smbd", in_ns(*smbd))

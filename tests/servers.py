@@ -71,6 +71,35 @@ def obscure(password: str) -> str:
     return out.stdout.strip()
 
 
+def smb_conf(root: Path, port: int, share: Path, user: str) -> str:
+    """smbd's config for one share on 127.0.0.1:``port``, every state folder under ``root``
+    (also the network benchmark's NAS, bench/netlab.py)."""
+    r = root
+    return f"""[global]
+  workgroup = WORKGROUP
+  server role = standalone server
+  smb ports = {port}
+  interfaces = 127.0.0.1
+  bind interfaces only = yes
+  private dir = {r}/private
+  lock directory = {r}/lock
+  state directory = {r}/state
+  cache directory = {r}/cache
+  pid directory = {r}/pid
+  ncalrpc dir = {r}/ncalrpc
+  log file = {r}/log.%m
+  passdb backend = tdbsam:{r}/private/passdb.tdb
+  map to guest = never
+  load printers = no
+  disable spoolss = yes
+  printcap name = /dev/null
+[share]
+  path = {share}
+  read only = no
+  valid users = {user}
+"""
+
+
 class Samba:
     """smbd serving one share, 'share', to user root with a password."""
 
@@ -88,32 +117,7 @@ class Samba:
         for sub in ("share", "private", "lock", "state", "cache", "pid", "ncalrpc"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         conf = self.root / "smb.conf"
-        r = self.root
-        conf.write_text(
-            f"""[global]
-  workgroup = WORKGROUP
-  server role = standalone server
-  smb ports = {self.port}
-  interfaces = 127.0.0.1
-  bind interfaces only = yes
-  private dir = {r}/private
-  lock directory = {r}/lock
-  state directory = {r}/state
-  cache directory = {r}/cache
-  pid directory = {r}/pid
-  ncalrpc dir = {r}/ncalrpc
-  log file = {r}/log.%m
-  passdb backend = tdbsam:{r}/private/passdb.tdb
-  map to guest = never
-  load printers = no
-  disable spoolss = yes
-  printcap name = /dev/null
-[share]
-  path = {self.share}
-  read only = no
-  valid users = {self.user}
-"""
-        )
+        conf.write_text(smb_conf(self.root, self.port, self.share, self.user))
         subprocess.run(
             [smbpasswd, "-c", str(conf), "-s", "-a", self.user],
             input=f"{self.password}\n{self.password}\n", capture_output=True, text=True, check=True,
