@@ -62,6 +62,8 @@ def test_rclone_parallelism_per_link(tmp_path):
     other = transfer("Stand-in:Backups/CSVs", rclone_config=str(conf))
     assert rclone.speed(other) == ["--transfers=32", "--checkers=32"]
     assert rclone.speed(transfer(":smb,host=nas,user=lab:share/x")) == ["--transfers=16", "--checkers=16"]
+    unreadable = transfer("Box-Folder:Backups/CSVs", rclone_config=str(tmp_path / "encrypted.conf"))
+    assert rclone.speed(unreadable) == ["--transfers=4", "--checkers=8", "--tpslimit=8"]  # Box's, to be safe
     tuned = transfer("Box-Folder:Backups/CSVs", rclone_config=str(conf), transfers=12, tps_limit=0)
     assert rclone.speed(tuned) == ["--transfers=12", "--checkers=12"]  # the config's own choice wins
 

@@ -166,7 +166,8 @@ def obscure_once(transfers: list[Transfer]) -> None:
 def speed(transfer: Transfer) -> list[str]:
     """rclone's parallelism for this transfer: --transfers, as many checkers (at least rclone's 8:
     they list folders and compare files), and a request rate where the remote has one."""
-    kind = _kind(transfer)
+    # A config rclone alone can read (encrypted): Box's limits for the Box destination, to be safe.
+    kind = _kind(transfer) or ("box" if transfer.destination == "box" else "")
     n = transfer.transfers or TRANSFERS.get(kind, OTHER_TRANSFERS)
     tps = TPS_LIMIT.get(kind) if transfer.tps_limit is None else transfer.tps_limit
     return [f"--transfers={n}", f"--checkers={max(8, n)}", *([f"--tpslimit={tps:g}"] if tps else [])]

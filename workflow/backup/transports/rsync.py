@@ -550,6 +550,8 @@ def _shared_connection(ssh: list[str], target: str) -> list[str]:
         return []  # not ours alone: another user could reach the socket
     key = hashlib.sha1("\0".join([*ssh, target.split(":", 1)[0]]).encode()).hexdigest()[:16]
     path = os.path.join(folder, f"{key}-{os.getpid()}")
+    if len(path) > 80:  # a socket's path has room for about 100 bytes, and ssh adds 17 while it makes one
+        return []
     options = ["-o", "ControlMaster=auto", "-o", f"ControlPath={path}", "-o", f"ControlPersist={SSH_PERSIST_SECONDS}"]
     if path not in _masters:
         if not _masters:
