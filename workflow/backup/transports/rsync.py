@@ -195,7 +195,8 @@ class RsyncTransport(Transport):
             if len(parts) == 1:
                 out = self._send_part(args, listing, target, log, clash, progress.rsync if progress else None)
             else:  # many files to a share: side by side, each rsync paying its files' round trips
-                os.makedirs(target, exist_ok=True)  # what --mkpath does, once, not by each rsync at once
+                with contextlib.suppress(OSError):  # what --mkpath does, once, not by each rsync at once
+                    os.makedirs(target, exist_ok=True)
                 versions = versions_folder(target, version_tag) if backup else None
                 with _shared_folders(versions, parts), ThreadPoolExecutor(len(parts)) as pool:
                     jobs = [pool.submit(self._send_part, args, part, target, log, clash) for part in parts]
@@ -613,7 +614,10 @@ def _shared_folders(versions: str | None, parts: list[Listing]):
         for folder in sorted(shared):
             path = os.path.join(versions, folder) if folder else versions
             for step in _missing_parents(path):
-                os.mkdir(step)
+                try:
+                    os.mkdir(step)
+                except OSError:
+                    break  # the rsyncs make it then (and say so if they cannot)
                 made.append(step)
     try:
         yield
