@@ -4,10 +4,13 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 CONFIG ?= config/config.yaml
+# A Snakemake profile for run and backup (make run PROFILE=profiles/slurm): where the pipeline's jobs go.
+PROFILE ?=
+PROFILE_ARG = $(if $(PROFILE),--profile "$(PROFILE)")
 # The venv's tools (snakemake, rclone) come first for every command below.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help setup demo demo-snakemake run backup dry-run prune prune-dry-run status report test lint bench bench-network clean-demo
+.PHONY: help setup setup-slurm demo demo-snakemake run backup dry-run prune prune-dry-run status report test lint bench bench-network clean-demo
 
 help:
 	@echo "make demo     set up, then run backup -> demo pipeline -> backup on config/demo.yaml"
@@ -20,6 +23,7 @@ help:
 	@echo "make report   backup-report.html: the last runs, per destination and dataset"
 	@echo "make demo-snakemake   the demo with the pipeline as a Snakemake module"
 	@echo "make setup    create .venv with pinned packages; install rsync if missing"
+	@echo "make setup-slurm   add the pinned SLURM executor plugin to .venv (then: make run PROFILE=profiles/slurm)"
 	@echo "make lint     ruff, snakefmt and snakemake --lint"
 	@echo "make bench    benchmarks against the bare tools: rsync, rclone, sha256sum, zip -9 (bench/, ~10 minutes)"
 	@echo "make bench-network   the same over emulated links to real servers in a network namespace (root; bench/network_bench.py)"
@@ -48,10 +52,13 @@ demo-snakemake: setup
 	$(PY) scripts/backup_system.py run --config config/demo.yaml --config config/demo-snakemake.yaml
 
 run: setup
-	$(PY) scripts/backup_system.py run --config "$(CONFIG)"
+	$(PY) scripts/backup_system.py run --config "$(CONFIG)" $(PROFILE_ARG)
 
 backup: setup
-	$(PY) scripts/backup_system.py backup --config "$(CONFIG)"
+	$(PY) scripts/backup_system.py backup --config "$(CONFIG)" $(PROFILE_ARG)
+
+setup-slurm: setup
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-slurm.txt
 
 dry-run: setup
 	$(PY) scripts/backup_system.py backup --dry-run --config "$(CONFIG)"

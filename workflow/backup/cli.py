@@ -109,6 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="write a self-contained HTML page of the last runs (per destination and dataset) to FILE",
     )
     parser.add_argument("--cores", type=int, default=2, help="parallel jobs (default 2)")
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="a Snakemake profile folder for the run (profiles/slurm: the pipeline's jobs go to SLURM; "
+        "every backup job stays on this machine)",
+    )
     rest = parser.add_argument_group("restore, list and prune (python scripts/backup_system.py restore ...)")
     rest.add_argument(
         "--from", dest="source", choices=[*plan.DESTINATIONS, "any"],
@@ -368,6 +374,7 @@ class Engine:
 
     def __init__(self, workdir: Path, interrupts: signals.Interrupts) -> None:
         self.workdir, self.tty, self.interrupts = workdir, sys.stdout.isatty(), interrupts
+        self.profile: str | None = None  # a Snakemake profile folder (--profile), absolute
         env = {
             **os.environ,
             "BACKUP_CLI": "1",
@@ -410,6 +417,7 @@ class Engine:
             # run and refuse the next one, as would the stopped run's incomplete outputs.
             "--nolock", "--rerun-incomplete",
             "--resources", *resources,
+            *(["--profile", self.profile] if self.profile else []),
             "--configfile", *config_files,
             "--config", f"run_id={run_id}", *([f"only={only}"] if only else []),
             "--", *targets,
@@ -515,6 +523,10 @@ def _main(args, argv: list[str] | None, workdir: Path, engine: Engine | None, in
     if args.sample is not None and (not args.verify or args.sample < 1):
         print("error: --sample N goes with --verify, and N is 1 or more", file=sys.stderr)
         return summary.EXIT_USAGE
+    if args.profile and not (Path(args.profile) / "config.yaml").is_file():
+        print(f"error: --profile {args.profile}: no config.yaml in that folder (a Snakemake profile is a folder "
+              "holding one, such as profiles/slurm)", file=sys.stderr)  # fmt: skip
+        return summary.EXIT_USAGE
     if args.report:
         enabled = plan.enabled_destinations(cfg["backups"])
         try:
@@ -613,6 +625,7 @@ def _run(args, cfg: dict, config_files: list[str], transfers: list[plan.Transfer
         rclone.obscure_once(transfers)
     nearby = {t.destination for t in transfers if transports.for_transfer(t).nearby(t)}
     limits = plan.resource_limits(cfg["backups"], nearby)
+    engine.profile = os.path.abspath(args.profile) if args.profile else None
     runner.give_back_memory()  # what validating the config took: this process waits for the run now
     if args.command == "run":
         # The pre-pipeline backup (and its gate) first, then the pipeline and the post backup:
@@ -620,8 +633,9 @@ def _run(args, cfg: dict, config_files: list[str], transfers: list[plan.Transfer
         returncode, lines = engine.run(config_files, ["pipeline_gate"], run_id, args.only, args.cores, limits)
         if returncode == 0 and not engine.interrupts.signum:
             targets = [records.pipeline_marker(run_id), *markers("post")]
-            returncode, more = Engine(workdir, engine.interrupts).run(config_files, targets, run_id, args.only,
-                                                                      args.cores, limits)  # fmt: skip
+            after = Engine(workdir, engine.interrupts)
+            after.profile = engine.profile
+            returncode, more = after.run(config_files, targets, run_id, args.only, args.cores, limits)
             lines += more
     else:
         targets = markers("manual") or ["backup_all"]
