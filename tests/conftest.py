@@ -121,7 +121,7 @@ class Lab:
     def cli(self, *args: str, timeout: int = 120) -> subprocess.CompletedProcess:
         return run_cli(*args, "--config", str(self.config_path), workdir=self.workdir, timeout=timeout)
 
-    def snakemake(self, *args: str, timeout: int = 120) -> subprocess.CompletedProcess:
+    def snakemake(self, *args: str, timeout: int = 120, env: dict | None = None) -> subprocess.CompletedProcess:
         cmd = [
             sys.executable, "-m", "snakemake",
             "--snakefile", str(PROJECT / "Snakefile"),
@@ -130,7 +130,8 @@ class Lab:
             "--cores", "2",
             *args,
         ]  # fmt: skip
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env_with_venv(), cwd=self.root)
+        environ = {**env_with_venv(), **(env or {})}
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=environ, cwd=self.root)
 
     # Expected contents, in the seed's layout, computed from the sources.
     def csv_hashes(self) -> dict[str, str]:

@@ -206,3 +206,31 @@ def test_the_pipelines_output_reaches_the_terminal_as_it_runs(lab):
     assert second - first > 2  # shown as it came, not all at the end
     log = (lab.root / "backup.log").read_text()
     assert "analysis step 1 of 2" in log and "analysis step 2 of 2" in log
+
+
+def test_bare_snakemake_gate_then_run_share_one_run_when_given_one_id(lab):
+    """The README's route for Snakemake by hand: one BACKUP_RUN_ID for both steps, so `run` finds
+    the pre-pipeline backup its gate made (no second one under a new id) and the post one follows."""
+    new_fig = lab.results_root / "Results/Opto/PER-Envelopes/from_bare_snakemake.png"
+    lab.config["pipeline"] = {"command": PIPELINE + f"'{new_fig}'"}
+    lab.save()
+    env = {"BACKUP_RUN_ID": "20261201-120000-lab"}
+    gate = lab.snakemake("pipeline_gate", env=env)
+    assert gate.returncode == 0, gate.stdout + gate.stderr
+    assert not new_fig.exists()  # the gate is the pre-pipeline backup only
+    records = lab.workdir / ".backup/runs/20261201-120000-lab"
+    pre = {p: p.stat().st_mtime_ns for p in (records / "pre").rglob("*.json")}
+    assert len(pre) == 5  # smb and box: CSVs and Results; secured: CSVs
+    run = lab.snakemake("run", env=env)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert [p.name for p in (lab.workdir / ".backup/runs").iterdir()] == ["20261201-120000-lab"]
+    assert {p: p.stat().st_mtime_ns for p in (records / "pre").rglob("*.json")} == pre  # not backed up again
+    assert json.loads((records / "post/smb/Results.json").read_text())["status"] == "ok"
+    assert hash_tree(lab.smb / "Figures") == lab.results_hashes()  # the pipeline's figure reached the share
+
+
+def test_a_run_id_of_another_shape_is_refused(lab):
+    result = lab.snakemake("backup_all", env={"BACKUP_RUN_ID": "friday"})
+    assert result.returncode != 0
+    assert "run id 'friday' is not of the form YYYYMMDD-HHMMSS-xxxx" in result.stdout + result.stderr
+    assert not (lab.smb / "flyTrackingData").exists()

@@ -28,6 +28,12 @@ except backup_config.ConfigError as exc:
 RUN_ID = str(
     config.get("run_id") or os.environ.setdefault("BACKUP_RUN_ID", records.new_run_id())
 )
+if not records.RUN_ID.match(RUN_ID):
+    # Catalogs and restores find a run by its id's shape: another one would be lost there.
+    raise WorkflowError(
+        f"run id {RUN_ID!r} is not of the form YYYYMMDD-HHMMSS-xxxx (UTC date and time, then 2-8 "
+        "letters or digits), e.g. BACKUP_RUN_ID=$(date -u +%Y%m%d-%H%M%S)-lab"
+    )
 ONLY = [d for d in str(config.get("only") or "").split(",") if d]
 # The process a destination's in-progress marker names (records.OWNER_ENV): the command line
 # sets it; Snakemake run by hand is the owner itself. Jobs inherit it.
