@@ -77,7 +77,7 @@ report: setup
 
 # Two processes, a test file each at a time (a file's tests share its servers): 6-7 minutes
 # here instead of 10 one after the other.
-test: setup
+test: setup setup-slurm
 	@scripts/setup.sh --test
 	$(PY) -m pytest -n 2 --dist loadfile
 

@@ -7,7 +7,7 @@ set -euo pipefail
 packages=()
 command -v rsync >/dev/null 2>&1 || packages+=(rsync)
 if [ "${1:-}" = "--test" ]; then
-  # The test suite's real servers: Samba, OpenSSH, FUSE; and Info-ZIP to check archives.
+  # The test suite's real servers: Samba, OpenSSH, FUSE, SLURM; and Info-ZIP to check archives.
   command -v zip >/dev/null 2>&1 || packages+=(zip)
   command -v unzip >/dev/null 2>&1 || packages+=(unzip)
   [ -x /usr/sbin/smbd ] || packages+=(samba)
@@ -16,6 +16,11 @@ if [ "${1:-}" = "--test" ]; then
   command -v ssh >/dev/null 2>&1 || packages+=(openssh-client)
   command -v chromium >/dev/null 2>&1 || packages+=(chromium)  # renders `make report` in a test
   command -v tmux >/dev/null 2>&1 || packages+=(tmux)  # a real terminal for the progress test
+  # A single-node SLURM for the cluster tests (started and stopped by the tests themselves).
+  [ -x /usr/sbin/slurmctld ] || packages+=(slurmctld)
+  [ -x /usr/sbin/slurmd ] || packages+=(slurmd)
+  command -v sinfo >/dev/null 2>&1 || packages+=(slurm-client)
+  [ -x /usr/sbin/munged ] || packages+=(munge)
 fi
 
 [ ${#packages[@]} -eq 0 ] && exit 0

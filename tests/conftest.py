@@ -197,6 +197,13 @@ def webdav(request, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def slurm(request, tmp_path_factory):
+    import servers
+
+    return _server(request, tmp_path_factory, "slurm", servers.Slurm)
+
+
+@pytest.fixture(scope="session")
 def fuse_smb(request, tmp_path_factory, samba):
     import servers
 

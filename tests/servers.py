@@ -247,3 +247,98 @@ class WebDav:
     def stop(self) -> None:
         if self.proc:
             stop(self.proc)
+
+
+class Slurm:
+    """A single-node SLURM (munge, slurmctld, slurmd) on 127.0.0.1, without accounting; the analysis
+    jobs of a run go to it. Its config must be /etc/slurm/slurm.conf (the SLURM executor plugin
+    clears SLURM_CONF inside its jobs): one test cluster per machine, the file there before kept
+    and put back."""
+
+    CONF = Path("/etc/slurm/slurm.conf")
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.log = root / "slurmctld.log"
+        self.saved: bytes | None = None
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self) -> Slurm:
+        try:
+            return self._start()
+        except Exception:
+            self.stop()  # nothing left running, the machine's slurm.conf put back
+            raise
+
+    def _start(self) -> Slurm:
+        for program in ("munged", "slurmctld", "slurmd", "sinfo"):
+            need(program)
+        if os.geteuid() != 0:
+            raise Unavailable("a test SLURM cluster needs root (its daemons and /etc/slurm/slurm.conf)")
+        subprocess.run(["pkill", "-x", "slurmctld"], capture_output=True)  # an earlier test cluster
+        subprocess.run(["pkill", "-x", "slurmd"], capture_output=True)
+        for sub in ("ctld", "d", "munge"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        munge = self.root / "munge"
+        key = munge / "munge.key"
+        key.write_bytes(os.urandom(1024))
+        key.chmod(0o400)
+        self.procs.append(spawn([need("munged"), "--foreground", "--force", f"--key-file={key}",
+                                 f"--socket={munge}/munge.socket", f"--pid-file={munge}/munged.pid",
+                                 f"--log-file={munge}/munged.log", f"--seed-file={munge}/munged.seed"],
+                                munge / "munged.out"))  # fmt: skip
+        host = socket.gethostname().split(".")[0]
+        self.saved = self.CONF.read_bytes() if self.CONF.exists() else None
+        self.CONF.parent.mkdir(parents=True, exist_ok=True)
+        self.CONF.write_text(
+            f"""ClusterName=labbackuptest
+SlurmctldHost={host}
+SlurmUser=root
+AuthType=auth/munge
+AuthInfo=socket={munge}/munge.socket
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+MpiDefault=none
+ReturnToService=2
+MinJobAge=300
+StateSaveLocation={self.root}/ctld
+SlurmdSpoolDir={self.root}/d
+SlurmctldPidFile={self.root}/ctld/slurmctld.pid
+SlurmdPidFile={self.root}/d/slurmd.pid
+SlurmctldLogFile={self.log}
+SlurmdLogFile={self.root}/slurmd.log
+NodeName={host} NodeAddr=127.0.0.1 CPUs=2 RealMemory=8000 State=UNKNOWN
+PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+"""
+        )
+        self.procs.append(spawn([need("slurmctld"), "-D", "-i"], self.root / "slurmctld.out"))
+        self.procs.append(spawn([need("slurmd"), "-D"], self.root / "slurmd.out"))
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            state = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True)
+            if "idle" in state.stdout:
+                return self
+            time.sleep(0.1)
+        raise RuntimeError(f"the test SLURM did not come up: {state.stdout} {state.stderr}")
+
+    def submitted(self) -> int:
+        """Batch jobs slurmctld was given (its own log)."""
+        return self.log.read_text().count("_slurm_rpc_submit_batch_job") if self.log.exists() else 0
+
+    def completed(self) -> list[str]:
+        """Exit statuses of finished jobs, as slurmctld logged them."""
+        text = self.log.read_text() if self.log.exists() else ""
+        return [line.rsplit("WEXITSTATUS ", 1)[1].strip() for line in text.splitlines() if "WEXITSTATUS" in line]
+
+    def stop(self) -> None:
+        subprocess.run(["scancel", "--full", "--user=root"], capture_output=True)
+        for proc in reversed(self.procs):
+            stop(proc)
+        if self.saved is not None:
+            self.CONF.write_bytes(self.saved)
+        else:
+            self.CONF.unlink(missing_ok=True)

@@ -1,0 +1,47 @@
+"""The analysis on a real single-node SLURM (tests/servers.Slurm, no accounting: the profile's
+`squeue` status command): its job goes to SLURM, every backup job stays on this machine."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import PROJECT, hash_tree
+
+PROFILE = str(PROJECT / "profiles" / "slurm")
+
+
+def module_pipeline(lab, tmp_path, shell: str):
+    """A pipeline that is a Snakemake workflow of one job, included as a module."""
+    out = lab.results_root / "Results/Opto/PER-Envelopes/from_slurm.txt"
+    snakefile = tmp_path / "analysis" / "Snakefile"
+    snakefile.parent.mkdir()
+    snakefile.write_text(f'rule all:\n    input: "{out}"\n\nrule analysis:\n    output: "{out}"\n'
+                         f'    shell: "{shell}"\n')  # fmt: skip
+    lab.config["pipeline"] = {"snakefile": str(snakefile), "config": {}}
+    lab.save()
+    return out
+
+
+def test_the_analysis_runs_on_slurm_and_the_backups_here(lab, slurm, tmp_path):
+    out = module_pipeline(lab, tmp_path, "echo made by SLURM job $SLURM_JOB_ID > {output}")
+    before = slurm.submitted()
+    result = lab.cli("run", "--profile", PROFILE, timeout=240)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert slurm.submitted() == before + 1  # the analysis job, and no backup job
+    assert slurm.completed()[-1] == "0"
+    assert out.read_text().startswith("made by SLURM job ")
+    (run,) = (lab.workdir / ".backup/runs").iterdir()
+    assert json.loads((run / "run.json").read_text())["exit_status"] == 0
+    assert hash_tree(lab.smb / "Figures") == lab.results_hashes()  # the post backup holds the job's output
+    assert hash_tree(lab.secured / "CSVs") == lab.csv_hashes()
+
+
+def test_a_failed_analysis_job_on_slurm_fails_the_run_without_the_post_backup(lab, slurm, tmp_path):
+    module_pipeline(lab, tmp_path, "echo the analysis broke >&2; exit 1")
+    before = slurm.submitted()
+    result = lab.cli("run", "--profile", PROFILE, timeout=240)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Pipeline FAILED" in result.stdout and "Post-pipeline backup: not run." in result.stdout
+    assert slurm.submitted() == before + 1 and slurm.completed()[-1] == "1"
+    (run,) = (lab.workdir / ".backup/runs").iterdir()
+    assert not (run / "post").exists()
