@@ -374,7 +374,6 @@ class Engine:
 
     def __init__(self, workdir: Path, interrupts: signals.Interrupts) -> None:
         self.workdir, self.tty, self.interrupts = workdir, sys.stdout.isatty(), interrupts
-        self.profile: str | None = None  # a Snakemake profile folder (--profile), absolute
         env = {
             **os.environ,
             "BACKUP_CLI": "1",
@@ -406,8 +405,9 @@ class Engine:
         run_id: str,
         only: str | None,
         cores: int,
-        resources: list[str],
+        options: list[str],
     ) -> tuple[int, list[str]]:
+        """Run Snakemake on ``targets``; ``options``: the run's own (its --resources, a --profile)."""
         argv = [
             "--snakefile", str(PROJECT_DIR / "Snakefile"),
             "--directory", str(self.workdir),
@@ -416,8 +416,7 @@ class Engine:
             # The project's lock (lock.py) keeps runs apart; Snakemake's own would outlive a stopped
             # run and refuse the next one, as would the stopped run's incomplete outputs.
             "--nolock", "--rerun-incomplete",
-            "--resources", *resources,
-            *(["--profile", self.profile] if self.profile else []),
+            *options,
             "--configfile", *config_files,
             "--config", f"run_id={run_id}", *([f"only={only}"] if only else []),
             "--", *targets,
@@ -624,22 +623,21 @@ def _run(args, cfg: dict, config_files: list[str], transfers: list[plan.Transfer
 
         rclone.obscure_once(transfers)
     nearby = {t.destination for t in transfers if transports.for_transfer(t).nearby(t)}
-    limits = plan.resource_limits(cfg["backups"], nearby)
-    engine.profile = os.path.abspath(args.profile) if args.profile else None
+    options = ["--resources", *plan.resource_limits(cfg["backups"], nearby)]
+    options += ["--profile", os.path.abspath(args.profile)] if args.profile else []
     runner.give_back_memory()  # what validating the config took: this process waits for the run now
     if args.command == "run":
         # The pre-pipeline backup (and its gate) first, then the pipeline and the post backup:
         # two invocations of one graph, so no pipeline job can start before the gate.
-        returncode, lines = engine.run(config_files, ["pipeline_gate"], run_id, args.only, args.cores, limits)
+        returncode, lines = engine.run(config_files, ["pipeline_gate"], run_id, args.only, args.cores, options)
         if returncode == 0 and not engine.interrupts.signum:
             targets = [records.pipeline_marker(run_id), *markers("post")]
-            after = Engine(workdir, engine.interrupts)
-            after.profile = engine.profile
-            returncode, more = after.run(config_files, targets, run_id, args.only, args.cores, limits)
+            returncode, more = Engine(workdir, engine.interrupts).run(config_files, targets, run_id, args.only,
+                                                                      args.cores, options)  # fmt: skip
             lines += more
     else:
         targets = markers("manual") or ["backup_all"]
-        returncode, lines = engine.run(config_files, targets, run_id, args.only, args.cores, limits)
+        returncode, lines = engine.run(config_files, targets, run_id, args.only, args.cores, options)
 
     exit_code = summary.EXIT_OK
     stopped = engine.interrupts  # a signal stopped every job before this point (see Engine.run)

@@ -129,7 +129,7 @@ def resource_limits(backups: dict, nearby: set[str] = frozenset()) -> list[str]:
     enabled = enabled_destinations(backups)
     far = [name for name in enabled if name not in nearby]
     total = sum(lanes[name] for name in enabled) if far else 2
-    return [f"network={max(total, 1)}", *(f"to_{name}={n}" for name, n in lanes.items())]
+    return [f"network={total}", *(f"to_{name}={n}" for name, n in lanes.items())]
 
 
 def source_of(cfg: dict, dataset: str, project_dir: str) -> Source:

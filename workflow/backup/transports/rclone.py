@@ -120,6 +120,12 @@ def _remote_type(path: str, remote: str) -> str | None:
     return found
 
 
+def _whole(listing: Listing, names: list[str], walk: bool) -> list[str] | None:
+    """Filter rules that walk the dataset's folders, where ``names`` are all its files (a first
+    backup: 3,000 figures 20 ms away took 15 s looked up one by one); None: name them."""
+    return _filters(listing) if walk and len(names) == len(listing.files) - len(listing.links) else None
+
+
 def _has_section(path: str, remote: str) -> bool:
     return _remote_type(path, remote) is not None
 
@@ -507,17 +513,12 @@ class RcloneTransport(Transport):
             out.sha1 = {n: carried[n] for n in names if n in carried}
             rest = [n for n in names if n not in carried]
             if "sha1" in hashes:
-                # All sent and none known: walk the same folders rather than look up every file.
-                whole = walk and len(rest) == len(listing.files) - len(listing.links)
-                out.sha1.update(self.sha1_of(transfer, rest, log, rules=_filters(listing) if whole else None))
+                out.sha1.update(self.sha1_of(transfer, rest, log, rules=_whole(listing, rest, walk)))
             else:
                 out.sha1.update(hash_files(listing.root, rest))
             return
         local = hash_files(listing.root, names)
-        # All of the dataset sent (a first backup): walk its folders rather than look up each file
-        # (3,000 figures 20 ms away: 15 s by name).
-        whole = walk and len(names) == len(listing.files) - len(listing.links)
-        there = self.sha1_of(transfer, names, log, rules=_filters(listing) if whole else None)
+        there = self.sha1_of(transfer, names, log, rules=_whole(listing, names, walk))
         out.differ = sorted(n for n in names if there.get(n) != local[n])
         out.sha1 = {n: h for n, h in local.items() if n not in set(out.differ)}
 

@@ -605,12 +605,10 @@ def _shared_folders(versions: str | None, parts: list[Listing]):
     rsync's exit 11, nothing said), and removed afterwards where no rsync put anything in them."""
     made: list[str] = []
     if versions:
-        shared = {""}
-        for before, after in zip(parts, parts[1:], strict=False):
-            ends = ["/" + os.path.dirname(before.files[-1]), "/" + os.path.dirname(after.files[0])]
-            common = os.path.commonpath(ends).strip("/")
-            steps = common.split("/") if common else []
-            shared.update("/".join(steps[:i]) for i in range(1, len(steps) + 1))
+        # The deepest folder two neighbouring parts share (its parents come with it, below).
+        shared = {""} | {os.path.commonpath(["/" + os.path.dirname(before.files[-1]),
+                                             "/" + os.path.dirname(after.files[0])]).strip("/")
+                         for before, after in zip(parts, parts[1:], strict=False)}  # fmt: skip
         for folder in sorted(shared):
             path = os.path.join(versions, folder) if folder else versions
             for step in _missing_parents(path):
