@@ -21,6 +21,9 @@ if [ "${1:-}" = "--test" ]; then
   [ -x /usr/sbin/slurmd ] || packages+=(slurmd)
   command -v sinfo >/dev/null 2>&1 || packages+=(slurm-client)
   [ -x /usr/sbin/munged ] || packages+=(munge)
+  # Its accounting (the plugin's default `sacct` status path): slurmdbd on a MariaDB of the test's own.
+  [ -x /usr/sbin/slurmdbd ] || packages+=(slurmdbd)
+  command -v mariadb-install-db >/dev/null 2>&1 || packages+=(mariadb-server)
 fi
 
 [ ${#packages[@]} -eq 0 ] && exit 0

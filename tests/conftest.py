@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -51,10 +54,47 @@ def env_with_venv() -> dict[str, str]:
     return {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
 
 
+def _session(sid: int) -> list[int]:
+    """Live processes of session ``sid`` (from /proc)."""
+    found = []
+    for entry in os.scandir("/proc"):
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as fh:
+                fields = fh.read().rsplit(b")", 1)[1].split()
+        except (OSError, ValueError):
+            continue
+        if fields[0] != b"Z" and int(fields[3]) == sid:
+            found.append(int(entry.name))
+    return found
+
+
+def run_bounded(cmd: list[str], timeout: float, **kwargs) -> subprocess.CompletedProcess:
+    """``subprocess.run(cmd, capture_output=True, text=True)``, except that a command still running
+    after ``timeout`` seconds is killed with SIGKILL together with everything it started (its
+    session: the CLI, Snakemake, its jobs, rsync, rclone), so that no test waits forever on a hung
+    Snakemake; then subprocess.TimeoutExpired."""
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          start_new_session=True, **kwargs) as proc:  # fmt: skip
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            for _ in range(50):  # a process may fork while the last one is being killed
+                members = _session(proc.pid)
+                if not members:
+                    break
+                for pid in members:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                time.sleep(0.05)
+            proc.communicate(timeout=10)
+            raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
 def run_cli(*args: str, workdir: Path, timeout: int = 120) -> subprocess.CompletedProcess:
     """scripts/backup_system.py as a user runs it, with state kept in ``workdir``."""
     cmd = [sys.executable, str(PROJECT / "scripts" / "backup_system.py"), *args, "--workdir", str(workdir)]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env_with_venv(), cwd=workdir)
+    return run_bounded(cmd, timeout, env=env_with_venv(), cwd=workdir)
 
 
 class Lab:
@@ -131,7 +171,7 @@ class Lab:
             *args,
         ]  # fmt: skip
         environ = {**env_with_venv(), **(env or {})}
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=environ, cwd=self.root)
+        return run_bounded(cmd, timeout, env=environ, cwd=self.root)
 
     # Expected contents, in the seed's layout, computed from the sources.
     def csv_hashes(self) -> dict[str, str]:
@@ -196,11 +236,19 @@ def webdav(request, tmp_path_factory):
     return _server(request, tmp_path_factory, "webdav", servers.WebDav)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def slurm(request, tmp_path_factory):
+    """Per test module: the machine has one test cluster, taken in turn (tests/servers.Slurm)."""
     import servers
 
     return _server(request, tmp_path_factory, "slurm", servers.Slurm)
+
+
+@pytest.fixture(scope="module")
+def slurm_accounting(request, tmp_path_factory):
+    import servers
+
+    return _server(request, tmp_path_factory, "slurm", lambda root: servers.Slurm(root, accounting=True))
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ waited for (bounded in time), and is stopped by the fixture that started it.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import socket
@@ -250,59 +251,83 @@ class WebDav:
 
 
 class Slurm:
-    """A single-node SLURM (munge, slurmctld, slurmd) on 127.0.0.1, without accounting; the analysis
-    jobs of a run go to it. Its config must be /etc/slurm/slurm.conf (the SLURM executor plugin
-    clears SLURM_CONF inside its jobs): one test cluster per machine, the file there before kept
+    """A single-node SLURM (munge, slurmctld, slurmd) on 127.0.0.1; the analysis jobs of a run go to
+    it. With ``accounting``, also slurmdbd on a MariaDB of its own, so that `sacct` (the SLURM
+    executor plugin's default status query) answers. Its config must be /etc/slurm (the plugin
+    clears SLURM_CONF inside its jobs) and its daemons use SLURM's and munge's default ports and
+    socket (sacctmgr reaches slurmdbd through the default munge socket whatever AuthInfo says): one
+    test cluster per machine, taken in turn through a lock file; the files there before are kept
     and put back."""
 
-    CONF = Path("/etc/slurm/slurm.conf")
+    ETC = Path("/etc/slurm")
+    MUNGE = Path("/run/munge/munge.socket.2")
+    LOCK = Path("/run/lock/lab-backup-test-slurm.lock")
 
-    def __init__(self, root: Path):
-        self.root = root
+    def __init__(self, root: Path, accounting: bool = False):
+        self.root, self.accounting = root, accounting
         self.log = root / "slurmctld.log"
-        self.saved: bytes | None = None
+        self.saved: dict[Path, bytes | None] = {}
         self.procs: list[subprocess.Popen] = []
+        self.lock: int | None = None
 
     def start(self) -> Slurm:
         try:
             return self._start()
         except Exception:
-            self.stop()  # nothing left running, the machine's slurm.conf put back
+            self.stop()  # nothing left running, the machine's files put back
             raise
 
+    def _take_turn(self, seconds: float = 600) -> None:
+        """Wait (bounded) while another test process has the machine's one test cluster."""
+        self.LOCK.parent.mkdir(parents=True, exist_ok=True)
+        self.lock = os.open(self.LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                return fcntl.flock(self.lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"another test SLURM held {self.LOCK} for {seconds} s") from None
+                time.sleep(0.5)
+
+    def _write(self, path: Path, text: str, mode: int = 0o644) -> None:
+        self.saved.setdefault(path, path.read_bytes() if path.exists() else None)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        path.chmod(mode)
+
     def _start(self) -> Slurm:
-        for program in ("munged", "slurmctld", "slurmd", "sinfo"):
+        for program in ("munged", "munge", "slurmctld", "slurmd", "sinfo", "sacct"):
             need(program)
+        if self.accounting:
+            for program in ("slurmdbd", "mariadbd", "mariadb-install-db", "mariadb"):
+                need(program)
         if os.geteuid() != 0:
-            raise Unavailable("a test SLURM cluster needs root (its daemons and /etc/slurm/slurm.conf)")
-        subprocess.run(["pkill", "-x", "slurmctld"], capture_output=True)  # an earlier test cluster
-        subprocess.run(["pkill", "-x", "slurmd"], capture_output=True)
-        for sub in ("ctld", "d", "munge"):
+            raise Unavailable("a test SLURM cluster needs root (its daemons and /etc/slurm)")
+        self._take_turn()
+        for daemon in ("slurmctld", "slurmd", "slurmdbd"):  # an earlier test cluster that was not stopped
+            subprocess.run(["pkill", "-x", daemon], capture_output=True)
+        for sub in ("ctld", "d"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
-        munge = self.root / "munge"
-        key = munge / "munge.key"
-        key.write_bytes(os.urandom(1024))
-        key.chmod(0o400)
-        self.procs.append(spawn([need("munged"), "--foreground", "--force", f"--key-file={key}",
-                                 f"--socket={munge}/munge.socket", f"--pid-file={munge}/munged.pid",
-                                 f"--log-file={munge}/munged.log", f"--seed-file={munge}/munged.seed"],
-                                munge / "munged.out"))  # fmt: skip
+        self._munge()
         host = socket.gethostname().split(".")[0]
-        self.saved = self.CONF.read_bytes() if self.CONF.exists() else None
-        self.CONF.parent.mkdir(parents=True, exist_ok=True)
-        self.CONF.write_text(
+        storage = (
+            "AccountingStorageType=accounting_storage/slurmdbd\nAccountingStorageHost=127.0.0.1\n"
+            if self.accounting
+            else "AccountingStorageType=accounting_storage/none\n"
+        )
+        self._write(
+            self.ETC / "slurm.conf",
             f"""ClusterName=labbackuptest
 SlurmctldHost={host}
 SlurmUser=root
 AuthType=auth/munge
-AuthInfo=socket={munge}/munge.socket
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
-MpiDefault=none
+{storage}MpiDefault=none
 ReturnToService=2
 MinJobAge=300
 StateSaveLocation={self.root}/ctld
@@ -313,17 +338,82 @@ SlurmctldLogFile={self.log}
 SlurmdLogFile={self.root}/slurmd.log
 NodeName={host} NodeAddr=127.0.0.1 CPUs=2 RealMemory=8000 State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
-"""
+""",
         )
+        if self.accounting:  # sacctmgr finds slurmdbd through slurm.conf
+            self._slurmdbd()
         self.procs.append(spawn([need("slurmctld"), "-D", "-i"], self.root / "slurmctld.out"))
         self.procs.append(spawn([need("slurmd"), "-D"], self.root / "slurmd.out"))
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             state = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True)
             if "idle" in state.stdout:
                 return self
             time.sleep(0.1)
         raise RuntimeError(f"the test SLURM did not come up: {state.stdout} {state.stderr}")
+
+    def _munge(self) -> None:
+        """munged with a key of its own on the default socket, unless one already answers there."""
+        if self.MUNGE.exists() and subprocess.run(["munge", "-n"], capture_output=True).returncode == 0:
+            return
+        munge = self.root / "munge"
+        munge.mkdir(parents=True, exist_ok=True)
+        self.MUNGE.parent.mkdir(parents=True, exist_ok=True)
+        key = munge / "munge.key"
+        key.write_bytes(os.urandom(1024))
+        key.chmod(0o400)
+        self.procs.append(spawn([need("munged"), "--foreground", "--force", f"--key-file={key}",
+                                 f"--socket={self.MUNGE}", f"--pid-file={munge}/munged.pid",
+                                 f"--log-file={munge}/munged.log", f"--seed-file={munge}/munged.seed"],
+                                munge / "munged.out"))  # fmt: skip
+        self._until(lambda: subprocess.run(["munge", "-n"], capture_output=True).returncode == 0, "munged")
+
+    def _slurmdbd(self) -> None:
+        """A MariaDB of the test's own on a free port, and slurmdbd on SLURM's default port over it."""
+        db, sock, port = self.root / "db", self.root / "mariadb.sock", free_port()
+        subprocess.run([need("mariadb-install-db"), "--no-defaults", f"--datadir={db}", "--user=root",
+                        "--auth-root-authentication-method=socket", "--skip-test-db"],
+                       capture_output=True, check=True)  # fmt: skip
+        mariadbd = spawn([need("mariadbd"), "--no-defaults", f"--datadir={db}", "--user=root", f"--socket={sock}",
+                          f"--port={port}", "--bind-address=127.0.0.1", f"--pid-file={self.root}/mariadb.pid"],
+                         self.root / "mariadb.out")  # fmt: skip
+        self.procs.append(mariadbd)
+        wait_for_port(port, mariadbd)
+        password = "acct-" + os.urandom(8).hex()
+        sql = (f"CREATE USER 'slurm'@'127.0.0.1' IDENTIFIED BY '{password}';"
+               "GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';")  # fmt: skip
+        subprocess.run(["mariadb", "--no-defaults", f"--socket={sock}", "-e", sql], capture_output=True, check=True)
+        self._write(
+            self.ETC / "slurmdbd.conf",
+            f"""AuthType=auth/munge
+DbdHost=localhost
+DbdAddr=127.0.0.1
+SlurmUser=root
+LogFile={self.root}/slurmdbd.log
+PidFile={self.root}/slurmdbd.pid
+StorageType=accounting_storage/mysql
+StorageHost=127.0.0.1
+StoragePort={port}
+StorageUser=slurm
+StoragePass={password}
+StorageLoc=slurm_acct_db
+""",
+            mode=0o600,  # slurmdbd refuses a config others can read
+        )
+        slurmdbd = spawn([need("slurmdbd"), "-D"], self.root / "slurmdbd.out")
+        self.procs.append(slurmdbd)
+        wait_for_port(6819, slurmdbd)
+        added = subprocess.run(["sacctmgr", "-i", "add", "cluster", "labbackuptest"], capture_output=True, text=True)
+        if added.returncode:
+            raise RuntimeError(f"sacctmgr add cluster: {added.stdout} {added.stderr}")
+
+    @staticmethod
+    def _until(ready, what: str, seconds: float = 20) -> None:
+        deadline = time.monotonic() + seconds
+        while not ready():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{what} did not come up in {seconds} s")
+            time.sleep(0.05)
 
     def submitted(self) -> int:
         """Batch jobs slurmctld was given (its own log)."""
@@ -334,11 +424,22 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
         text = self.log.read_text() if self.log.exists() else ""
         return [line.rsplit("WEXITSTATUS ", 1)[1].strip() for line in text.splitlines() if "WEXITSTATUS" in line]
 
+    def accounted(self) -> list[tuple[str, str, str]]:
+        """(job name, state, exit code) of every job in SLURM's accounting, as `sacct` reports them."""
+        out = subprocess.run(["sacct", "-X", "-a", "-n", "-P", "--format=JobName,State,ExitCode"],
+                             capture_output=True, text=True, check=True)  # fmt: skip
+        return [tuple(line.split("|")) for line in out.stdout.splitlines() if line]
+
     def stop(self) -> None:
-        subprocess.run(["scancel", "--full", "--user=root"], capture_output=True)
+        if any(proc.poll() is None for proc in self.procs):
+            subprocess.run(["scancel", "--full", "--user=root"], capture_output=True)
         for proc in reversed(self.procs):
             stop(proc)
-        if self.saved is not None:
-            self.CONF.write_bytes(self.saved)
-        else:
-            self.CONF.unlink(missing_ok=True)
+        for path, text in self.saved.items():
+            if text is None:
+                path.unlink(missing_ok=True)
+            else:
+                path.write_bytes(text)
+        if self.lock is not None:
+            os.close(self.lock)  # the next test process's turn
+            self.lock = None

@@ -7,7 +7,7 @@ import json
 
 from conftest import PROJECT, hash_tree
 
-PROFILE = str(PROJECT / "profiles" / "slurm")
+PROFILE = PROJECT / "profiles" / "slurm"
 
 
 def module_pipeline(lab, tmp_path, shell: str):
@@ -25,7 +25,7 @@ def module_pipeline(lab, tmp_path, shell: str):
 def test_the_analysis_runs_on_slurm_and_the_backups_here(lab, slurm, tmp_path):
     out = module_pipeline(lab, tmp_path, "echo made by SLURM job $SLURM_JOB_ID > {output}")
     before = slurm.submitted()
-    result = lab.cli("run", "--profile", PROFILE, timeout=240)
+    result = lab.cli("run", "--profile", str(PROFILE), timeout=240)
     assert result.returncode == 0, result.stdout + result.stderr
     assert slurm.submitted() == before + 1  # the analysis job, and no backup job
     assert slurm.completed()[-1] == "0"
@@ -39,7 +39,7 @@ def test_the_analysis_runs_on_slurm_and_the_backups_here(lab, slurm, tmp_path):
 def test_a_failed_analysis_job_on_slurm_fails_the_run_without_the_post_backup(lab, slurm, tmp_path):
     module_pipeline(lab, tmp_path, "echo the analysis broke >&2; exit 1")
     before = slurm.submitted()
-    result = lab.cli("run", "--profile", PROFILE, timeout=240)
+    result = lab.cli("run", "--profile", str(PROFILE), timeout=240)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "Pipeline FAILED" in result.stdout and "Post-pipeline backup: not run." in result.stdout
     assert slurm.submitted() == before + 1 and slurm.completed()[-1] == "1"
