@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -209,7 +210,8 @@ def test_the_pipelines_output_reaches_the_terminal_as_it_runs(lab):
 
 
 def test_bare_snakemake_gate_then_run_share_one_run_when_given_one_id(lab):
-    """The README's route for Snakemake by hand: one BACKUP_RUN_ID for both steps, so `run` finds
+    """The README's route for Snakemake by hand: one BACKUP_RUN_ID for both steps, so
+    `run_with_backups` finds
     the pre-pipeline backup its gate made (no second one under a new id) and the post one follows."""
     new_fig = lab.results_root / "Results/Opto/PER-Envelopes/from_bare_snakemake.png"
     lab.config["pipeline"] = {"command": PIPELINE + f"'{new_fig}'"}
@@ -221,12 +223,15 @@ def test_bare_snakemake_gate_then_run_share_one_run_when_given_one_id(lab):
     records = lab.workdir / ".backup/runs/20261201-120000-lab"
     pre = {p: p.stat().st_mtime_ns for p in (records / "pre").rglob("*.json")}
     assert len(pre) == 5  # smb and box: CSVs and Results; secured: CSVs
-    run = lab.snakemake("run", env=env)
+    run = lab.snakemake("run_with_backups", env=env)
     assert run.returncode == 0, run.stdout + run.stderr
     assert [p.name for p in (lab.workdir / ".backup/runs").iterdir()] == ["20261201-120000-lab"]
     assert {p: p.stat().st_mtime_ns for p in (records / "pre").rglob("*.json")} == pre  # not backed up again
     assert json.loads((records / "post/smb/Results.json").read_text())["status"] == "ok"
     assert hash_tree(lab.smb / "Figures") == lab.results_hashes()  # the pipeline's figure reached the share
+    old_name = lab.snakemake("--dry-run", "run", env=env)  # the target's earlier name still works
+    assert old_name.returncode == 0 and "run_with_backups" not in old_name.stdout, old_name.stdout
+    assert re.search(r"^run\s+1$", old_name.stdout, re.M), old_name.stdout
 
 
 def test_a_run_id_of_another_shape_is_refused(lab):

@@ -118,6 +118,11 @@ def enabled_destinations(backups: dict, only: list[str] | None = None) -> list[s
     ]
 
 
+def lane(destination: str) -> str:
+    """The Snakemake resource a sync job to ``destination`` takes one unit of."""
+    return f"to_{destination}"
+
+
 def resource_limits(backups: dict, nearby: set[str] = frozenset()) -> list[str]:
     """Snakemake's --resources for a run: each destination is sent ``datasets_at_once`` datasets at
     once (a sync job takes one unit of its ``to_DEST``): by default 2 across a network, where each
@@ -129,7 +134,7 @@ def resource_limits(backups: dict, nearby: set[str] = frozenset()) -> list[str]:
     enabled = enabled_destinations(backups)
     far = [name for name in enabled if name not in nearby]
     total = sum(lanes[name] for name in enabled) if far else 2
-    return [f"network={total}", *(f"to_{name}={n}" for name, n in lanes.items())]
+    return [f"network={total}", *(f"{lane(name)}={n}" for name, n in lanes.items())]
 
 
 def source_of(cfg: dict, dataset: str, project_dir: str) -> Source:

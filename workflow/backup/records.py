@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 STATE_DIR = ".backup"
-STAGES = ("manual", "pre", "post")
 # Order of the stages of one run: a post-pipeline state comes after the pre-pipeline one.
 STAGE_RANK = {"manual": 0, "pre": 0, "post": 1}
 OK, WARNING, FAILED = "ok", "warning", "failed"

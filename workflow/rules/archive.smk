@@ -10,14 +10,14 @@ rule archive:
     log:
         f"logs/{RUN_ID}/{{stage}}/archive_{{dataset}}.log",
     wildcard_constraints:
-        stage="manual|pre|post",
+        stage=STAGE_NAMES,
         dataset="[A-Za-z0-9][A-Za-z0-9_-]*",
     localrule: True
-    conda:
-        BACKUP_ENV
     threads: 2
     params:
         **JOB_PARAMS,
-    shell:
-        "{params.job} archive {params.config} --run-id {params.run_id} --stage {wildcards.stage}"
-        " --dataset {wildcards.dataset} --threads {threads} --marker {output:q} --log {log:q}"
+    run:
+        shell(
+            "{params.job} archive {params.config} --run-id {params.run_id} --stage {wildcards.stage}"
+            " --dataset {wildcards.dataset} --threads {threads} --marker {output:q} --log {log:q}"
+        )

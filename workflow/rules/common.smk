@@ -41,6 +41,10 @@ os.environ.setdefault("BACKUP_OWNER_PID", str(os.getpid()))
 TRANSFERS = backup_plan.plan(CFG, os.getcwd(), ONLY)
 ARCHIVED = backup_plan.archived_datasets(TRANSFERS)
 
+# Every job runs this Python (the project's venv) by absolute path, so a conda env or container
+# would decide nothing: the rules declare none, and run their job as `run: shell(...)`, which
+# Snakemake's lint accepts without one; profiles/default has them run in threads
+# (force-use-threads), exactly as `shell:` rules run, not as a new Snakemake process each.
 JOB = (
     f"PYTHONPATH={shlex.quote(BACKUP_PKG_DIR)} {shlex.quote(sys.executable)} -m backup"
 )
@@ -48,10 +52,24 @@ CONFIG_ARGS = " ".join(f"--config {shlex.quote(path)}" for path in CONFIG_FILES)
 
 # Passed to every job as params (none of them is a secret: params land in .snakemake/).
 JOB_PARAMS = dict(job=JOB, config=CONFIG_ARGS, run_id=RUN_ID, only=",".join(ONLY))
-BACKUP_ENV = os.path.join(BACKUP_PKG_DIR, "envs", "backup.yaml")
 
 # Extra inputs per stage: the composition makes "post" wait for the pipeline.
 STAGE_INPUTS = {}
+
+
+# Wildcard constraints from the package: a new destination or stage needs no edit here.
+DEST_NAMES = "|".join(backup_plan.DESTINATIONS)
+STAGE_NAMES = "|".join(backup_plan.STAGES)
+
+
+def lane_use(dest):
+    return lambda wildcards: int(wildcards.dest == dest)
+
+
+# A sync job takes one unit of its destination's lane (plan.resource_limits sizes each lane).
+DEST_RESOURCES = {
+    backup_plan.lane(dest): lane_use(dest) for dest in backup_plan.DESTINATIONS
+}
 
 
 def stage_markers(stage, destination=None):
@@ -88,7 +106,7 @@ def restore_args(wildcards):
     missing = [key for key in wanted.values() if not config.get(key)]
     if missing:
         raise WorkflowError(
-            "snakemake restore needs --config restore_from=smb|box|secured|any restore_dataset=NAME "
+            f"snakemake restore needs --config restore_from={DEST_NAMES}|any restore_dataset=NAME "
             "restore_to=DIR [restore_run=RUN_ID | restore_at='YYYY-MM-DD HH:MM']"
         )
     args = [f"--{flag} {shlex.quote(str(config[key]))}" for flag, key in wanted.items()]

@@ -1,9 +1,10 @@
 # The lab's run: pre-pipeline backup -> analysis pipeline -> post-pipeline backup.
 # The pipeline is a shell command (pipeline.command), or a Snakemake workflow included as
 # a module (pipeline.snakefile) whose jobs become part of this graph. The CLI runs the
-# target pipeline_gate (the pre-pipeline backup) first and `run` after it, so that no
-# pipeline job starts before the pre-pipeline backup is done: a module's rules cannot be
-# given an extra input without changing what their {input} means.
+# target pipeline_gate (the pre-pipeline backup) first and the rest after it, as bare
+# Snakemake users run `pipeline_gate` then `run_with_backups`, so that no pipeline job starts
+# before the pre-pipeline backup is done: a module's rules cannot be given an extra input
+# without changing what their {input} means.
 
 STAGE_INPUTS["post"] = [records.pipeline_marker(RUN_ID)]
 GATE = records.gate_marker(RUN_ID)
@@ -11,19 +12,19 @@ PIPELINE_SNAKEFILE = CFG["pipeline"].get("snakefile")
 PIPELINE_OUTPUTS = []
 
 
-rule run:
+rule run_with_backups:
     input:
         records.pipeline_marker(RUN_ID),
         stage_markers("post"),
     log:
         f"logs/{RUN_ID}/report_run.log",
     localrule: True
-    conda:
-        BACKUP_ENV
     params:
         **JOB_PARAMS,
-    shell:
-        "{params.job} report {params.config} --run-id {params.run_id} --only={params.only:q} --stage pre --stage post --log {log:q}"
+    run:
+        shell(
+            "{params.job} report {params.config} --run-id {params.run_id} --only={params.only:q} --stage pre --stage post --log {log:q}"
+        )
 
 
 rule pipeline_gate:
@@ -34,12 +35,12 @@ rule pipeline_gate:
     log:
         f"logs/{RUN_ID}/pipeline_gate.log",
     localrule: True
-    conda:
-        BACKUP_ENV
     params:
         **JOB_PARAMS,
-    shell:
-        "{params.job} gate {params.config} --run-id {params.run_id} --only={params.only:q} --marker {output:q} --log {log:q}"
+    run:
+        shell(
+            "{params.job} gate {params.config} --run-id {params.run_id} --only={params.only:q} --marker {output:q} --log {log:q}"
+        )
 
 
 if PIPELINE_SNAKEFILE:
@@ -64,9 +65,9 @@ rule pipeline:
     log:
         f"logs/{RUN_ID}/pipeline.log",
     localrule: True
-    conda:
-        BACKUP_ENV
     params:
         **JOB_PARAMS,
-    shell:
-        "{params.job} pipeline {params.config} --run-id {params.run_id} --marker {output:q} --log {log:q}"
+    run:
+        shell(
+            "{params.job} pipeline {params.config} --run-id {params.run_id} --marker {output:q} --log {log:q}"
+        )

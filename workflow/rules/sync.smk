@@ -9,28 +9,26 @@ rule sync:
     log:
         f"logs/{RUN_ID}/{{stage}}/sync_{{dest}}_{{dataset}}.log",
     wildcard_constraints:
-        stage="manual|pre|post",
-        dest="smb|box|secured",
+        stage=STAGE_NAMES,
+        dest=DEST_NAMES,
         dataset="[A-Za-z0-9][A-Za-z0-9_-]*",
     localrule: True
-    conda:
-        BACKUP_ENV
     # A transfer waits on the network, not on a core: the resources below, not --cores, say how
-    # many run at once (the pipeline's jobs keep the cores they ask for).
+    # many run at once (the pipeline's jobs keep the cores they ask for). Each destination is
+    # sent `datasets_at_once` datasets at once (its lane, sized by plan.resource_limits), and
+    # all of them together at most `network`.
     threads: 0
     resources:
-        # Each destination is sent `datasets_at_once` datasets at once (the CLI gives to_DEST
-        # that limit: plan.resource_limits), and all of them together at most `network`.
+        **DEST_RESOURCES,
         network=1,
-        to_smb=lambda wildcards: int(wildcards.dest == "smb"),
-        to_box=lambda wildcards: int(wildcards.dest == "box"),
-        to_secured=lambda wildcards: int(wildcards.dest == "secured"),
     params:
         **JOB_PARAMS,
-    shell:
-        "{params.job} sync {params.config} --run-id {params.run_id} --stage {wildcards.stage}"
-        " --dest {wildcards.dest} --dataset {wildcards.dataset}"
-        " --marker {output:q} --log {log:q}"
+    run:
+        shell(
+            "{params.job} sync {params.config} --run-id {params.run_id} --stage {wildcards.stage}"
+            " --dest {wildcards.dest} --dataset {wildcards.dataset}"
+            " --marker {output:q} --log {log:q}"
+        )
 
 
 for _dest in backup_plan.DESTINATIONS:
@@ -43,24 +41,24 @@ for _dest in backup_plan.DESTINATIONS:
         log:
             f"logs/{RUN_ID}/manual/report_{_dest}.log",
         localrule: True
-        conda:
-            BACKUP_ENV
         params:
             **JOB_PARAMS,
             dest=_dest,
-        shell:
-            "{params.job} report {params.config} --run-id {params.run_id} --only={params.only:q} --stage manual"
-            " --dest {params.dest} --log {log:q}"
+        run:
+            shell(
+                "{params.job} report {params.config} --run-id {params.run_id} --only={params.only:q} --stage manual"
+                " --dest {params.dest} --log {log:q}"
+            )
 
 
 rule restore:
     log:
         f"logs/{RUN_ID}/restore.log",
     localrule: True
-    conda:
-        BACKUP_ENV
     params:
         **JOB_PARAMS,
         options=restore_args,
-    shell:
-        "{params.job} restore {params.config} --run-id {params.run_id} {params.options} --log {log:q}"
+    run:
+        shell(
+            "{params.job} restore {params.config} --run-id {params.run_id} {params.options} --log {log:q}"
+        )
