@@ -238,17 +238,13 @@ def webdav(request, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def slurm(request, tmp_path_factory):
-    """Per test module: the machine has one test cluster, taken in turn (tests/servers.Slurm)."""
+    """Per test module: a single-node SLURM (tests/servers.Slurm); with accounting where a test
+    asks, `@pytest.mark.parametrize("slurm", [True], indirect=True)` (pytest then stops the one
+    without first: the machine has one test cluster at a time)."""
     import servers
 
-    return _server(request, tmp_path_factory, "slurm", servers.Slurm)
-
-
-@pytest.fixture(scope="module")
-def slurm_accounting(request, tmp_path_factory):
-    import servers
-
-    return _server(request, tmp_path_factory, "slurm", lambda root: servers.Slurm(root, accounting=True))
+    accounting = getattr(request, "param", False)
+    return _server(request, tmp_path_factory, "slurm", lambda root: servers.Slurm(root, accounting=accounting))
 
 
 @pytest.fixture(scope="session")

@@ -1,10 +1,12 @@
-"""The analysis on a real single-node SLURM (tests/servers.Slurm, no accounting: the profile's
-`squeue` status command): its job goes to SLURM, every backup job stays on this machine."""
+"""The analysis on a real single-node SLURM (tests/servers.Slurm): its job goes to SLURM, every
+backup job stays on this machine. Without accounting, with the profile's `squeue` status
+command; and with accounting (slurmdbd on MariaDB), with the plugin's default, `sacct`."""
 
 from __future__ import annotations
 
 import json
 
+import pytest
 from conftest import PROJECT, hash_tree
 
 PROFILE = PROJECT / "profiles" / "slurm"
@@ -45,3 +47,22 @@ def test_a_failed_analysis_job_on_slurm_fails_the_run_without_the_post_backup(la
     assert slurm.submitted() == before + 1 and slurm.completed()[-1] == "1"
     (run,) = (lab.workdir / ".backup/runs").iterdir()
     assert not (run / "post").exists()
+
+
+@pytest.mark.parametrize("slurm", [True], indirect=True)
+def test_with_accounting_the_default_sacct_status_path_ends_the_run(lab, slurm, tmp_path):
+    profile = tmp_path / "profile"
+    profile.mkdir()
+    lines = (PROFILE / "config.yaml").read_text().splitlines(keepends=True)
+    assert "slurm-status-command: squeue\n" in lines
+    (profile / "config.yaml").write_text("".join(x for x in lines if x != "slurm-status-command: squeue\n"))
+    out = module_pipeline(lab, tmp_path, "echo made by SLURM job $SLURM_JOB_ID > {output}")
+    result = lab.cli("run", "--profile", str(profile), timeout=240)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # SLURM's own records: the analysis and nothing else went to the cluster, and it completed.
+    assert [(state, code) for _name, state, code in slurm.accounted()] == [("COMPLETED", "0:0")]
+    assert out.read_text().startswith("made by SLURM job ")
+    (run,) = (lab.workdir / ".backup/runs").iterdir()
+    assert json.loads((run / "run.json").read_text())["exit_status"] == 0
+    assert hash_tree(lab.smb / "Figures") == lab.results_hashes()
+    assert hash_tree(lab.secured / "CSVs") == lab.csv_hashes()
