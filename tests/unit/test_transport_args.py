@@ -177,7 +177,7 @@ def test_rclone_walks_matched_folders_for_large_sends(monkeypatch, tmp_path):
 
 
 def test_a_file_where_a_destination_folder_belongs_is_named_not_called_a_full_disk():
-    from backup.transports.base import diagnose
+    from backup.transports.diagnoses import diagnose
 
     line = 'rsync: [Receiver] mkdir "/backup/secured/CSVs" failed: File exists (17)'
     assert diagnose([line]) == (
