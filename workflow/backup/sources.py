@@ -260,9 +260,9 @@ def _memo(path) -> str:
 
 def ignores_case(transfer: Transfer, transport, log) -> bool:
     """Whether the destination cannot tell names apart by case, as its transport's capabilities say
-    (Box cannot either; a folder's file system, not asked, is taken to)."""
-    if transfer.on_smb:  # never on a share (the capabilities say so too): known without starting rclone,
-        return True  # which would connect to the server to ask
+    (Box cannot either; a folder's own file system is not asked: taken to tell them apart)."""
+    if transfer.on_smb:  # a share never can (its capabilities say so too): known without starting rclone,
+        return True  # which would connect to the server only to say so
     return transport.capabilities(transfer, log).case_sensitive is False
 
 
