@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
-from backup import runner, transports
+from backup import runner, sources, transports
 from backup.plan import Source, Transfer
 from backup.sources import Listing
 
@@ -177,10 +178,27 @@ def test_rclone_walks_matched_folders_for_large_sends(monkeypatch, tmp_path):
 
 
 def test_a_file_where_a_destination_folder_belongs_is_named_not_called_a_full_disk():
-    from backup.transports.base import diagnose
+    from backup.transports.diagnoses import diagnose
 
     line = 'rsync: [Receiver] mkdir "/backup/secured/CSVs" failed: File exists (17)'
     assert diagnose([line]) == (
         "something that is not a folder stands where the destination needs the folder /backup/secured/CSVs: "
         "move it aside"
     )
+
+
+def test_capabilities_say_what_each_destination_can_hold(monkeypatch, tmp_path):
+    share = dataclasses.replace(transfer("rsync", str(tmp_path)), on_smb=True)
+    rsync = transports.RsyncTransport()
+    assert (rsync.capabilities(share, None).symlinks, rsync.capabilities(share, None).case_sensitive) == (False, False)
+    folder = rsync.capabilities(dataclasses.replace(share, on_smb=False), None)
+    assert (folder.symlinks, folder.case_sensitive, folder.keeps_times) == (True, None, True)  # case: not asked
+    assert sources.ignores_case(share, rsync, None) and not sources.ignores_case(transfer("rsync", "/d"), rsync, None)
+    features = {"Hashes": ["sha1"], "Precision": 1_000_000_000, "Features": {"CaseInsensitive": True}}
+    monkeypatch.setattr(transports.RcloneTransport, "features", lambda *a: features)
+    box, rclone = transfer("rclone", "Box-Folder:x"), transports.RcloneTransport()
+    assert rclone.capabilities(box, None) == transports.Capabilities(True, True, False, True)
+    assert sources.ignores_case(box, rclone, None)
+    features.update(Hashes=[], Precision=3_600_000_000_000, Features={})  # rclone: times not kept
+    assert rclone.capabilities(box, None) == transports.Capabilities(False, True, True, False)
+    assert not sources.ignores_case(box, rclone, None)

@@ -20,6 +20,7 @@ from .catalog import Catalog
 from .config import ConfigError, load_config
 from .errors import ArchiveError
 from .records import TransferRecord
+from .transfer import Outcome, send_verified
 
 
 def _say(line: str) -> None:
@@ -62,140 +63,6 @@ def _archive_listing(run_id: str, stage: str, dataset: str, record: TransferReco
     return sources.single_file(made.archive), made.manifest
 
 
-def _rewritten(transfer, transport, listing, log, tag: str, marking, base) -> tuple[dict[str, str], list[str]]:
-    """rsync: files rewritten with identical bytes (``rewrites``), whose copy at the destination is
-    still the one the destination's last state recorded (its size and time, from one listing), get
-    the source's time there in one pass that sends no data (--size-only), so the send that follows
-    leaves them alone and no version copy is made. Returns them with their SHA-1, and those that
-    changed again meanwhile (the pass may have given their old bytes the new time: sent forced)."""
-    state = base()
-    maybe = rewrites.candidates(state, listing)
-    if not maybe:
-        return {}, []
-    window = 2 * 10**9 if transfer.on_smb else 10**9  # rsync compares times in whole seconds
-    same = rewrites.identical(state, listing, maybe, transport.tree(transfer, log), window)
-    if not same:
-        return {}, []
-    marking()
-    transport.refresh_times(transfer, sources.subset(listing, same), log, version_tag=tag)
-    moved = sources.changed_since_listed(listing, list(same))
-    for name in moved:
-        same.pop(name)
-    return same, moved
-
-
-def _send_checked(transfer, transport, listing, log, args, content: bool, record: TransferRecord, marking, known,
-                  base):  # fmt: skip
-    """Send, resend what changed while read, confirm, resend what is damaged, confirm again.
-    Returns the listing as sent (less vanished files) and the SHA-1 of every file the tools wrote.
-    ``marking``: called before anything is written (the catalog's in-progress marker goes first);
-    ``known``: the SHA-1s this machine already knows for the files' sizes and times; ``base``: the
-    destination's last state as its catalog has it (``rewrites.baseline``), asked only if needed."""
-    tag = records.version_tag(args.run_id, args.stage)
-    label = f"{args.stage} {args.dest}/{args.dataset}"
-    reporter = progress.Reporter(label, len(listing.files), listing.total_bytes) if progress.wanted() else None
-    same: dict[str, str] = {}  # rewritten with identical bytes: name -> SHA-1
-
-    def settled(names, there) -> set[str]:  # rclone: what the destination holds as the source has it
-        state = base()
-        maybe = rewrites.candidates(state, listing, names)
-        same.update(rewrites.identical(state, listing, maybe, there, 2 * 10**9) if maybe else {})
-        return rewrites.held_as_listed(state, listing, names) | set(same)
-
-    moved: list[str] = []
-    rclone_direct = transfer.tool == "rclone" and transfer.mode == "direct"
-    if transfer.tool == "rsync" and transfer.mode == "direct":
-        rewritten, moved = _rewritten(transfer, transport, listing, log, tag, marking, base)
-        same.update(rewritten)
-    try:
-        result = transport.send(transfer, listing, log, version_tag=tag, progress=reporter, before_write=marking,
-                                known=known, **({"settled": settled} if rclone_direct else {}))  # fmt: skip
-    except transports.SendFailed as exc:  # what reached the destination before it failed still counts
-        record.files_sent, record.bytes_sent = exc.files_sent, exc.bytes_sent
-        raise
-    # Only this first send counts: files sent again (changed while read, damaged) are counted once.
-    record.files_sent, record.bytes_sent = result.files_sent, result.bytes_sent
-    record.identical_rewrites = len(same)
-    record.displaced = result.displaced
-    known = {**same, **result.sha1}
-    if result.newer and transfer.keep_versions:
-        _replace_newer(transfer, transport, listing, log, tag, record, result, known, marking)
-    if result.vanished:
-        log.warning("vanished from the source while being sent: %s", ", ".join(result.vanished))
-        record.vanished = result.vanished
-        listing = sources.without(listing, result.vanished)
-    # A file written to while it was read may have reached the destination as a mix of old and
-    # new: send those once more (own version folder) and compare them by content afterwards.
-    # (Only listed files: one created since the listing, which rsync found walking, is not one.)
-    listed = [name for name in result.sent if name in listing.sizes]
-    changed = sorted(set(result.changed) | set(sources.changed_since_listed(listing, [*listed, *moved])))
-    if changed:
-        log.warning("changed while being sent, sending again: %s", ", ".join(changed))
-        listing = sources.relisted(listing, changed)
-        changed = [name for name in changed if name not in set(result.newer)]
-        gone = [name for name in changed if name not in listing.sizes]
-        if gone:
-            record.vanished = sorted(set(record.vanished) | set(gone))
-            changed = [name for name in changed if name in listing.sizes]
-        for name in changed:
-            known.pop(name, None)
-        resent = transport.send(transfer, sources.subset(listing, changed), log, version_tag=f"{tag}-retry1",
-                                force=True, before_write=marking)  # fmt: skip
-        known.update(resent.sha1)
-    # Success means verified: every file the source holds is at the destination, same bytes.
-    check = (
-        transport.verify(transfer, listing, log)
-        if content
-        else transport.confirm(transfer, listing, result, log, recheck=changed)
-    )
-    # Newer at the destination: never sent again (a forced send could replace it), they fail.
-    newer = set(result.newer)
-    damaged = [name for name in check.differing if name not in newer]
-    if damaged:
-        # Differ although sent (changed while read, or damaged): sent once more, own version
-        # folder; force: a damaged copy may have the source's size and time, which --update trusts.
-        log.warning("differ after sending, sending again: %s", ", ".join(damaged))
-        for name in damaged:
-            known.pop(name, None)
-        again = transport.send(transfer, sources.subset(listing, damaged), log, version_tag=f"{tag}-retry2",
-                               force=True, before_write=marking)  # fmt: skip
-        known.update(again.sha1)
-        again.newer = sorted(newer | set(again.newer))
-        check = (
-            transport.verify(transfer, listing, log)
-            if content
-            else transport.confirm(transfer, listing, again, log, recheck=sorted(set(changed) | set(damaged)))
-        )
-    record.files_verified = check.verified
-    if not check.ok:
-        raise transports.TransferError(check.problem())
-    log.info("verified %d files at %s (%s)", check.verified, transfer.target,
-             "content" if content else "checksums of what was sent, size and time of the rest")  # fmt: skip
-    return listing, known
-
-
-def _replace_newer(transfer, transport, listing, log, tag, record, result, known, marking) -> None:
-    """The destination holds a newer-dated copy (the source went back to an older one with its old
-    date, or someone edited the copy there): the source is the truth for content, so its file is
-    sent over it, and the copy there is kept in this run's versions folder. (Without versions it
-    stays, and the run fails on it: nothing is ever lost.)"""
-    names = sorted(n for n in result.newer if n in listing.sizes)
-    log.warning("newer at the destination, replaced by the source's file (the copy there is kept as "
-                "version %s): %s", tag, ", ".join(names))  # fmt: skip
-    for name in names:
-        known.pop(name, None)
-    replaced = transport.send(transfer, sources.subset(listing, names), log, version_tag=tag, force=True,
-                              replace_newer=True, before_write=marking)  # fmt: skip
-    known.update(replaced.sha1)
-    record.files_sent += replaced.files_sent
-    record.bytes_sent += replaced.bytes_sent
-    record.replaced_newer = names
-    # From here they are files like the others: checked by what their send reported.
-    result.newer = sorted(set(result.newer) - set(names))
-    result.differ = sorted(set(result.differ) | set(replaced.differ))
-    result.sha1.update(replaced.sha1)
-
-
 def _held(listing, whole, skipped: list[str]):
     """What a state of the dataset holds: what was sent, and the symlinks a share could not take
     (the catalog keeps them)."""
@@ -209,18 +76,28 @@ def _archived_state(cache: Path, name: str, record: TransferRecord) -> manifest.
     return manifest.Summary.of(found)
 
 
-def sync(args: argparse.Namespace) -> int:
-    t0 = time.monotonic()
-    record = TransferRecord(args.run_id, args.stage, args.dest, args.dataset, started=records.now_iso())
-    records.stamp(record)
-    log = logs.setup(None, args.run_id, job_log=args.log)
-    label = f"{args.stage} {args.dest}/{args.dataset}"
-    opened: dict = {}  # the destination's catalog, once this job knows it (to commit at the end)
+# What a send did, as the record keeps it (the rest of transfer.Outcome is for the manifest).
+SENT = ("files_sent", "bytes_sent", "identical_rewrites", "displaced", "replaced_newer", "vanished", "files_verified")
 
-    def work() -> None:
-        nonlocal log
+
+class _Sync:
+    """One sync job: its steps, and what they leave for the end whatever step failed: the record,
+    the log (the job's own until the config names backup.log), the catalog (the last job commits it)."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args, self.label = args, f"{args.stage} {args.dest}/{args.dataset}"
+        self.record = TransferRecord(args.run_id, args.stage, args.dest, args.dataset, started=records.now_iso())
+        records.stamp(self.record)
+        self.log = logs.setup(None, args.run_id, job_log=args.log)
+        self.cat: Catalog | None = None  # the destination's catalog, once this job knows it
+        self.cfg: dict = {}
+        self.planned: list[str] = []
+
+    def run(self) -> None:
+        """The steps (``sync`` runs them guarded: a failure becomes the record's)."""
+        args, record = self.args, self.record
         cfg = load_config(args.config, inherited=True)
-        log = logs.setup(cfg["backups"]["log_file"], args.run_id, label, args.log)
+        self.log = log = logs.setup(cfg["backups"]["log_file"], args.run_id, self.label, args.log)
         workdir = os.getcwd()
         transfer = plan.find(plan.plan(cfg, workdir), args.dest, args.dataset)
         record.mode, record.tool, record.target, record.source = (
@@ -231,97 +108,130 @@ def sync(args: argparse.Namespace) -> int:
         cat = Catalog(plan.catalog_transfer(cfg, args.dest, workdir), workdir, log, transport)
         record.folder = plan.within(cat.base, transfer.target)
         planned = list(cfg["backups"]["destinations"][args.dest]["datasets"])
-        opened.update(cat=cat, cfg=cfg, planned=planned)  # whatever happens next, the last job commits
+        self.cat, self.cfg, self.planned = cat, cfg, planned  # whatever happens next, the last job commits
+        archived = None
         if transfer.mode == "archive":
             listing, archived = _archive_listing(args.run_id, args.stage, args.dataset, record)
             whole, skipped = listing, []
         else:
-            # rclone lists the target, and the catalog beside it, while this walks the source.
-            cat.prime(transport.prefetch(transfer, log, beside=cat.transfer))
-            whole = sources.list_source(transfer.source)  # a missing or empty root fails here
-            folds = sources.ignores_case(transfer, transport, log)
-            there = functools.partial(transport.list, transfer, log)  # asked only if names clash by case
-            memo = records.cache_dir(workdir) / "storable" / f"{args.dest}-{args.dataset}"  # names found storable
-            listing, skipped, refused = sources.sendable(transfer, whole, folds, there, memo)
-            # Kept printable: records are JSON (UTF-8), and a name may not be.
-            record.unstorable = {names.shown(name): why for name, why in refused.items()}
-            record.unreadable = [names.shown(name) for name in whole.unreadable]
-            record.skipped_special = whole.special
+            listing, whole, skipped = self.sendable(transfer, transport, workdir)
         state = commit.open_stage(cat, args.run_id, args.stage, planned, workdir)  # the catalog, read (and locked)
         if state.error:
             raise transports.TransferError(state.error)
         for holder in state.took_over:
             log.warning("took over the stale in-progress marker of %s: that run did not finish", holder)
+        self.name_left_out(transfer, listing, skipped)
+        record.files_total, record.bytes_total = len(listing.files), listing.total_bytes
+        sent, now = Outcome(listing), None  # now: the digest of what the state holds, if asked before sending
+        if listing.files:
+            sent, now = self.send(transfer, transport, listing, _held(listing, whole, skipped), workdir)
+        # What this run holds at the destination, for restores from any machine: the manifest.
+        cache = records.cache_dir(workdir)
+        if transfer.mode == "archive":
+            state_now = _archived_state(cache, archived, record) if archived else None
+        else:
+            digest = now if sent.listing is listing else None  # the same files as before sending: known
+            state_now = self.direct_state(transfer, transport, cache, _held(sent.listing, whole, skipped), sent.sha1,
+                                          digest)  # fmt: skip
+        if state_now is not None:
+            commit.add_manifest(cat, args.run_id, args.stage, state_now.name, workdir)
+            record.manifest, record.state_files, record.state_bytes = state_now.name, state_now.files, state_now.bytes
+            record.state_listing = state_now.listing
+        if sent.sha1:  # a manifest was built: the job lives on beside the others and their tools, whose sum peaks
+            runner.give_back_memory()
+        if any((record.missing, record.vanished, record.skipped_links, record.skipped_special, record.replaced_newer,
+                record.unstorable, record.unreadable, record.displaced)):  # fmt: skip
+            record.status = records.WARNING
+
+    def sendable(self, transfer, transport, workdir: str):
+        """Direct mode: the source listed, less what the destination cannot hold (into the record).
+        Returns what is sent, the whole listing, and the symlinks left out."""
+        args, record, log = self.args, self.record, self.log
+        # rclone lists the target, and the catalog beside it, while this walks the source.
+        self.cat.prime(transport.prefetch(transfer, log, beside=self.cat.transfer))
+        whole = sources.list_source(transfer.source)  # a missing or empty root fails here
+        folds = sources.ignores_case(transfer, transport, log)
+        there = functools.partial(transport.list, transfer, log)  # asked only if names clash by case
+        memo = records.cache_dir(workdir) / "storable" / f"{args.dest}-{args.dataset}"  # names found storable
+        listing, skipped, refused = sources.sendable(transfer, whole, folds, there, memo)
+        # Kept printable: records are JSON (UTF-8), and a name may not be.
+        record.unstorable = {names.shown(name): why for name, why in refused.items()}
+        record.unreadable = [names.shown(name) for name in whole.unreadable]
+        record.skipped_special = whole.special
+        return listing, whole, skipped
+
+    def name_left_out(self, transfer, listing, skipped: list[str]) -> None:
+        """Warn of what is not sent (in compressed mode the archive job named the source's part)."""
+        record, log, direct = self.record, self.log, transfer.mode == "direct"
         record.missing = record.missing or listing.missing
-        for pattern in listing.missing if transfer.mode == "direct" else []:
+        for pattern in listing.missing if direct else []:
             log.warning("source not found: %s", os.path.join(transfer.source.root, pattern))
-        if record.skipped_special and transfer.mode == "direct":
+        if record.skipped_special and direct:
             log.warning("not files, skipped (FIFOs, sockets, devices hold no data): %s",
                         ", ".join(record.skipped_special))  # fmt: skip
         for name, why in sorted(record.unstorable.items()):
-            log.warning("cannot be stored at %s, not sent: %s (%s)", args.dest, name, why)
-        if record.unreadable and transfer.mode == "direct":
+            log.warning("cannot be stored at %s, not sent: %s (%s)", self.args.dest, name, why)
+        if record.unreadable and direct:
             log.warning("cannot read, skipped (permission denied; let the backup's user "
                         "read them): %s", ", ".join(record.unreadable))  # fmt: skip
         if skipped:
             record.skipped_links = skipped
             log.warning("symlinks not copied (an SMB share cannot hold them; the catalog keeps them): %s",
                         ", ".join(skipped))  # fmt: skip
-        record.files_total, record.bytes_total = len(listing.files), listing.total_bytes
-        known: dict[str, str] = {}
-        listed, now = listing, None  # now: the digest of what the state holds, if asked before sending
-        if listing.files:
-            # What the dataset holds: the tool sends only what the destination lacks (the outcome says how much).
-            log.info("backing up %d files (%s) to %s: sending what it lacks", len(listing.files),
-                     summary.human_bytes(listing.total_bytes), transfer.target)  # fmt: skip
-            content = cfg["backups"]["verify"] == "content"
-            marking = functools.partial(commit.before_write, cat, args.run_id, args.stage, workdir)
-            cache = records.cache_dir(workdir)
-            carried = functools.partial(manifest.carried, cache, args.dataset, listing)
-            # The destination's last state, read only where files may have been rewritten: rsync needs it
-            # before sending, unless the state's listing is this one (nothing changed); rclone asks later.
-            now = manifest.listing_digest(_held(listing, whole, skipped)) if transfer.tool == "rsync" else None
-            tag = records.version_tag(args.run_id, args.stage)
-            base = functools.cache(lambda: rewrites.baseline(cat, args.dataset, tag, unless=now, log=log))
-            with commit.holding(cat, args.run_id, args.stage, workdir, log):
-                listing, known = _send_checked(transfer, transport, listing, log, args, content, record, marking,
-                                               carried, base)  # fmt: skip
-        # What this run holds at the destination, for restores from any machine: the manifest.
-        cache = records.cache_dir(workdir)
-        if transfer.mode == "archive":
-            state_now = _archived_state(cache, archived, record) if archived else None
-        else:
-            held = _held(listing, whole, skipped)
-            # No files left (all vanished while sent): not a state to restore, ever.
-            ask = functools.partial(transport.sha1_of, transfer, log=log)  # for files that moved while read
-            try:
-                digest = now if listing is listed else None  # the same files as before sending: known
-                state_now = manifest.of_listing(cache, args.dataset, held, known, ask, digest) if held.files else None
-            except ValueError as exc:
-                raise transports.TransferError(f"no manifest of this state: {exc}; run the backup again") from None
-        if state_now is not None:
-            commit.add_manifest(cat, args.run_id, args.stage, state_now.name, workdir)
-            record.manifest, record.state_files, record.state_bytes = state_now.name, state_now.files, state_now.bytes
-            record.state_listing = state_now.listing
-        if known:  # a manifest was built: the job lives on beside the others and their tools, whose sum peaks
-            runner.give_back_memory()
-        if any((record.missing, record.vanished, record.skipped_links, record.skipped_special, record.replaced_newer,
-                record.unstorable, record.unreadable, record.displaced)):  # fmt: skip
-            record.status = records.WARNING
 
-    _guarded(record, work)
+    def send(self, transfer, transport, listing, held, workdir: str) -> tuple[Outcome, str | None]:
+        """Send ``listing``, checked (transfer.send_verified), while this run's in-progress marker is
+        kept fresh; what it did goes into the record, whatever step failed. Returns the outcome, and
+        the digest of what the state holds (``held``) where it was asked before sending."""
+        args, log, cat = self.args, self.log, self.cat
+        # What the dataset holds: the tool sends only what the destination lacks (the outcome says how much).
+        log.info("backing up %d files (%s) to %s: sending what it lacks", len(listing.files),
+                 summary.human_bytes(listing.total_bytes), transfer.target)  # fmt: skip
+        content = self.cfg["backups"]["verify"] == "content"
+        marking = functools.partial(commit.before_write, cat, args.run_id, args.stage, workdir)
+        carried = functools.partial(manifest.carried, records.cache_dir(workdir), args.dataset, listing)
+        # The destination's last state, read only where files may have been rewritten: rsync needs it
+        # before sending (its own step: transfer._rewritten), unless the state's listing is this one
+        # (nothing changed); rclone asks later.
+        now = manifest.listing_digest(held) if transfer.tool == "rsync" else None
+        tag = records.version_tag(args.run_id, args.stage)
+        base = functools.cache(lambda: rewrites.baseline(cat, args.dataset, tag, unless=now, log=log))
+        sent = Outcome(listing)
+        try:
+            with commit.holding(cat, args.run_id, args.stage, workdir, log):
+                send_verified(transfer, transport, listing, log, tag=tag, content=content, marking=marking,
+                              known=carried, base=base, label=self.label, outcome=sent)  # fmt: skip
+        finally:
+            for name in SENT:
+                setattr(self.record, name, getattr(sent, name))
+        return sent, now
+
+    def direct_state(self, transfer, transport, cache: Path, held, known: dict[str, str], digest):
+        """The manifest of what a direct send left at the destination; None where no files are left
+        (all vanished while sent: not a state to restore, ever)."""
+        ask = functools.partial(transport.sha1_of, transfer, log=self.log)  # for files that moved while read
+        try:
+            return manifest.of_listing(cache, self.args.dataset, held, known, ask, digest) if held.files else None
+        except ValueError as exc:
+            raise transports.TransferError(f"no manifest of this state: {exc}; run the backup again") from None
+
+
+def sync(args: argparse.Namespace) -> int:
+    t0 = time.monotonic()
+    job = _Sync(args)
+    record = job.record
+    _guarded(record, job.run)
     for field in ("vanished", "skipped_links", "skipped_special", "replaced_newer", "displaced"):
         setattr(record, field, [names.shown(name) for name in getattr(record, field)])  # records are UTF-8 JSON
     detail = f"{record.files_sent} of {record.files_total} files sent, {record.files_verified} verified"
     if record.archive:
         detail += f", {record.archive}"
-    _finish(record, t0, log, args.marker, label, detail)
-    if opened:
+    _finish(record, t0, job.log, args.marker, job.label, detail)
+    if job.cat is not None:
         try:
-            commit.commit_if_last(opened["cat"], opened["cfg"], args.run_id, args.stage, opened["planned"],
-                                  os.getcwd())  # fmt: skip
+            commit.commit_if_last(job.cat, job.cfg, args.run_id, args.stage, job.planned, os.getcwd())
         except Exception as exc:  # noqa: BLE001 - the summary reports a destination left uncommitted
-            log.error("could not commit the catalog at %s: %s", args.dest, runner.mask(str(exc)))
+            job.log.error("could not commit the catalog at %s: %s", args.dest, runner.mask(str(exc)))
     return 0
 
 

@@ -259,12 +259,11 @@ def _memo(path) -> str:
 
 
 def ignores_case(transfer: Transfer, transport, log) -> bool:
-    """Whether the destination tells names apart by case: never on a share; rclone knows its remotes
-    (Box does not either)."""
-    if transfer.on_smb:
-        return True
-    features = getattr(transport, "features", None)  # rclone's; rsync writes to POSIX folders
-    return bool(features and features(transfer, log).get("Features", {}).get("CaseInsensitive"))
+    """Whether the destination cannot tell names apart by case, as its transport's capabilities say
+    (Box cannot either; a folder's own file system is not asked: taken to tell them apart)."""
+    if transfer.on_smb:  # a share never can (its capabilities say so too): known without starting rclone,
+        return True  # which would connect to the server only to say so
+    return transport.capabilities(transfer, log).case_sensitive is False
 
 
 def sendable(transfer: Transfer, listing: Listing, ignores_case: bool = False, held=None, memo=None):
@@ -273,6 +272,8 @@ def sendable(transfer: Transfer, listing: Listing, ignores_case: bool = False, h
     keeps them), and the names it cannot store, with why (``names.unstorable``; ``held``: what the
     destination holds, asked only when names clash by case; ``memo``: a file that keeps the key of
     the last set of names found storable here, so an unchanged dataset is not looked at again)."""
+    # A share's naming rules, and rclone's lists of names (one a line, UTF-8): about the destination's
+    # kind and the tool itself, not a capability.
     rules = {"share": transfer.on_smb, "rclone": transfer.tool == "rclone", "ignores_case": ignores_case}
     key = names.key(listing.files, **rules) if memo else ""
     known = key and _memo(memo) == key
@@ -282,6 +283,8 @@ def sendable(transfer: Transfer, listing: Listing, ignores_case: bool = False, h
         with open(f"{memo}.{os.getpid()}", "w", encoding="ascii") as fh:
             fh.write(key)
         os.replace(f"{memo}.{os.getpid()}", memo)
+    # The transport's Capabilities.symlinks, asked of the transfer itself: the dry run (cli.py) has no
+    # capabilities to give. rsync cannot put symlinks on a share; rclone keeps them as .rclonelink files.
     skipped = sorted(listing.links - set(refused)) if transfer.on_smb and transfer.tool == "rsync" else []
     if not refused and not skipped:
         return listing, [], {}

@@ -1,53 +1,21 @@
-"""What every transport shares: the result records, the check after sending, tool lookup and
-the diagnoses that turn a tool's output into one line a user can act on."""
+"""The transports' contract (``Transport``, a Protocol; ``Capabilities``), the records a send and a
+check return, and what both tools share (``TransportBase``: the check after sending; tool lookup,
+file lists). What a failed tool's output means is in diagnoses.py."""
 
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import sys
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 from ..errors import TransferError
 from ..plan import Transfer
 from ..sources import Listing, subset
-
-# Known causes, recognised in the tools' output, turned into what to do about them ({0}: the
-# pattern's first group, such as the file it names).
-SOURCE_UNREADABLE = "permission denied (let the backup's user read it, or leave it out of the dataset)"
-DIAGNOSES = [
-    (r"Host key verification failed|REMOTE HOST IDENTIFICATION HAS CHANGED|No .* host key is known",
-     "the server's SSH host key is not known (or changed): connect once with ssh to check and accept it, "
-     "or give its known_hosts file"),
-    (r"Identity file (.+?) not accessible", "the ssh_key file {0} cannot be read: check "
-     "backups.destinations.secured.ssh_key"),
-    (r"Permission denied \(publickey|Permission denied, please try again",
-     "the SSH server refused the login: check the user and ssh_key"),
-    (r"Could not resolve hostname|no such host", "the server name cannot be resolved: check the address"),
-    (r"Connection refused|connection refused|actively refused",
-     "the server refused the connection: is it running, and is the port right?"),
-    (r"Connection timed out|i/o timeout|context deadline exceeded|No route to host|network is unreachable",
-     "the server cannot be reached (timed out): check the network or VPN"),
-    (r"STATUS_LOGON_FAILURE|401 Unauthorized|\b401\b|invalid_grant|token expired|unauthorized|NT_STATUS_ACCESS_DENIED"
-     r"|couldn't fetch token|authentication fail|logon is invalid|bad username or authentication",
-     "the server refused the credentials: check the user and password (for Box, 'rclone config reconnect')"),
-    (r"quota|Insufficient Storage|\b507\b|storage_limit_exceeded|No space left on device|STATUS_DISK_FULL"
-     r"|disk was full|disk full",
-     "the destination is full (no space left or quota exceeded)"),
-    (r'mkdir "(.+?)" failed: (?:File exists|Not a directory)|(?:mkdir|make directory) (.+?): not a directory',
-     "something that is not a folder stands where the destination needs the folder {0}: move it aside"),
-    # The source, not the destination: rsync's sender, rclone's source object or folder.
-    (r'\[sender\] send_files failed to open "(.+?)": Permission denied|failed to open source object: open (.+?): '
-     r"permission denied", "cannot read source file {0}: " + SOURCE_UNREADABLE),
-    (r'\[sender\] opendir "(.+?)" failed: Permission denied|error reading source directory: .*?open (.+?): '
-     r"permission denied", "cannot read source folder {0}: " + SOURCE_UNREADABLE),
-    (r"Permission denied|Access is denied|EACCES|\b403\b|Forbidden|Read-only file system|Operation not permitted",
-     "permission denied at the destination (or it is read-only): check who may write there"),
-]  # fmt: skip
 
 
 @dataclass
@@ -156,16 +124,6 @@ def find_tool(name: str) -> str:
     return found
 
 
-def diagnose(lines: list[str]) -> str:
-    """What went wrong, in words a user can act on, if the output names a known cause."""
-    text = "\n".join(lines)
-    for pattern, advice in DIAGNOSES:
-        found = re.search(pattern, text, re.I)
-        if found:
-            return advice.format(next((g for g in found.groups() if g), ""))
-    return ""
-
-
 @contextmanager
 def file_list(names: list[str] | None, sep: str):
     """A temporary file naming the files to transfer (for --files-from), or None for all."""
@@ -183,17 +141,71 @@ def file_list(names: list[str] | None, sep: str):
         os.unlink(path)
 
 
-class Transport:
-    """The contract, and the check after sending that both tools share.
+@dataclass(frozen=True)
+class Capabilities:
+    """What a destination can hold and tell, as the transport of one transfer reaches it."""
 
-    Data: ``send(transfer, listing, log, ...) -> SendResult``, ``list``, ``verify(transfer,
-    listing, log) -> VerifyResult``, ``restore(transfer, dest, log, files)``.
-    Catalog (small files under the destination's ``.lab-backup``; see catalog.py):
-    ``tree(transfer, log, depth) -> {path: (size, mtime_ns)}``, ``restore`` to fetch files,
-    ``apply(transfer, staging, writes, deletes, log)`` to write files and remove the run's
-    own in-progress marker in one step (writes land before the removal), and
-    ``sha1_of(transfer, names, log) -> {name: sha1}``, read at the destination.
+    hashes: bool  # it gives a file's hash without the file being downloaded
+    symlinks: bool  # it holds symlinks (rclone: as NAME.rclonelink files)
+    case_sensitive: bool | None  # names differing only by case can coexist (None: not known, not asked)
+    keeps_times: bool  # it keeps modification times
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """What a transport offers the jobs, the catalog (catalog.py), restore, verify and prune.
+
+    rsync.RsyncTransport and rclone.RcloneTransport offer it (TransportBase holds what they share);
+    rsync also offers ``refresh_times``, a step of its own (transfer.py). Every method is given the
+    transfer it works for, and a log. Data is only ever added or updated (``remove`` is prune's).
     """
+
+    name: str  # the tool: "rsync" or "rclone"
+
+    def capabilities(self, transfer: Transfer, log) -> Capabilities:
+        """What the destination can hold and tell (rclone asks the remote once: its features)."""
+
+    def nearby(self, transfer: Transfer) -> bool:
+        """The target is on this machine's own disks: its sends compete for the disk, not side by side."""
+
+    def prefetch(self, transfer: Transfer, log, beside: Transfer | None = None):
+        """Start listing the target while the source is walked; a future of ``beside``'s tree, or None."""
+
+    def send(self, transfer: Transfer, listing: Listing, log, dry_run: bool = False, version_tag: str | None = None,
+             force: bool = False, progress=None, before_write=None, known=None, replace_newer: bool = False,
+             settled=None) -> SendResult:  # fmt: skip
+        """Send what the target lacks or holds in another version (never over a newer one), checked."""
+
+    def list(self, transfer: Transfer, log) -> dict[str, int]:
+        """The files at the target, with their sizes (a missing target is an empty one)."""
+
+    def tree(self, transfer: Transfer, log, depth: int | None = None) -> dict[str, tuple[int, int]]:
+        """The files at the target, at most ``depth`` folders deep: path -> (size, mtime_ns)."""
+
+    def verify(self, transfer: Transfer, listing: Listing, log) -> VerifyResult:
+        """Compare every listed file at the target with the source's, by content."""
+
+    def confirm(self, transfer: Transfer, listing: Listing, sent: SendResult, log, recheck=()) -> VerifyResult:
+        """After a send: what the tool checked as it wrote, and ``recheck`` compared by content."""
+
+    def restore(self, transfer: Transfer, dest: str, log, files: list[str] | None = None) -> SendResult:
+        """Copy what the target holds (or the listed files) into the local folder ``dest``."""
+
+    def read_files(self, transfer: Transfer, names: list[str], log) -> dict[str, bytes]:
+        """The bytes of small files at the target (those that are there)."""
+
+    def apply(self, transfer: Transfer, staging: str, writes: list[str], deletes: list[str], log) -> None:
+        """Write ``writes`` (from ``staging``) to the target, then remove ``deletes`` there."""
+
+    def sha1_of(self, transfer: Transfer, names: list[str], log) -> dict[str, str]:
+        """The SHA-1 of files at the target (those that are there), read where they are if it can."""
+
+    def remove(self, transfer: Transfer, log, files: list[str] = (), folders: list[str] = ()) -> None:
+        """Remove exactly the named files and folders inside the target (prune's; already gone: fine)."""
+
+
+class TransportBase:
+    """What both tools share: defaults for the optional steps, and the check after sending."""
 
     def nearby(self, transfer: Transfer) -> bool:
         """The target is on this machine's own disks (not across a network): sends there compete

@@ -16,28 +16,19 @@ from ..plan import Transfer, versions_folder
 from ..records import user_cache
 from ..sources import Listing
 from .base import (
+    Capabilities,
     SendFailed,
     SendResult,
     TransferError,
-    Transport,
+    TransportBase,
     VerifyResult,
-    diagnose,
     file_list,
     find_tool,
     folders_of,
     kind_changed,
     outermost,
 )
-
-RCLONE_EXIT = {
-    1: "rclone failed (details in backup.log)",
-    3: "folder not found on the remote",
-    4: "file not found",
-    5: "temporary error (network or server), try again",
-    6: "some files could not be transferred",
-    7: "fatal error from the remote (authentication, quota or account)",
-    8: "transfer limit exceeded",
-}
+from .diagnoses import diagnose, exit_reason
 
 # Times within this of each other are the same (Box and SMB keep seconds, FAT two).
 MTIME_SLACK_NS = 2_000_000_000
@@ -257,7 +248,7 @@ def _render_rclone(line: str) -> str:
     return f"{entry.get('level', '')}: {obj + ': ' if obj else ''}{entry.get('msg', '')}"
 
 
-class RcloneTransport(Transport):
+class RcloneTransport(TransportBase):
     """rclone copy onto a remote: Box, an SMB server without a mount, or any rclone backend."""
 
     name = "rclone"
@@ -366,7 +357,7 @@ class RcloneTransport(Transport):
             for e in _json_entries(result.lines)
             if e.get("level") in ("error", "critical")
         ]
-        reason = RCLONE_EXIT.get(result.returncode, f"rclone failed with exit status {result.returncode}")
+        reason = exit_reason("rclone", result.returncode)
         advice = diagnose(result.lines)
         detail = errors[-1] if errors else (result.lines[-1] if result.lines else "")
         raise TransferError(f"{what}: {advice or reason}" + (f" ({detail[:200]})" if detail else ""))
@@ -618,6 +609,17 @@ class RcloneTransport(Transport):
                         kept.parent.mkdir(parents=True, exist_ok=True)
                         kept.write_text(json.dumps(self._features))
         return self._features
+
+    def capabilities(self, transfer: Transfer, log) -> Capabilities:
+        """From the remote's features (asked once: ``features``); symlinks go as NAME.rclonelink
+        files (--links); a share never tells case apart."""
+        features = self.features(transfer, log).get("Features", {})
+        return Capabilities(
+            hashes=self.has_hashes(transfer, log),
+            symlinks=True,
+            case_sensitive=False if transfer.on_smb else not features.get("CaseInsensitive"),
+            keeps_times=self.keeps_times(transfer, log),
+        )
 
     def has_hashes(self, transfer: Transfer, log) -> bool:
         return bool(self.features(transfer, log).get("Hashes"))

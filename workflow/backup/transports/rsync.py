@@ -20,12 +20,12 @@ from ..plan import Transfer, is_ssh_target, versions_folder
 from ..sources import Listing, subset
 from . import local
 from .base import (
+    Capabilities,
     SendFailed,
     SendResult,
     TransferError,
-    Transport,
+    TransportBase,
     VerifyResult,
-    diagnose,
     file_list,
     find_tool,
     folders_of,
@@ -33,23 +33,10 @@ from .base import (
     merged,
     outermost,
 )
-
-RSYNC_EXIT = {
-    1: "rsync usage error",
-    3: "cannot read the source or create the target folder",
-    5: "could not start the transfer",
-    10: "network error",
-    11: "file I/O error (is the destination full?)",
-    12: "data stream broken (destination unreachable or full?)",
-    23: "some files could not be transferred",
-    24: "some source files vanished during the transfer",
-    30: "timed out",
-    35: "timed out",
-    255: "the SSH connection failed",
-}
+from .diagnoses import diagnose, exit_reason
 
 
-class RsyncTransport(Transport):
+class RsyncTransport(TransportBase):
     """rsync to a local folder, the mount point of a share, or [user@]host:/path over SSH."""
 
     name = "rsync"
@@ -121,7 +108,7 @@ class RsyncTransport(Transport):
         if result.returncode == 23 and 24 in ok_codes and self._only_vanished(result.lines):
             return result  # listed files gone before rsync reached them: vanished, like exit 24
         if result.returncode not in ok_codes:
-            reason = RSYNC_EXIT.get(result.returncode, f"rsync failed with exit status {result.returncode}")
+            reason = exit_reason("rsync", result.returncode)
             advice = diagnose(result.lines)
             detail = next((ln.strip() for ln in result.lines if ln.startswith("rsync:")), "")
             error = TransferError(f"{what}: {advice or reason}" + (f" ({detail})" if detail and not advice else ""))
@@ -149,13 +136,16 @@ class RsyncTransport(Transport):
         before_write=None,
         known=None,
         replace_newer: bool = False,
+        settled=None,
     ) -> SendResult:
         """Send the listed files; ``force`` ignores matching size and time (still never older over newer,
         unless ``replace_newer``: then the target's newer copies are replaced, and kept as versions).
 
         ``progress``: a progress.Reporter, fed rsync's --info=progress2 lines. ``before_write``: called
         before anything may be written (rsync decides what to send itself: always, unless a dry run).
-        ``known``: not needed (rsync reports the SHA-1 of every file it writes).
+        ``known``: not needed (rsync reports the SHA-1 of every file it writes). ``settled``: not
+        asked (rsync decides by size and time itself: ``refresh_times`` gave identical rewrites the
+        source's time before).
         """
         target = self.resolve(transfer, writing=not dry_run)
         # An entry that changed kind (a folder at the target where the source now has a file, or the
@@ -234,6 +224,18 @@ class RsyncTransport(Transport):
             return 1
         return transfer.transfers or (PARALLEL_ON_SHARE if _on_network(target) else 1)
 
+    def capabilities(self, transfer: Transfer, log) -> Capabilities:
+        """A share holds no symlinks (--no-links) and does not tell case apart; a folder's own file
+        system is not asked about case. SHA-1s are computed where the files are: by the rsync at
+        the other end of SSH (unless it cannot), here on this machine's disks; a mounted share's
+        files would be read across the network."""
+        return Capabilities(
+            hashes=self.sha1 if is_ssh_target(transfer.target) else self.nearby(transfer),
+            symlinks=not transfer.on_smb,
+            case_sensitive=False if transfer.on_smb else None,
+            keeps_times=True,  # --times (a share keeps whole seconds)
+        )
+
     def nearby(self, transfer: Transfer) -> bool:
         target = transfer.target
         return not (is_ssh_target(target) or transfer.require_mount or "://" in target or _on_network(target))
@@ -286,7 +288,7 @@ class RsyncTransport(Transport):
             result = self._run(args, log, "list", ok_codes=(0, 12, 23))
         if result.returncode == 12 and not self.NO_TARGET.search(result.output):
             detail = diagnose(result.lines) or next((ln.strip() for ln in result.lines if ln.startswith("rsync:")), "")
-            raise TransferError(f"list: {RSYNC_EXIT[12]}" + (f" ({detail})" if detail else ""))
+            raise TransferError(f"list: {exit_reason('rsync', 12)}" + (f" ({detail})" if detail else ""))
         for line in result.lines:
             match = self.LIST.match(line)
             if match and match.group(1)[0] != "d" and unescape(match.group(5)) in folders:
