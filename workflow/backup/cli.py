@@ -13,12 +13,16 @@ import importlib
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import PROJECT_DIR, plan, summary
 from . import interrupts as signals
 from .commands import SCREENFUL, Context
 from .config import ConfigError, load_config
 from .terminal import QuietStream
+
+if TYPE_CHECKING:
+    from .engine_client import Engine
 
 EPILOG = """\
 commands:
@@ -183,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
             engine.cancel()
 
 
-def _main(chosen: str, args, argv: list[str] | None, workdir: Path, engine, interrupts: signals.Interrupts) -> int:
+def _main(chosen: str, args, argv: list[str] | None, workdir: Path, engine: Engine | None,
+          interrupts: signals.Interrupts) -> int:  # fmt: skip
     config_files = [os.path.abspath(p) for p in (args.config or [str(PROJECT_DIR / "config" / "config.yaml")])]
     try:
         cfg = load_config(config_files, workdir=str(workdir))  # relative paths are checked there
