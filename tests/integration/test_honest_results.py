@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from conftest import PROJECT, env_with_venv, hash_tree
-from test_notify import configure, receiver  # noqa: F401 - the fixture, used by name
+from test_notify import configure
 
 DESTS = ("smb", "box", "secured")
 HINT = "is the data disk mounted?"

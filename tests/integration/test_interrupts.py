@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import hash_tree
 from test_faults import BIG, big_file, start_cli, wait_until, writing
-from test_notify import configure, receiver  # noqa: F401 (receiver: the fixture)
+from test_notify import configure
 
 
 def lab_processes(lab) -> list[str]:

@@ -1,51 +1,10 @@
-"""Notifications: a real HTTP server on 127.0.0.1 receives the pings and an Apprise JSON message."""
+"""Notifications: a real HTTP server on 127.0.0.1 (conftest.Receiver) receives the pings and an Apprise JSON message."""
 
 from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-import pytest
-
-
-class Receiver:
-    """Records every request: (method, path, body)."""
-
-    def __init__(self):
-        self.requests: list[tuple[str, str, bytes]] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _record(self):
-                length = int(self.headers.get("Content-Length") or 0)
-                outer.requests.append((self.command, self.path, self.rfile.read(length)))
-                self.send_response(200)
-                self.end_headers()
-                self.wfile.write(b"OK")
-
-            do_GET = do_POST = _record
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def receiver():
-    r = Receiver()
-    yield r
-    r.close()
 
 
 def configure(lab, receiver_url, **extra):

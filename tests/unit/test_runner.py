@@ -58,7 +58,7 @@ def test_many_output_lines_reach_the_log_each_with_its_prefix(tmp_path):
 
 
 def test_a_job_line_glued_to_part_of_a_snakemake_line_still_reaches_the_terminal():
-    from backup.cli import terminal_text
+    from backup.terminal import terminal_text
 
     assert terminal_text("backup: post box/Results: ok\n") == "  post box/Results: ok\n"
     assert terminal_text("[Tue Dec  1 01:30:00 2026]backup: post box/CSVs: ok\n") == "  post box/CSVs: ok\n"

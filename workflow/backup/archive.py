@@ -38,6 +38,7 @@ from zlib_ng import zlib_ng
 
 from .errors import ArchiveError, TransferError  # ArchiveError: raised here, caught as archive.ArchiveError too
 from .manifest import Manifest, hash_files
+from .processes import process_alive
 
 CHUNK = 1 << 20
 WINDOW = 1 << 15
@@ -487,17 +488,6 @@ def clear_stale_partials(archive_dir: Path) -> list[Path]:
             partial.unlink(missing_ok=True)
             removed.append(partial)
     return removed
-
-
-def process_alive(pid: int) -> bool:
-    """True if ``pid`` is a running process (a zombie, killed but not yet reaped, is not)."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-    except OSError:
-        return True
 
 
 def create(

@@ -34,6 +34,7 @@ from pathlib import Path
 from . import plan, records
 from .errors import TransferError
 from .manifest import Manifest
+from .processes import process_alive
 from .records import Tag, TransferRecord
 
 CATALOG_DIR = plan.CATALOG_DIR
@@ -167,8 +168,6 @@ def machine_id() -> str:
 def is_fresh(marker: InProgress, now: datetime | None = None, alive=None) -> bool:
     """A marker of a run that may still be writing: on this machine while its process lives; from
     another machine while it was started or refreshed within STALE_AFTER_HOURS."""
-    from .archive import process_alive
-
     if marker.here() and marker.pid:
         return (alive or process_alive)(marker.pid)
     times = []

@@ -393,11 +393,10 @@ def report(args: argparse.Namespace) -> int:
 
 def restore_job(args: argparse.Namespace) -> int:
     """`snakemake restore --config restore_from=... restore_dataset=... restore_to=...`: the restore command."""
-    from . import mounts, restore
+    from .commands.restore import command
 
-    mounts.reads_only()
     cfg = load_config(args.config, inherited=True)
-    return restore.command(cfg, Path.cwd(), args.source, args.dataset, Path(args.to), run_id=args.run, at=args.at)
+    return command(cfg, Path.cwd(), args.source, args.dataset, args.to, run_id=args.run, at=args.at)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from . import records
-from .archive import process_alive
+from .processes import process_alive
 
 
 class LockBusy(Exception):
