@@ -344,13 +344,9 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
             self._slurmdbd()
         self.procs.append(spawn([need("slurmctld"), "-D", "-i"], self.root / "slurmctld.out"))
         self.procs.append(spawn([need("slurmd"), "-D"], self.root / "slurmd.out"))
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            state = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True)
-            if "idle" in state.stdout:
-                return self
-            time.sleep(0.1)
-        raise RuntimeError(f"the test SLURM did not come up: {state.stdout} {state.stderr}")
+        idle = lambda: "idle" in subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True).stdout  # noqa: E731
+        self._until(idle, "the test SLURM's node", seconds=30)
+        return self
 
     def _munge(self) -> None:
         """munged with a key of its own on the default socket, unless one already answers there."""
