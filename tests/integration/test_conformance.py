@@ -8,6 +8,7 @@ not through the code under test.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -124,6 +125,29 @@ def test_check_after_sending_trusts_the_tool_and_names_a_newer_copy(case):
     check = transport.confirm(t, listing, again, LOG)
     assert not check.ok and check.differing == ["model_predictions.csv"] and check.verified == 5
     assert "1 files differ from the source (e.g. model_predictions.csv)" in check.problem()
+
+
+def test_a_symlink_is_kept_where_the_transport_says_it_can_be(case):
+    """keeps_symlinks (asked without I/O by every job) agrees with the capabilities and with what
+    the destination then holds: the link itself (rclone: NAME.rclonelink holding its target), or,
+    where it cannot hold one, nothing, and the link is named as left out."""
+    t = case.transfer
+    (Path(t.source.root) / "model_link.csv").symlink_to("model_predictions.csv")
+    t = dataclasses.replace(t, source=dataclasses.replace(t.source, include=(*t.source.include, "model_link.csv")))
+    transport = transports.for_transfer(t)
+    keeps = transport.keeps_symlinks(t)
+    assert keeps == transport.capabilities(t, LOG).symlinks
+    assert keeps == (case.kind != "rsync-fuse-smb")
+    listing, skipped, _ = sources.for_transfer(t, keeps_links=keeps)
+    transport.send(t, listing, LOG)
+    case.settle()
+    if case.kind.startswith("rclone"):
+        assert (case.backing / "model_link.csv.rclonelink").read_bytes() == b"model_predictions.csv"
+    elif keeps:
+        assert os.readlink(case.backing / "model_link.csv") == "model_predictions.csv"
+    else:
+        assert skipped == ["model_link.csv"] and not os.path.lexists(case.backing / "model_link.csv")
+    assert (case.backing / "model_predictions.csv").read_bytes() == b"p\n0.9\n"
 
 
 def test_list_shows_names_and_sizes(case):

@@ -60,6 +60,8 @@ def test_all_three_real_servers_in_the_seed_layout(lab, samba, webdav, sshd, mon
     run = next((lab.workdir / ".backup/runs").iterdir())
     record = json.loads((run / "manual/smb/Results.json").read_text())
     assert record["tool"] == "rclone" and record["files_verified"] == 28
+    # The run's validated config, which its jobs read (and which all_output checks for secrets too).
+    assert json.loads((run / "config.json").read_text())["config"]["backups"]["destinations"]["smb"]["base_path"]
     # Nowhere: not stdout, backup.log, markers, job logs, nor Snakemake's metadata (params included).
     assert any((lab.workdir / ".snakemake" / "metadata").iterdir())
     assert samba.password not in all_output(lab, result)

@@ -117,36 +117,42 @@ def test_password_never_echoed_from_url():
     assert "hunter2" not in str(err.value)
 
 
-def test_a_validated_config_is_not_trusted_for_other_content(tmp_path, monkeypatch):
-    """Children skip validating the bytes their parent validated (BACKUP_CONFIG_VALIDATED), nothing else."""
+def test_no_config_travels_in_the_environment(tmp_path, monkeypatch):
+    """Loading a config leaves the environment as it was: a job reads its run's config by path."""
     from backup import config
 
-    monkeypatch.delenv(config.VALIDATED_ENV, raising=False)
     good = tmp_path / "good.yaml"
     good.write_text("backups:\n  sources: {CSVs: {root: /d, include: [a]}}\n"
                     "  destinations: {smb: {enabled: false}, secured: {base_path: /s}}\n")  # fmt: skip
+    before = dict(os.environ)
     config.load_config([good])
-    assert len(os.environ[config.VALIDATED_ENV]) == 64
+    assert dict(os.environ) == before
     bad = tmp_path / "bad.yaml"
     bad.write_text("backups:\n  sources: {}\n  verify: sometimes\n")
     with pytest.raises(config.ConfigError, match="backups.verify: must be one of transfer, content"):
         config.load_config([bad])
 
 
-def test_jobs_inherit_the_validated_config_while_its_files_are_unchanged(tmp_path, monkeypatch):
-    """The snapshot a job inherits holds no notification URL, and a changed file is read again."""
-    from backup import config
+def test_jobs_read_the_runs_saved_config_while_its_files_are_unchanged(tmp_path, monkeypatch):
+    """The run's config.json holds no notification URL or pipeline command; a changed file is read again."""
+    from backup import config, records
 
-    monkeypatch.delenv(config.SNAPSHOT_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
     path = tmp_path / "c.yaml"
     path.write_text("backups:\n  log_file: a.log\n  notify: {on_failure: ['slack://T0KEN/B/C']}\n"
                     "  sources: {CSVs: {root: /d, include: [a]}}\n"
-                    "  destinations: {smb: {enabled: false}, secured: {base_path: /s}}\n")  # fmt: skip
-    config.load_config([path])
-    assert "T0KEN" not in os.environ[config.SNAPSHOT_ENV]
-    assert config.load_config([path], inherited=True)["backups"]["log_file"] == "a.log"
-    path.write_text(path.read_text().replace("a.log", "bb.log"))
-    assert config.load_config([path], inherited=True)["backups"]["log_file"] == "bb.log"
+                    "  destinations: {smb: {enabled: false}, secured: {base_path: /s}}\n"
+                    "pipeline: {command: 'echo S3CRET'}\n")  # fmt: skip
+    run_id = "20261202-010000-test"
+    assert config.saved_for_run([path], run_id) is None
+    config.save_for_run(config.load_config([path]), [path], run_id)
+    saved = records.run_config_path(run_id).read_text()
+    assert "T0KEN" not in saved and "S3CRET" not in saved and '"a.log"' in saved
+    path.write_text(path.read_text().replace("a.log", "elsewhere.log"))  # edited during the run
+    assert config.saved_for_run([path], run_id) is None
+    # The job validates the edited file and saves it for the run's other jobs.
+    assert config.for_run([str(path)], run_id)["backups"]["log_file"] == "elsewhere.log"
+    assert config.saved_for_run([path], run_id)["backups"]["log_file"] == "elsewhere.log"
 
 
 def test_a_password_in_any_url_is_refused_even_for_a_disabled_destination():

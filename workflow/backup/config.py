@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import hashlib
 import json
 import os
 import re
@@ -16,19 +15,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from . import mounts, plan
+from . import mounts, plan, records
 
 if TYPE_CHECKING:
     import jsonschema
-
-# Set to a digest of the config files once they passed validation: the Snakefile and every
-# job (child processes) then skip validating the very same bytes again.
-VALIDATED_ENV = "BACKUP_CONFIG_VALIDATED"
-# The validated config itself (less the notification URLs, which may hold tokens), with the
-# size and time of each file it came from: a job takes it from there while the files are
-# unchanged, without reading YAML (load_config(..., inherited=True)).
-SNAPSHOT_ENV = "BACKUP_CONFIG_SNAPSHOT"
-
 
 # A config is a few KB, a few levels deep, with a few hundred values: far beyond these limits a file
 # is a mistake or an attack (an alias bomb expands to billions of values; libyaml crashes on deep nesting).
@@ -158,10 +148,9 @@ def _describe(error: jsonschema.ValidationError) -> str:
     return error.message
 
 
-def validate(data: Any, source: str = "config", checked: bool = False, workdir: str | None = None) -> dict:
+def validate(data: Any, source: str = "config", workdir: str | None = None) -> dict:
     """Return a defaulted copy of ``data``; raise ConfigError naming the first problem.
 
-    ``checked``: these exact settings passed validation before (in a parent process): only fill defaults.
     ``workdir``: the project folder (--workdir), where relative paths are checked (see _check_place)."""
     if data is None:
         data = {}
@@ -170,9 +159,7 @@ def validate(data: Any, source: str = "config", checked: bool = False, workdir: 
     data = copy.deepcopy(data)
     schema = _load_schema()
     _fill_defaults(data, schema)
-    if checked:
-        return data
-    import jsonschema  # only here: a job that inherits a validated config never needs it
+    import jsonschema  # only here: a job that reads its run's validated config never needs it
 
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(data), key=lambda e: (len(e.absolute_path), str(e.path)))
@@ -463,17 +450,12 @@ def _without_passwords(value):
     return value
 
 
-def load_config(paths: list[str | Path] | None = None, inherited: bool = False, workdir: str | None = None) -> dict:
+def load_config(paths: list[str | Path] | None = None, workdir: str | None = None) -> dict:
     """Read, merge and validate config files (default ``config/config.yaml``).
 
-    ``inherited``: take the config the parent process validated, if these files are unchanged.
     ``workdir``: the project folder (the command line's --workdir): relative paths are checked there
     too (without it, only absolute ones: a job's or the Snakefile's parent checked the rest)."""
     paths = [str(p) for p in (paths or [DEFAULT_CONFIG])]
-    if inherited and os.environ.get(SNAPSHOT_ENV):
-        snapshot = json.loads(os.environ[SNAPSHOT_ENV])
-        if snapshot["files"] == _stamps(paths) and snapshot["files"]:
-            return snapshot["config"]
     data: dict = {}
     for path in paths:
         content = read_yaml(path)
@@ -484,12 +466,40 @@ def load_config(paths: list[str | Path] | None = None, inherited: bool = False, 
         if not isinstance(content, dict):
             raise ConfigError(f"{path}: the file must hold a mapping with a 'backups' key")
         data = merge(data, content)
-    digest = hashlib.sha256(repr(data).encode()).hexdigest()
-    checked = os.environ.get(VALIDATED_ENV) == digest
-    cfg = validate(data, source=" + ".join(paths), checked=checked, workdir=str(workdir) if workdir else None)
-    os.environ[VALIDATED_ENV] = digest  # inherited by Snakemake and its jobs
+    return validate(data, source=" + ".join(paths), workdir=str(workdir) if workdir else None)
+
+
+# --- one run's config: validated once, read by path ---------------------------------------------
+# The command line validates the config and saves it in the run's folder before Snakemake starts:
+# the Snakefile and every job read it from there (records.run_config_path), not the YAML again.
+# It is public(): no notification URL, no pipeline command. With the size and time of each file it
+# came from, so that a config edited during the run is read and validated afresh, not ignored.
+
+
+def save_for_run(cfg: dict, paths: list[str | Path], run_id: str, project_dir: str | Path = ".") -> None:
+    """Keep the run's validated config where its jobs look (durable: a SLURM job may read it elsewhere)."""
     try:
-        os.environ[SNAPSHOT_ENV] = json.dumps({"files": _stamps(paths), "config": public(cfg)})
+        saved = {"files": _stamps([str(p) for p in paths]), "config": public(cfg)}
+        json.dumps(saved)
     except (TypeError, ValueError):
-        os.environ.pop(SNAPSHOT_ENV, None)  # the jobs read the files themselves
+        return  # a value JSON cannot carry: the jobs read the files themselves
+    records.write_json(records.run_config_path(run_id, project_dir), saved)
+
+
+def saved_for_run(paths: list[str | Path], run_id: str, project_dir: str | Path = ".") -> dict | None:
+    """The run's saved config, if it was made from these very files, unchanged since."""
+    saved = records.read_json(records.run_config_path(run_id, project_dir))
+    files = _stamps([str(p) for p in paths])
+    if saved and files and saved.get("files") == files:
+        return saved["config"]
+    return None
+
+
+def for_run(paths: list[str | Path], run_id: str) -> dict:
+    """A job's config: the run's saved one, or (Snakemake run by hand) validated here and saved
+    for the run's other jobs."""
+    cfg = saved_for_run(paths, run_id)
+    if cfg is None:
+        cfg = load_config(paths)
+        save_for_run(cfg, paths, run_id)
     return cfg

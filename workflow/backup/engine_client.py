@@ -76,7 +76,7 @@ class Engine:
             "--config", f"run_id={run_id}", *([f"only={only}"] if only else []),
             "--", *targets,
         ]  # fmt: skip
-        # The validated config's digest (config.VALIDATED_ENV), set after the child started.
+        # What this process set after the child started (rclone's obscured SMB password).
         env = {k: v for k, v in os.environ.items() if k.startswith("BACKUP_")}
         assert self.proc.stdin is not None and self.proc.stdout is not None
         # The log first: once Snakemake is told what to run, nothing here may fail before it ends.

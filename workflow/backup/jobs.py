@@ -17,7 +17,7 @@ from pathlib import Path
 
 from . import commit, logs, manifest, names, plan, progress, records, rewrites, runner, sources, summary, transports
 from .catalog import Catalog
-from .config import ConfigError, load_config
+from .config import ConfigError, for_run, load_config
 from .errors import ArchiveError
 from .records import TransferRecord
 from .transfer import Outcome, send_verified
@@ -96,7 +96,7 @@ class _Sync:
     def run(self) -> None:
         """The steps (``sync`` runs them guarded: a failure becomes the record's)."""
         args, record = self.args, self.record
-        cfg = load_config(args.config, inherited=True)
+        cfg = for_run(args.config, args.run_id)
         self.log = log = logs.setup(cfg["backups"]["log_file"], args.run_id, self.label, args.log)
         workdir = os.getcwd()
         transfer = plan.find(plan.plan(cfg, workdir), args.dest, args.dataset)
@@ -153,7 +153,8 @@ class _Sync:
         folds = sources.ignores_case(transfer, transport, log)
         there = functools.partial(transport.list, transfer, log)  # asked only if names clash by case
         memo = records.cache_dir(workdir) / "storable" / f"{args.dest}-{args.dataset}"  # names found storable
-        listing, skipped, refused = sources.sendable(transfer, whole, folds, there, memo)
+        listing, skipped, refused = sources.sendable(transfer, whole, folds, there, memo,
+                                                     keeps_links=transport.keeps_symlinks(transfer))  # fmt: skip
         # Kept printable: records are JSON (UTF-8), and a name may not be.
         record.unstorable = {names.shown(name): why for name, why in refused.items()}
         record.unreadable = [names.shown(name) for name in whole.unreadable]
@@ -242,12 +243,12 @@ def make_archive(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     record = records.ArchiveRecord(args.run_id, args.stage, args.dataset, started=records.now_iso())
     records.stamp(record)
-    log = logs.setup(None, args.run_id, job_log=args.log)
+    label = f"{args.stage} archive {args.dataset}"
+    log = logs.setup(None, args.run_id, label, args.log)  # the job's log, until the config names backup.log
 
     def work() -> None:
-        nonlocal log
-        cfg = load_config(args.config, inherited=True)
-        log = logs.setup(cfg["backups"]["log_file"], args.run_id, f"{args.stage} archive {args.dataset}", args.log)
+        cfg = for_run(args.config, args.run_id)
+        logs.setup(cfg["backups"]["log_file"], args.run_id, label, args.log)  # the same logger, also to backup.log
         source = plan.source_of(cfg, args.dataset, os.getcwd())
         listing = sources.list_source(source)  # a missing or empty root fails the archive, so its sends
         record.missing, record.skipped_special = listing.missing, listing.special
@@ -268,11 +269,7 @@ def make_archive(args: argparse.Namespace) -> int:
             record.compressed_bytes = previous.stat().st_size
         else:
             level = cfg["backups"]["compression"]["level"]
-            reporter = (
-                progress.Reporter(f"{args.stage} archive {args.dataset}", len(listing.files), listing.total_bytes)
-                if progress.wanted()
-                else None
-            )
+            reporter = progress.Reporter(label, len(listing.files), listing.total_bytes) if progress.wanted() else None
             stamp = records.archive_timestamp(args.run_id)
             made = archive.create(
                 folder, args.dataset, stamp, source.root, listing.files, level, threads,
@@ -297,13 +294,13 @@ def make_archive(args: argparse.Namespace) -> int:
     _guarded(record, work)
     name = os.path.basename(record.archive) if record.archive else "no archive: no files"
     detail = f"{name}, {'new' if record.created else 'unchanged, reused'}" if record.archive else name
-    _finish(record, t0, log, args.marker, f"{args.stage} archive {args.dataset}", detail)
+    _finish(record, t0, log, args.marker, label, detail)
     return 0
 
 
 def gate(args: argparse.Namespace) -> int:
     """Let the pipeline start only after a successful pre-pipeline backup (unless told otherwise)."""
-    cfg = load_config(args.config, inherited=True)
+    cfg = for_run(args.config, args.run_id)
     log = logs.setup(cfg["backups"]["log_file"], args.run_id, "pipeline", job_log=args.log)
     planned = plan.plan(cfg, os.getcwd(), args.only.split(",") if args.only else None)
     failed = [r for r in records.stage_rows(args.run_id, "pre", planned, os.getcwd()) if r.status == records.FAILED]
@@ -326,7 +323,7 @@ def gate(args: argparse.Namespace) -> int:
 
 def pipeline(args: argparse.Namespace) -> int:
     """Run the analysis command (the gate has passed); for a module pipeline, record that it finished."""
-    cfg = load_config(args.config)  # the command itself is not in the inherited snapshot
+    cfg = load_config(args.config)  # the command itself is not in the run's saved config
     log = logs.setup(cfg["backups"]["log_file"], args.run_id, "pipeline", job_log=args.log)
     error_file = records.pipeline_error(args.run_id)
     if cfg["pipeline"].get("snakefile"):
@@ -370,7 +367,7 @@ def pipeline(args: argparse.Namespace) -> int:
 
 def report(args: argparse.Namespace) -> int:
     """End of a target: print the stage's table (unless the CLI prints it) and fail on failures."""
-    cfg = load_config(args.config, inherited=True)
+    cfg = for_run(args.config, args.run_id)
     log = logs.setup(args.log, args.run_id)
     backups = cfg["backups"]
     if not backups["enabled"]:
@@ -395,7 +392,7 @@ def restore_job(args: argparse.Namespace) -> int:
     """`snakemake restore --config restore_from=... restore_dataset=... restore_to=...`: the restore command."""
     from .commands.restore import command
 
-    cfg = load_config(args.config, inherited=True)
+    cfg = for_run(args.config, args.run_id)
     return command(cfg, Path.cwd(), args.source, args.dataset, args.to, run_id=args.run, at=args.at)
 
 

@@ -248,6 +248,11 @@ def run_record_path(run_id: str, project_dir: str | Path = ".") -> Path:
     return run_dir(run_id, project_dir) / "run.json"
 
 
+def run_config_path(run_id: str, project_dir: str | Path = ".") -> Path:
+    """The run's validated, secret-free config (config.save_for_run), read by its jobs."""
+    return run_dir(run_id, project_dir) / "config.json"
+
+
 def marker_path(run_id: str, stage: str, destination: str, dataset: str) -> str:
     return f"{STATE_DIR}/runs/{run_id}/{stage}/{destination}/{dataset}.json"
 

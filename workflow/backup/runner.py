@@ -16,7 +16,6 @@ import time
 from dataclasses import dataclass, field
 
 MASK = "****"
-PRIVATE_ENV = ("BACKUP_CONFIG_SNAPSHOT",)
 # Flags whose next argument (or '=value') is a secret.
 SECRET_FLAGS = ("--password", "--pass", "--smb-pass", "--token", "--box-token", "--webdav-pass", "--sftp-pass")
 # key=value and "key": value pairs (JSON) in output or arguments that look like credentials.
@@ -109,9 +108,7 @@ def run(
     secrets = list(secrets) + secret_env_values(env)
     shown = mask(args if isinstance(args, str) else shlex.join(mask_args(list(args), secrets)), secrets)
     log.info("$ %s", shown)
-    # The tools and the pipeline get the user's environment, less the config this package hands its
-    # own jobs (config.SNAPSHOT_ENV): it is none of theirs.
-    full_env = {**{k: v for k, v in os.environ.items() if k not in PRIVATE_ENV}, **(env or {})}
+    full_env = {**os.environ, **(env or {})}
     try:
         proc = subprocess.Popen(
             args,

@@ -245,9 +245,9 @@ def subset(listing: Listing, names) -> Listing:
     return without(listing, [f for f in listing.files if f not in keep])
 
 
-def for_transfer(transfer: Transfer, ignores_case: bool = False, held=None) -> tuple[Listing, list[str], dict]:
+def for_transfer(transfer: Transfer, ignores_case: bool = False, held=None, keeps_links: bool = True):
     """What a transfer sends (and verifies): the source's files as ``sendable`` leaves them."""
-    return sendable(transfer, list_source(transfer.source), ignores_case, held)
+    return sendable(transfer, list_source(transfer.source), ignores_case, held, keeps_links=keeps_links)
 
 
 def _memo(path) -> str:
@@ -266,12 +266,14 @@ def ignores_case(transfer: Transfer, transport, log) -> bool:
     return transport.capabilities(transfer, log).case_sensitive is False
 
 
-def sendable(transfer: Transfer, listing: Listing, ignores_case: bool = False, held=None, memo=None):
-    """A listing less what the destination cannot hold. Returns it, the symlinks left out (an SMB
-    share written by rsync cannot hold them; following them could leave the dataset; the catalog
-    keeps them), and the names it cannot store, with why (``names.unstorable``; ``held``: what the
-    destination holds, asked only when names clash by case; ``memo``: a file that keeps the key of
-    the last set of names found storable here, so an unchanged dataset is not looked at again)."""
+def sendable(transfer: Transfer, listing: Listing, ignores_case: bool = False, held=None, memo=None,
+             keeps_links: bool = True):  # fmt: skip
+    """A listing less what the destination cannot hold. Returns it, the symlinks left out where it
+    holds none (``keeps_links``, the transport's Capabilities.symlinks: an SMB share written by rsync;
+    following them could leave the dataset; the catalog keeps them), and the names it cannot store,
+    with why (``names.unstorable``; ``held``: what the destination holds, asked only when names clash
+    by case; ``memo``: a file that keeps the key of the last set of names found storable here, so an
+    unchanged dataset is not looked at again)."""
     # A share's naming rules, and rclone's lists of names (one a line, UTF-8): about the destination's
     # kind and the tool itself, not a capability.
     rules = {"share": transfer.on_smb, "rclone": transfer.tool == "rclone", "ignores_case": ignores_case}
@@ -283,9 +285,7 @@ def sendable(transfer: Transfer, listing: Listing, ignores_case: bool = False, h
         with open(f"{memo}.{os.getpid()}", "w", encoding="ascii") as fh:
             fh.write(key)
         os.replace(f"{memo}.{os.getpid()}", memo)
-    # The transport's Capabilities.symlinks, asked of the transfer itself: the dry run (cli.py) has no
-    # capabilities to give. rsync cannot put symlinks on a share; rclone keeps them as .rclonelink files.
-    skipped = sorted(listing.links - set(refused)) if transfer.on_smb and transfer.tool == "rsync" else []
+    skipped = [] if keeps_links else sorted(listing.links - set(refused))
     if not refused and not skipped:
         return listing, [], {}
     trimmed = without(listing, [*refused, *skipped])

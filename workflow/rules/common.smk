@@ -13,16 +13,6 @@ from backup import config as backup_config  # noqa: E402
 from backup import plan as backup_plan  # noqa: E402
 from backup import records  # noqa: E402
 
-# Our own loader reads the config files (not Snakemake's merged `config`), so that
-# `--configfile demo.yaml` never inherits keys from the lab's config.yaml.
-CONFIG_FILES = [str(p) for p in workflow.overwrite_configfiles] or [
-    backup_config.DEFAULT_CONFIG
-]
-try:
-    CFG = backup_config.load_config(CONFIG_FILES, workdir=os.getcwd())
-except backup_config.ConfigError as exc:
-    raise WorkflowError(str(exc))
-
 # One run id per invocation. Set by the CLI with --config run_id=...; otherwise made
 # once and kept in the environment, so a re-parse in a job process sees the same id.
 RUN_ID = str(
@@ -34,6 +24,20 @@ if not records.RUN_ID.match(RUN_ID):
         f"run id {RUN_ID!r} is not of the form YYYYMMDD-HHMMSS-xxxx (UTC date and time, then 2-8 "
         "letters or digits), e.g. BACKUP_RUN_ID=$(date -u +%Y%m%d-%H%M%S)-lab"
     )
+
+# Our own loader reads the config files (not Snakemake's merged `config`), so that
+# `--configfile demo.yaml` never inherits keys from the lab's config.yaml. The command line
+# saved the run's validated config (config.save_for_run); Snakemake run by hand validates
+# it here, and its first job saves it for the others.
+CONFIG_FILES = [str(p) for p in workflow.overwrite_configfiles] or [
+    backup_config.DEFAULT_CONFIG
+]
+try:
+    CFG = backup_config.saved_for_run(
+        CONFIG_FILES, RUN_ID
+    ) or backup_config.load_config(CONFIG_FILES, workdir=os.getcwd())
+except backup_config.ConfigError as exc:
+    raise WorkflowError(str(exc))
 ONLY = [d for d in str(config.get("only") or "").split(",") if d]
 # The process a destination's in-progress marker names (records.OWNER_ENV): the command line
 # sets it; Snakemake run by hand is the owner itself. Jobs inherit it.

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .. import logs, monitoring, plan, records, runner, summary, transports
+from .. import config, logs, monitoring, plan, records, runner, summary, transports
 from ..engine_client import Engine
 from . import Context, locked, preflight
 from .prune import after_backup
@@ -54,6 +54,7 @@ def _snakemake(args, cfg: dict, ctx: Context, engine: Engine, run_id: str) -> tu
     nearby = {t.destination for t in transfers if transports.for_transfer(t).nearby(t)}
     options = ["--resources", *plan.resource_limits(cfg["backups"], nearby)]
     options += ["--profile", os.path.abspath(args.profile)] if args.profile else []
+    config.save_for_run(cfg, ctx.config_files, run_id, engine.workdir)  # what the Snakefile and the jobs read
     runner.give_back_memory()  # what validating the config took: this process waits for the run now
 
     # The marker files are the targets, not the rules backup_all and run: their report job would

@@ -37,7 +37,8 @@ def dry_run(cfg: dict, transfers: list[plan.Transfer], workdir: Path, list_all: 
             else:
                 folds = sources.ignores_case(transfer, transport, quiet)
                 held = functools.partial(transport.list, transfer, quiet)  # asked only if names clash by case
-                listing, skipped, refused = sources.for_transfer(transfer, folds, held)
+                keeps_links = transport.keeps_symlinks(transfer)
+                listing, skipped, refused = sources.for_transfer(transfer, folds, held, keeps_links)
             for pattern in listing.missing:
                 print(f"  warning: source not found: {os.path.join(transfer.source.root, pattern)}")
             for link in skipped:

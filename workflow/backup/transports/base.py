@@ -165,6 +165,9 @@ class Transport(Protocol):
     def capabilities(self, transfer: Transfer, log) -> Capabilities:
         """What the destination can hold and tell (rclone asks the remote once: its features)."""
 
+    def keeps_symlinks(self, transfer: Transfer) -> bool:
+        """Capabilities.symlinks, known without asking the destination (every job and the dry run ask)."""
+
     def nearby(self, transfer: Transfer) -> bool:
         """The target is on this machine's own disks: its sends compete for the disk, not side by side."""
 

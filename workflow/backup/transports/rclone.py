@@ -616,10 +616,13 @@ class RcloneTransport(TransportBase):
         features = self.features(transfer, log).get("Features", {})
         return Capabilities(
             hashes=self.has_hashes(transfer, log),
-            symlinks=True,
+            symlinks=self.keeps_symlinks(transfer),
             case_sensitive=False if transfer.on_smb else not features.get("CaseInsensitive"),
             keeps_times=self.keeps_times(transfer, log),
         )
+
+    def keeps_symlinks(self, transfer: Transfer) -> bool:
+        return True  # as NAME.rclonelink files (--links), on any remote
 
     def has_hashes(self, transfer: Transfer, log) -> bool:
         return bool(self.features(transfer, log).get("Hashes"))

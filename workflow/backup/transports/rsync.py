@@ -231,10 +231,13 @@ class RsyncTransport(TransportBase):
         files would be read across the network."""
         return Capabilities(
             hashes=self.sha1 if is_ssh_target(transfer.target) else self.nearby(transfer),
-            symlinks=not transfer.on_smb,
+            symlinks=self.keeps_symlinks(transfer),
             case_sensitive=False if transfer.on_smb else None,
             keeps_times=True,  # --times (a share keeps whole seconds)
         )
+
+    def keeps_symlinks(self, transfer: Transfer) -> bool:
+        return not transfer.on_smb  # rsync --no-links there
 
     def nearby(self, transfer: Transfer) -> bool:
         target = transfer.target
