@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from . import names
+from .plan import DESTINATIONS
 from .records import NOT_SAFE
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_WARNINGS = 0, 1, 2, 3
-ORDER = {"smb": 0, "box": 1, "secured": 2}
+ORDER = {name: rank for rank, name in enumerate(DESTINATIONS)}  # tables list destinations in this order
 
 
 def human_bytes(n: int) -> str:
