@@ -57,8 +57,16 @@ run: setup
 backup: setup
 	$(PY) scripts/backup_system.py backup --config "$(CONFIG)" $(PROFILE_ARG)
 
-setup-slurm: setup
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-slurm.txt
+# The SLURM executor plugin and what it brings (numpy, pandas) in a folder of their own in the
+# venv, not among its packages: only a run given a profile puts it on Python's path
+# (workflow/backup/engine.py), so every other run starts Snakemake as fast as without it.
+CLUSTER_PACKAGES := $(VENV)/cluster-packages
+setup-slurm: setup $(CLUSTER_PACKAGES)/.installed
+
+$(CLUSTER_PACKAGES)/.installed: requirements-slurm.txt $(VENV)/.installed
+	rm -rf $(CLUSTER_PACKAGES)
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --target $(CLUSTER_PACKAGES) -r requirements-slurm.txt
+	touch $@
 
 dry-run: setup
 	$(PY) scripts/backup_system.py backup --dry-run --config "$(CONFIG)"

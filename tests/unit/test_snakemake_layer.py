@@ -5,11 +5,14 @@ Snakemake's public API: these tests fail first, and say which one, when an upgra
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
 import yaml
-from backup import plan
+from backup import engine, plan
 from conftest import PROJECT
 
 PROFILES = [PROJECT / "profiles" / "default", PROJECT / "profiles" / "slurm"]
@@ -67,3 +70,30 @@ def test_the_rules_run_jobs_in_threads_not_one_snakemake_process_each():
     """The rules use `run: shell(...)` (no conda env to declare); without force-use-threads each
     job would be a Snakemake process of its own."""
     assert yaml.safe_load((PROJECT / "profiles/default/config.yaml").read_text())["force-use-threads"] is True
+
+
+def _imported_by_snakemake(cluster: bool) -> list[str]:
+    """The executor plugins and pandas a Snakemake start imports, with or without engine.CLUSTER."""
+    code = (
+        "import sys\nfrom backup import engine\n"
+        + ("engine.add_cluster_packages()\n" if cluster else "")
+        + "from snakemake import cli\ncli.parse_args(['--cores', '1'])\n"
+        "print(sorted(m for m in sys.modules if '.' not in m and m.startswith(('snakemake_executor', 'pandas'))))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(PROJECT / "workflow")})  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return eval(result.stdout)  # a printed list of names
+
+
+def test_only_a_run_with_a_profile_sees_the_cluster_plugins():
+    """make setup-slurm installs the SLURM plugin (and pandas) apart from the venv's packages: a run
+    with a profile finds it (Snakemake discovers executor plugins on Python's path), any other run
+    starts Snakemake without it."""
+    folder = Path(sys.prefix) / engine.CLUSTER_PACKAGES
+    if not (folder / "snakemake_executor_plugin_slurm").is_dir():
+        pytest.skip(f"no {folder}: make setup-slurm (which make test runs) installs it")
+    assert _imported_by_snakemake(cluster=False) == []
+    assert _imported_by_snakemake(cluster=True) == [
+        "pandas", "snakemake_executor_plugin_slurm", "snakemake_executor_plugin_slurm_jobstep"
+    ]  # fmt: skip

@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         if runs_workflow and workdir.is_dir():
             from .engine_client import Engine
 
-            engine = Engine(workdir, interrupts)
+            engine = Engine(workdir, interrupts, args.profile)
         return _main(chosen, args, argv, workdir, engine, interrupts)
     except signals.Interrupted:
         what = "before any backup started" if runs_workflow else "before it finished"

@@ -4,6 +4,13 @@ Snakemake's default ``--max-jobs-per-timespan 100/1s`` re-arms a one-second time
 every scheduling round, and the interpreter waits for the last one at exit: one second
 added to every run, longer than a whole backup that finds nothing to send. The backup
 jobs are few (one per destination and dataset), so there is nothing to limit.
+
+``--cluster``: a profile may send jobs to a cluster: the executor plugins installed apart from the
+venv's own packages (``make setup-slurm``: CLUSTER_PACKAGES) are put on Python's path, for
+Snakemake here and, through PYTHONPATH, for the Snakemake a cluster job runs. Without it
+Snakemake never sees them: it imports every executor plugin it finds at start, and the SLURM
+plugin brings pandas (which Snakemake then imports for every job's params too), a second and
+50 MB for every run that sends nothing to a cluster.
 """
 
 from __future__ import annotations
@@ -14,6 +21,16 @@ import os
 import sys
 
 WAIT = "--wait"
+CLUSTER = "--cluster"
+CLUSTER_PACKAGES = "cluster-packages"  # in the venv's folder (sys.prefix): see the Makefile's setup-slurm
+
+
+def add_cluster_packages() -> None:
+    """The cluster's executor plugins, after the venv's own packages (which win where both hold one)."""
+    folder = os.path.join(sys.prefix, CLUSTER_PACKAGES)
+    if os.path.isdir(folder):
+        sys.path.append(folder)
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), folder]))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,9 +39,12 @@ def main(argv: list[str] | None = None) -> int:
     from backup import interrupts
 
     interrupts.stop_own_group_on_signal()  # first: a stop may come while Snakemake is imported
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == [CLUSTER]:
+        add_cluster_packages()
+        argv = argv[1:]
     from snakemake import cli
 
-    argv = sys.argv[1:] if argv is None else argv
     if argv == [WAIT]:
         line = sys.stdin.readline()
         if not line:

@@ -17,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import PROJECT_DIR, progress, records
+from . import PROJECT_DIR, engine, progress, records
 from . import interrupts as signals
 from .terminal import StatusLine, terminal_text
 
@@ -27,8 +27,11 @@ class Engine:
     imports Snakemake (a third of a second) while this process checks the config, the remotes and
     the lock, then runs what ``run`` tells it. Job lines go to the terminal, everything to a log."""
 
-    def __init__(self, workdir: Path, interrupts: signals.Interrupts) -> None:
-        self.workdir, self.tty, self.interrupts = workdir, sys.stdout.isatty(), interrupts
+    def __init__(self, workdir: Path, interrupts: signals.Interrupts, profile: str | None = None) -> None:
+        """``profile``: the run's --profile. With one (or $SNAKEMAKE_PROFILE, which Snakemake also reads)
+        Snakemake is given the cluster's executor plugins (engine.CLUSTER); without, every job runs here."""
+        self.workdir, self.tty, self.interrupts, self.profile = workdir, sys.stdout.isatty(), interrupts, profile
+        cluster = [engine.CLUSTER] if profile or os.environ.get("SNAKEMAKE_PROFILE") else []
         env = {
             **os.environ,
             "BACKUP_CLI": "1",
@@ -39,8 +42,9 @@ class Engine:
         }
         # backup.engine is snakemake's own command line, without its job-rate limiter (see engine.py),
         # in a process group of its own that this process stops as a whole (see interrupts.py).
+        command = [sys.executable, "-m", "backup.engine", *cluster, engine.WAIT]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "backup.engine", "--wait"], cwd=workdir, env=env, stdin=subprocess.PIPE,
+            command, cwd=workdir, env=env, stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace", process_group=0,
             preexec_fn=functools.partial(signals.die_with_parent, os.getpid()),
         )  # fmt: skip
@@ -52,6 +56,7 @@ class Engine:
             assert self.proc.stdin is not None
             self.proc.stdin.close()
             self.proc.wait()
+        self.interrupts.done(self.proc.pid)
 
     def run(
         self,

@@ -21,7 +21,7 @@ def main(args, cfg: dict, workdir: Path, ctx: Context) -> int:
     def run() -> int:
         # From here on a signal stops the jobs, and the run is recorded, before the lock is freed.
         ctx.interrupts.deferred = True
-        return _run(args, cfg, workdir, ctx, ctx.engine or Engine(workdir, ctx.interrupts))
+        return _run(args, cfg, workdir, ctx, ctx.engine or Engine(workdir, ctx.interrupts, args.profile))
 
     return locked(workdir, ctx.command, run)
 
@@ -65,13 +65,15 @@ def _snakemake(args, cfg: dict, ctx: Context, engine: Engine, run_id: str) -> tu
     if args.command == "run":
         # The pre-pipeline backup (and its gate) first, then the pipeline and the post backup:
         # two invocations of one graph, so no pipeline job can start before the gate.
+        # The second Snakemake imports itself while the first runs the pre-pipeline backup.
+        second = Engine(engine.workdir, engine.interrupts, engine.profile)
         returncode, lines = engine.run(ctx.config_files, ["pipeline_gate"], run_id, args.only, args.cores, options)
-        if returncode == 0 and not engine.interrupts.signum:
-            targets = [records.pipeline_marker(run_id), *markers("post")]
-            second = Engine(engine.workdir, engine.interrupts)
-            returncode, more = second.run(ctx.config_files, targets, run_id, args.only, args.cores, options)
-            lines += more
-        return returncode, lines
+        if returncode != 0 or engine.interrupts.signum:
+            second.cancel()
+            return returncode, lines
+        targets = [records.pipeline_marker(run_id), *markers("post")]
+        returncode, more = second.run(ctx.config_files, targets, run_id, args.only, args.cores, options)
+        return returncode, lines + more
     return engine.run(ctx.config_files, markers("manual") or ["backup_all"], run_id, args.only, args.cores, options)
 
 
