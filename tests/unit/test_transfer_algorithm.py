@@ -103,6 +103,9 @@ class FakeTransport(TransportBase):
     def capabilities(self, transfer, log) -> Capabilities:
         return Capabilities(hashes=True, symlinks=True, case_sensitive=True, keeps_times=True)
 
+    def keeps_symlinks(self, transfer) -> bool:
+        return True
+
     def list(self, transfer, log):
         return {name: len(data) for name, data in self.held.items()}
 
