@@ -479,7 +479,8 @@ def load_config(paths: list[str | Path] | None = None, workdir: str | None = Non
 def save_for_run(cfg: dict, paths: list[str | Path], run_id: str, project_dir: str | Path = ".") -> None:
     """Keep the run's validated config where its jobs look (durable: a SLURM job may read it elsewhere)."""
     try:
-        saved = {"files": _stamps([str(p) for p in paths]), "config": public(cfg)}
+        # recorded: a password pasted into password_env (it passes for a name) is not kept either.
+        saved = {"files": _stamps([str(p) for p in paths]), "config": public(cfg, recorded=True)}
         json.dumps(saved)
     except (TypeError, ValueError):
         return  # a value JSON cannot carry: the jobs read the files themselves
@@ -493,6 +494,17 @@ def saved_for_run(paths: list[str | Path], run_id: str, project_dir: str | Path 
     if saved and files and saved.get("files") == files:
         return saved["config"]
     return None
+
+
+def module_config(paths: list[str | Path]) -> dict:
+    """A Snakemake-module pipeline's own config (pipeline.config), from the files: it is the lab's,
+    free-form and maybe secret, so never saved for the run (public() leaves it out). The command
+    line or the Snakefile has validated these files already."""
+    data: dict = {}
+    for path in paths:
+        content = read_yaml(path)
+        data = merge(data, content if isinstance(content, dict) else {})
+    return (data.get("pipeline") or {}).get("config") or {}
 
 
 def for_run(paths: list[str | Path], run_id: str) -> dict:

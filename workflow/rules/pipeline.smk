@@ -49,7 +49,7 @@ if PIPELINE_SNAKEFILE:
         snakefile:
             backup_plan.absolute(PIPELINE_SNAKEFILE, os.getcwd())
         config:
-            CFG["pipeline"]["config"]
+            backup_config.module_config(CONFIG_FILES)
 
     use rule * from analysis as analysis_*
 
