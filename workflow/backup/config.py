@@ -477,14 +477,15 @@ def load_config(paths: list[str | Path] | None = None, workdir: str | None = Non
 
 
 def save_for_run(cfg: dict, paths: list[str | Path], run_id: str, project_dir: str | Path = ".") -> None:
-    """Keep the run's validated config where its jobs look (durable: a SLURM job may read it elsewhere)."""
+    """Keep the run's validated config where its jobs look (not synced to disk: only this run's own
+    processes read it, on this machine, while the run lasts)."""
     try:
         # recorded: a password pasted into password_env (it passes for a name) is not kept either.
         saved = {"files": _stamps([str(p) for p in paths]), "config": public(cfg, recorded=True)}
         json.dumps(saved)
     except (TypeError, ValueError):
         return  # a value JSON cannot carry: the jobs read the files themselves
-    records.write_json(records.run_config_path(run_id, project_dir), saved)
+    records.write_json(records.run_config_path(run_id, project_dir), saved, durable=False)
 
 
 def saved_for_run(paths: list[str | Path], run_id: str, project_dir: str | Path = ".") -> dict | None:
