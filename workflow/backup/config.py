@@ -456,6 +456,11 @@ def load_config(paths: list[str | Path] | None = None, workdir: str | None = Non
     ``workdir``: the project folder (the command line's --workdir): relative paths are checked there
     too (without it, only absolute ones: a job's or the Snakefile's parent checked the rest)."""
     paths = [str(p) for p in (paths or [DEFAULT_CONFIG])]
+    return validate(_merged(paths), source=" + ".join(paths), workdir=str(workdir) if workdir else None)
+
+
+def _merged(paths: list[str | Path]) -> dict:
+    """The files read and merged, later ones winning; each must hold a mapping."""
     data: dict = {}
     for path in paths:
         content = read_yaml(path)
@@ -466,7 +471,7 @@ def load_config(paths: list[str | Path] | None = None, workdir: str | None = Non
         if not isinstance(content, dict):
             raise ConfigError(f"{path}: the file must hold a mapping with a 'backups' key")
         data = merge(data, content)
-    return validate(data, source=" + ".join(paths), workdir=str(workdir) if workdir else None)
+    return data
 
 
 # --- one run's config: validated once, read by path ---------------------------------------------
@@ -501,11 +506,7 @@ def module_config(paths: list[str | Path]) -> dict:
     """A Snakemake-module pipeline's own config (pipeline.config), from the files: it is the lab's,
     free-form and maybe secret, so never saved for the run (public() leaves it out). The command
     line or the Snakefile has validated these files already."""
-    data: dict = {}
-    for path in paths:
-        content = read_yaml(path)
-        data = merge(data, content if isinstance(content, dict) else {})
-    return (data.get("pipeline") or {}).get("config") or {}
+    return (_merged(paths).get("pipeline") or {}).get("config") or {}
 
 
 def for_run(paths: list[str | Path], run_id: str) -> dict:
