@@ -45,6 +45,19 @@ def test_rsync_args(monkeypatch, tmp_path):
     assert "--specials" not in args and "--devices" not in args  # FIFOs and devices hold no data
 
 
+def test_rsync_walks_the_matched_tops_as_root_dot_name_with_relative(monkeypatch, tmp_path):
+    """A whole dataset (the everyday case) names the folders and files its patterns matched as
+    ROOT/./NAME with --relative, which rsync walks itself: no list of every file."""
+    calls = capture(monkeypatch, [f">f+++++++++|{SHA}|Results/a.png"])
+    listing = Listing(root="/src", files=["Results/a.png", "-b.csv"], sizes={"Results/a.png": 1, "-b.csv": 2},
+                      tops=["Results", "-b.csv"])  # fmt: skip
+    result = transports.RsyncTransport().send(transfer("rsync", str(tmp_path / "d")), listing, None)
+    (args,) = calls
+    assert args[-5:] == ["--relative", "--", "/src/./Results", "/src/./-b.csv", str(tmp_path / "d") + "/"]
+    assert not any(a.startswith(("--files-from", "--delete", "--remove")) for a in args)
+    assert "--update" in args and result.files_sent == 1 and result.sha1 == {"Results/a.png": SHA}
+
+
 def test_rsync_counts_each_listed_file_once_and_what_a_failed_send_wrote(monkeypatch, tmp_path):
     """A file redone in rsync's second pass is named twice, one made since the listing is no file of
     this backup: neither inflates the count. A send that fails part-way reports what it wrote."""
