@@ -65,6 +65,8 @@ setup-slurm: setup $(CLUSTER_PACKAGES)/.installed
 
 $(CLUSTER_PACKAGES)/.installed: requirements-slurm.txt $(VENV)/.installed
 	rm -rf $(CLUSTER_PACKAGES)
+	@# An earlier set-up put the plugins among the venv's own packages: there every run would find them.
+	@$(PY) -m pip uninstall --quiet --yes snakemake-executor-plugin-slurm snakemake-executor-plugin-slurm-jobstep 2>/dev/null || true
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --target $(CLUSTER_PACKAGES) -r requirements-slurm.txt
 	touch $@
 
