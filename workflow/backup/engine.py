@@ -9,8 +9,8 @@ jobs are few (one per destination and dataset), so there is nothing to limit.
 venv's own packages (``make setup-slurm``: CLUSTER_PACKAGES) are put on Python's path, for
 Snakemake here and, through PYTHONPATH, for the Snakemake a cluster job runs. Without it
 Snakemake never sees them: it imports every executor plugin it finds at start, and the SLURM
-plugin brings pandas (which Snakemake then imports for every job's params too), a second and
-50 MB for every run that sends nothing to a cluster.
+plugin brings pandas (which Snakemake, finding it, also imports to store jobs' params): a second
+and 50 MB more for every run that sends nothing to a cluster.
 """
 
 from __future__ import annotations
