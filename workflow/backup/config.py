@@ -502,11 +502,13 @@ def saved_for_run(paths: list[str | Path], run_id: str, project_dir: str | Path 
     return None
 
 
-def module_config(paths: list[str | Path]) -> dict:
-    """A Snakemake-module pipeline's own config (pipeline.config), from the files: it is the lab's,
-    free-form and maybe secret, so never saved for the run (public() leaves it out). The command
-    line or the Snakefile has validated these files already."""
-    return (_merged(paths).get("pipeline") or {}).get("config") or {}
+def pipeline_private(paths: list[str | Path]) -> dict:
+    """What public() leaves out of the run's saved config, read from the files when it is needed:
+    the pipeline's command (the pipeline job) and a module pipeline's own config (the Snakefile).
+    They are the lab's, free-form and maybe secret. The command line or the Snakefile has validated
+    these files already: no second validation here."""
+    pipeline = _merged(paths).get("pipeline") or {}
+    return {"command": pipeline.get("command"), "config": pipeline.get("config") or {}}
 
 
 def for_run(paths: list[str | Path], run_id: str) -> dict:

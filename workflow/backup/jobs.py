@@ -17,7 +17,7 @@ from pathlib import Path
 
 from . import commit, logs, manifest, names, plan, progress, records, rewrites, runner, sources, summary, transports
 from .catalog import Catalog
-from .config import ConfigError, for_run, load_config
+from .config import ConfigError, for_run, pipeline_private
 from .errors import ArchiveError
 from .records import TransferRecord
 from .transfer import Outcome, send_verified
@@ -323,14 +323,14 @@ def gate(args: argparse.Namespace) -> int:
 
 def pipeline(args: argparse.Namespace) -> int:
     """Run the analysis command (the gate has passed); for a module pipeline, record that it finished."""
-    cfg = load_config(args.config)  # the command itself is not in the run's saved config
+    cfg = for_run(args.config, args.run_id)
     log = logs.setup(cfg["backups"]["log_file"], args.run_id, "pipeline", job_log=args.log)
     error_file = records.pipeline_error(args.run_id)
     if cfg["pipeline"].get("snakefile"):
         records.write_record(args.marker, records.PipelineRecord(args.run_id, snakefile=cfg["pipeline"]["snakefile"]))
         _say(f"pipeline: ok (the jobs of {cfg['pipeline']['snakefile']} are done)")
         return 0
-    command = cfg["pipeline"].get("command")
+    command = pipeline_private(args.config)["command"]  # not in the run's saved config
     if not command:
         message = "no pipeline.command in the config: nothing to run between the backups"
         log.error(message)

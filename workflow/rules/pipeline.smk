@@ -49,7 +49,7 @@ if PIPELINE_SNAKEFILE:
         snakefile:
             backup_plan.absolute(PIPELINE_SNAKEFILE, os.getcwd())
         config:
-            backup_config.module_config(CONFIG_FILES)
+            backup_config.pipeline_private(CONFIG_FILES)["config"]
 
     use rule * from analysis as analysis_*
 
