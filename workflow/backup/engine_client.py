@@ -24,7 +24,7 @@ from .terminal import StatusLine, terminal_text
 
 class Engine:
     """Snakemake in a child process, started as soon as the command line knows it will need it: it
-    imports Snakemake (a third of a second) while this process checks the config, the remotes and
+    imports Snakemake (about a second of CPU) while this process checks the config, the remotes and
     the lock, then runs what ``run`` tells it. Job lines go to the terminal, everything to a log."""
 
     def __init__(self, workdir: Path, interrupts: signals.Interrupts, profile: str | None = None) -> None:
