@@ -36,7 +36,7 @@ def add_cluster_packages() -> None:
 def main(argv: list[str] | None = None) -> int:
     """``--wait``: import Snakemake first, then read {"argv": [...], "env": {...}} from one line of
     standard input (nothing: exit), so that the import overlaps the CLI's own checks."""
-    from backup import interrupts
+    from backup import PROJECT_DIR, interrupts, jobserver
 
     interrupts.stop_own_group_on_signal()  # first: a stop may come while Snakemake is imported
     argv = sys.argv[1:] if argv is None else argv
@@ -52,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         message = json.loads(line)
         os.environ.update(message["env"])
         argv = message["argv"]
+        # The jobs' server imports the package while Snakemake reads the workflow (jobserver.py).
+        jobserver.JobServer.shared(str(PROJECT_DIR / "workflow")).start()
     try:
         parser, args = cli.parse_args(argv)
         args.max_jobs_per_timespan = None

@@ -17,7 +17,13 @@ rule archive:
     params:
         **JOB_PARAMS,
     run:
-        shell(
-            "{params.job} archive {params.config} --run-id {params.run_id} --stage {wildcards.stage}"
-            " --dataset {wildcards.dataset} --threads {threads} --marker {output:q} --log {log:q}"
+        run_job(
+            "archive",
+            params,
+            resources,
+            stage=wildcards.stage,
+            dataset=wildcards.dataset,
+            threads=threads,
+            marker=output[0],
+            log=log[0],
         )

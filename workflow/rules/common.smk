@@ -1,6 +1,5 @@
 # Helpers shared by every rule: the validated config, the run id and the plan.
 import os
-import shlex
 import sys
 
 from snakemake.exceptions import WorkflowError
@@ -10,6 +9,7 @@ BACKUP_PKG_DIR = os.path.normpath(os.path.join(workflow.current_basedir, ".."))
 sys.path.insert(0, BACKUP_PKG_DIR)
 
 from backup import config as backup_config  # noqa: E402
+from backup import jobserver as backup_jobserver  # noqa: E402
 from backup import plan as backup_plan  # noqa: E402
 from backup import records  # noqa: E402
 
@@ -45,17 +45,28 @@ os.environ.setdefault("BACKUP_OWNER_PID", str(os.getpid()))
 TRANSFERS = backup_plan.plan(CFG, os.getcwd(), ONLY)
 ARCHIVED = backup_plan.archived_datasets(TRANSFERS)
 
-# Every job runs this Python (the project's venv) by absolute path, so a conda env or container
-# would decide nothing: the rules declare none, and run their job as `run: shell(...)`, which
-# Snakemake's lint accepts without one; profiles/default has them run in threads
-# (force-use-threads), exactly as `shell:` rules run, not as a new Snakemake process each.
-JOB = (
-    f"PYTHONPATH={shlex.quote(BACKUP_PKG_DIR)} {shlex.quote(sys.executable)} -m backup"
-)
-CONFIG_ARGS = " ".join(f"--config {shlex.quote(path)}" for path in CONFIG_FILES)
+# Every job is `python -m backup JOB ...` run by this Python (the project's venv), so a conda env
+# or container would decide nothing: the rules declare none, and run their job from a `run:`
+# block, which Snakemake's lint accepts without one; profiles/default has those blocks run in
+# threads (force-use-threads), not as a new Snakemake process each. The job itself is forked
+# from the run's job server (jobserver.py), which has imported the package once.
+JOBS = backup_jobserver.JobServer.shared(BACKUP_PKG_DIR)
+CONFIG_ARGV = [arg for path in CONFIG_FILES for arg in ("--config", path)]
 
 # Passed to every job as params (none of them is a secret: params land in .snakemake/).
-JOB_PARAMS = dict(job=JOB, config=CONFIG_ARGS, run_id=RUN_ID, only=",".join(ONLY))
+JOB_PARAMS = dict(run_id=RUN_ID, only=",".join(ONLY))
+
+
+def run_job(name, params, resources, *args, **options):
+    """The job NAME of this run (backup/jobs.py): `python -m backup NAME --config ... --run-id ...
+    ARGS --OPTION VALUE ...` (a list value repeats its option), forked from the job server.
+    """
+    argv = [name, *CONFIG_ARGV, "--run-id", params.run_id, *args]
+    for option, value in options.items():
+        for one in value if isinstance(value, list) else [value]:
+            argv += [f"--{option.replace('_', '-')}", str(one)]
+    JOBS.run(argv, tmpdir=resources.get("tmpdir"))
+
 
 # Extra inputs per stage: the composition makes "post" wait for the pipeline.
 STAGE_INPUTS = {}
@@ -113,8 +124,10 @@ def restore_args(wildcards):
             f"snakemake restore needs --config restore_from={DEST_NAMES}|any restore_dataset=NAME "
             "restore_to=DIR [restore_run=RUN_ID | restore_at='YYYY-MM-DD HH:MM']"
         )
-    args = [f"--{flag} {shlex.quote(str(config[key]))}" for flag, key in wanted.items()]
+    args = [
+        arg for flag, key in wanted.items() for arg in (f"--{flag}", str(config[key]))
+    ]
     for flag in ("run", "at"):
         if config.get(f"restore_{flag}"):
-            args.append(f"--{flag} {shlex.quote(str(config[f'restore_{flag}']))}")
-    return " ".join(args)
+            args += [f"--{flag}", str(config[f"restore_{flag}"])]
+    return args

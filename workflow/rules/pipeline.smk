@@ -22,8 +22,13 @@ rule run_with_backups:
     params:
         **JOB_PARAMS,
     run:
-        shell(
-            "{params.job} report {params.config} --run-id {params.run_id} --only={params.only:q} --stage pre --stage post --log {log:q}"
+        run_job(
+            "report",
+            params,
+            resources,
+            only=params.only,
+            stage=["pre", "post"],
+            log=log[0],
         )
 
 
@@ -38,8 +43,13 @@ rule pipeline_gate:
     params:
         **JOB_PARAMS,
     run:
-        shell(
-            "{params.job} gate {params.config} --run-id {params.run_id} --only={params.only:q} --marker {output:q} --log {log:q}"
+        run_job(
+            "gate",
+            params,
+            resources,
+            only=params.only,
+            marker=output[0],
+            log=log[0],
         )
 
 
@@ -68,6 +78,4 @@ rule pipeline:
     params:
         **JOB_PARAMS,
     run:
-        shell(
-            "{params.job} pipeline {params.config} --run-id {params.run_id} --marker {output:q} --log {log:q}"
-        )
+        run_job("pipeline", params, resources, marker=output[0], log=log[0])

@@ -24,10 +24,15 @@ rule sync:
     params:
         **JOB_PARAMS,
     run:
-        shell(
-            "{params.job} sync {params.config} --run-id {params.run_id} --stage {wildcards.stage}"
-            " --dest {wildcards.dest} --dataset {wildcards.dataset}"
-            " --marker {output:q} --log {log:q}"
+        run_job(
+            "sync",
+            params,
+            resources,
+            stage=wildcards.stage,
+            dest=wildcards.dest,
+            dataset=wildcards.dataset,
+            marker=output[0],
+            log=log[0],
         )
 
 
@@ -45,9 +50,14 @@ for _dest in backup_plan.DESTINATIONS:
             **JOB_PARAMS,
             dest=_dest,
         run:
-            shell(
-                "{params.job} report {params.config} --run-id {params.run_id} --only={params.only:q} --stage manual"
-                " --dest {params.dest} --log {log:q}"
+            run_job(
+                "report",
+                params,
+                resources,
+                only=params.only,
+                stage="manual",
+                dest=params.dest,
+                log=log[0],
             )
 
 
@@ -59,6 +69,4 @@ rule restore:
         **JOB_PARAMS,
         options=restore_args,
     run:
-        shell(
-            "{params.job} restore {params.config} --run-id {params.run_id} {params.options} --log {log:q}"
-        )
+        run_job("restore", params, resources, *params.options, log=log[0])
