@@ -15,7 +15,10 @@ def run_probe(tmp_path: Path, ci: str | None) -> subprocess.CompletedProcess:
     probe.write_text("import pytest\n\ndef test_needs_smbd():\n    pytest.skip('smbd is missing')\n")
     env = {k: v for k, v in os.environ.items() if k != "CI"} | ({"CI": ci} if ci else {})
     env["PYTHONPATH"] = str(TESTS)
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "conftest", "--rootdir", str(tmp_path), str(probe)]
+    # --basetemp: pytest's own temporary folders under tmp_path, or it would first clear away the
+    # oldest of the earlier runs' (a whole suite's, tens of seconds).
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "conftest", "--rootdir", str(tmp_path),
+           "--basetemp", str(tmp_path / "basetemp"), str(probe)]  # fmt: skip
     return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
 
 
