@@ -203,3 +203,33 @@ def test_an_smb_user_holding_a_password_is_refused_without_showing_it():
     assert "Hunter2leak" not in str(err.value)
     cfg["backups"]["destinations"]["smb"]["user"] = "LAB\\cole"  # a domain user is a name
     validate(cfg)
+
+
+def test_a_config_that_passed_the_schema_is_not_checked_against_it_again(tmp_path, monkeypatch):
+    """The schema's verdict is kept by a hash of the defaulted config, the schema and jsonschema;
+    a config that fails is never kept, and any change to it is checked again."""
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.safe_dump(minimal(secured={"enabled": True, "base_path": str(tmp_path)})))
+    script = (f"import sys; from backup.config import load_config; load_config([{str(good)!r}]); "
+              "print('jsonschema' in sys.modules)")  # fmt: skip
+
+    def imports_jsonschema() -> bool:
+        env = {**os.environ, "PYTHONPATH": str(PROJECT / "workflow")}
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)
+        return done.stdout.strip() == "True"
+
+    assert imports_jsonschema()  # the first time it is checked
+    assert len(list((tmp_path / "cache/lab-backup/valid-configs").iterdir())) == 1
+    assert not imports_jsonschema()  # then its verdict is read
+    bad = minimal(secured={"enabled": True, "base_path": str(tmp_path), "datasets_at_once": "many"})
+    for _ in range(2):  # a failing config is checked every time: never kept as passed
+        with pytest.raises(ConfigError, match="datasets_at_once"):
+            validate(bad)
+    assert len(list((tmp_path / "cache/lab-backup/valid-configs").iterdir())) == 1
+    changed = minimal(secured={"enabled": True, "base_path": str(tmp_path), "datasets_at_once": 3})
+    validate(changed)  # another config: checked, and kept
+    assert len(list((tmp_path / "cache/lab-backup/valid-configs").iterdir())) == 2

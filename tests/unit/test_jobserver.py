@@ -9,9 +9,8 @@ import signal
 import subprocess
 
 import pytest
-from conftest import PROJECT, Lab
-
 from backup.jobserver import JobServer
+from conftest import PROJECT, Lab
 
 PACKAGE = str(PROJECT / "workflow")
 
@@ -54,7 +53,7 @@ def test_the_server_leaves_when_snakemake_does(server):
 
 # Run by the pipeline job: the command lines of the processes above it (from /proc), and its TMPDIR.
 ANCESTRY = (
-    "python -c \"import json, os, sys; pid, chain = os.getppid(), []\n"
+    'python -c "import json, os, sys; pid, chain = os.getppid(), []\n'
     "for _ in range(8):\n"
     "    chain.append(open(f'/proc/{pid}/cmdline', 'rb').read().replace(bytes(1), b' ').decode().strip())\n"
     "    pid = int(open(f'/proc/{pid}/stat').read().rsplit(')', 1)[1].split()[1])\n"

@@ -6,8 +6,11 @@ that they all see the same validated, defaulted settings.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
+import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -159,6 +162,18 @@ def validate(data: Any, source: str = "config", workdir: str | None = None) -> d
     data = copy.deepcopy(data)
     schema = _load_schema()
     _fill_defaults(data, schema)
+    memo = _passed_before(data, schema)
+    if memo is None or not memo.exists():
+        _check_schema(data, schema, source)
+        if memo is not None:
+            with contextlib.suppress(OSError):
+                memo.parent.mkdir(parents=True, exist_ok=True)
+                memo.touch()
+    _check_semantics(data, source, workdir)
+    return data
+
+
+def _check_schema(data: dict, schema: dict, source: str) -> None:
     import jsonschema  # only here: a job that reads its run's validated config never needs it
 
     validator = jsonschema.Draft202012Validator(schema)
@@ -167,8 +182,23 @@ def validate(data: Any, source: str = "config", workdir: str | None = None) -> d
         # The deepest error is the most specific one ("if/then" wraps "required").
         err = max(errors, key=lambda e: len(list(e.absolute_path)))
         raise ConfigError(f"{source}: {_key_path(err)}: {_describe(err)}")
-    _check_semantics(data, source, workdir)
-    return data
+
+
+def _passed_before(data: dict, schema: dict) -> Path | None:
+    """Where this user's cache notes that exactly this defaulted config passed exactly this schema
+    under this jsonschema (the file's name is a SHA-256 of all three: it holds nothing of the
+    config). The same check gives the same answer; importing jsonschema and running it is a third
+    of a second of every command. The checks the schema cannot express (paths, mounts) always run."""
+    home = records.user_cache()
+    spec = importlib.util.find_spec("jsonschema")
+    if home is None or spec is None or not spec.origin:
+        return None
+    try:
+        installed = [spec.origin, os.stat(spec.origin).st_mtime_ns]
+        key = json.dumps([data, schema, installed], sort_keys=True, default=repr)
+    except (OSError, TypeError, ValueError):
+        return None
+    return home / "valid-configs" / hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def _check_semantics(cfg: dict, source: str, workdir: str | None = None) -> None:
