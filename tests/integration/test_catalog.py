@@ -6,21 +6,78 @@ same catalog through every other transport is in test_disaster_recovery.py.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from conftest import hash_tree
+import pytest
+from conftest import Lab, hash_tree
 from test_faults import killed_while_writing
 
 
 def runs_at(folder: Path) -> list[dict]:
     """The committed run records a destination holds, oldest first (read here, not by the code)."""
     return [json.loads(p.read_text()) for p in sorted((folder / ".lab-backup/runs").glob("*.json"))]
+
+
+class SavedLab:
+    """A lab in a state that takes backups to reach (``prepare``; what it returns is ``made``), made
+    once per module and kept as a copy, as each backup costs seconds of CPU: ``fresh()`` puts the
+    copy back in place for each test, which may then change anything in it (sources, config,
+    destinations, workdir). It goes back to the same path: the catalogs and the workdir's records
+    name absolute paths."""
+
+    def __init__(self, root: Path, prepare) -> None:
+        self.lab = Lab(root / "lab")
+        self.made = prepare(self.lab)
+        self.saved, self.config = root / "saved", copy.deepcopy(self.lab.config)
+        shutil.copytree(self.lab.root, self.saved, symlinks=True)  # copy2: times kept to the nanosecond
+
+    def fresh(self) -> Lab:
+        shutil.rmtree(self.lab.root)
+        shutil.copytree(self.saved, self.lab.root, symlinks=True)
+        self.lab.config = copy.deepcopy(self.config)
+        return self.lab
+
+
+def backed_up(lab: Lab) -> None:
+    result = lab.cli()
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def compressed(lab: Lab) -> None:
+    lab.config["backups"]["compression"] = {"enabled": True, "archive_dir": str(lab.workdir / "zips")}
+    lab.save()
+    backed_up(lab)
+
+
+@pytest.fixture(scope="module")
+def saved_direct(tmp_path_factory) -> SavedLab:
+    return SavedLab(tmp_path_factory.mktemp("direct"), backed_up)
+
+
+@pytest.fixture(scope="module")
+def saved_compressed(tmp_path_factory) -> SavedLab:
+    return SavedLab(tmp_path_factory.mktemp("compressed"), compressed)
+
+
+@pytest.fixture
+def one_run(saved_direct) -> Lab:
+    """A lab after one backup to every destination (direct copies): a fresh copy for each test."""
+    return saved_direct.fresh()
+
+
+@pytest.fixture
+def one_compressed_run(saved_compressed) -> Lab:
+    """A lab after one compressed backup to every destination (archive_dir: the workdir's zips/):
+    a fresh copy for each test."""
+    return saved_compressed.fresh()
 
 
 def flip_one_byte(path: Path) -> None:
@@ -32,9 +89,9 @@ def flip_one_byte(path: Path) -> None:
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
-def test_sha1sum_checks_each_destination_without_this_project(lab):
+def test_sha1sum_checks_each_destination_without_this_project(one_run):
     """The catalog's checksum files are sha1sum input; their SHA-1s (rsync's %C, rclone's) are the sources'."""
-    assert lab.cli().returncode == 0
+    lab = one_run
     box = lab.box / "Ramanlab-Backups"
     places = {("smb", "CSVs"): lab.smb / "flyTrackingData", ("smb", "Results"): lab.smb / "Figures",
               ("box", "CSVs"): box / "CSVs", ("box", "Results"): box / "Results",
@@ -58,8 +115,8 @@ def test_sha1sum_checks_each_destination_without_this_project(lab):
     assert check.returncode == 1 and "model_predictions.csv: FAILED" in check.stdout
 
 
-def test_a_flipped_byte_is_named_by_verify_and_by_a_rolling_sample_within_n_calls(lab):
-    assert lab.cli().returncode == 0
+def test_a_flipped_byte_is_named_by_verify_and_by_a_rolling_sample_within_n_calls(one_run):
+    lab = one_run
     flip_one_byte(lab.smb / "Figures/Results/Opto/PER-Envelopes/fig1.png")
     full = lab.cli("--verify")
     assert full.returncode == 1
@@ -104,8 +161,8 @@ def test_a_killed_run_is_listed_as_interrupted_and_the_next_run_commits(lab):
     assert f"{marker['tag']}" in listed and "interrupted" in listed and f"{run['tag']}" in listed
 
 
-def test_another_machine_writing_stops_that_destination_only_until_its_marker_is_stale(lab):
-    assert lab.cli().returncode == 0
+def test_another_machine_writing_stops_that_destination_only_until_its_marker_is_stale(one_run):
+    lab = one_run
     locks = lab.smb / ".lab-backup/locks"
     locks.mkdir(parents=True, exist_ok=True)
     now = datetime.now().astimezone()
@@ -134,11 +191,10 @@ def test_another_machine_writing_stops_that_destination_only_until_its_marker_is
     assert hash_tree(lab.smb / "flyTrackingData") == lab.csv_hashes()
 
 
-def test_damaged_archives_are_named_and_any_restores_from_the_next_destination(lab, tmp_path):
-    lab.config["backups"]["compression"] = {"enabled": True, "archive_dir": str(lab.workdir / "zips")}
-    lab.config["backups"]["destinations"]["smb"]["enabled"] = False
+def test_damaged_archives_are_named_and_any_restores_from_the_next_destination(one_compressed_run, tmp_path):
+    lab = one_compressed_run
+    lab.config["backups"]["destinations"]["smb"]["enabled"] = False  # 'any' then tries box, then secured
     lab.save()
-    assert lab.cli().returncode == 0
     (archive,) = (lab.box / "Ramanlab-Backups/CSVs").glob("CSVs_archive_*.zip")
     good = archive.read_bytes()
     for damage, why in ((lambda: archive.write_bytes(good[: len(good) // 2]), "truncated"),
@@ -157,8 +213,8 @@ def test_damaged_archives_are_named_and_any_restores_from_the_next_destination(l
         assert "6 from secured" in result.stdout and hash_tree(out) == lab.csv_hashes()
 
 
-def test_a_damaged_file_at_a_direct_destination_comes_from_the_next_one(lab, tmp_path):
-    assert lab.cli().returncode == 0
+def test_a_damaged_file_at_a_direct_destination_comes_from_the_next_one(one_run, tmp_path):
+    lab = one_run
     flip_one_byte(lab.smb / "flyTrackingData/model_predictions.csv")
     result = lab.cli("restore", "--from", "smb", "--dataset", "CSVs", "--to", str(tmp_path / "one"))
     assert result.returncode == 1 and "model_predictions.csv: smb: its bytes differ from the catalog's SHA-1" in (
@@ -184,8 +240,8 @@ def test_links_that_leave_the_folder_are_named_not_made(lab, tmp_path):
     assert os.readlink(tmp_path / "out/inside-link") == "model_predictions.csv"
 
 
-def test_status_list_and_verify_from_a_fresh_clone(lab):
-    assert lab.cli().returncode == 0
+def test_status_list_and_verify_from_a_fresh_clone(one_run):
+    lab = one_run
     subprocess.run(["rm", "-rf", str(lab.workdir / ".backup")], check=True)
     status = lab.cli("--status")
     assert status.returncode == 0, status.stdout
@@ -197,10 +253,8 @@ def test_status_list_and_verify_from_a_fresh_clone(lab):
     assert verify.returncode == 0 and "28/28" in verify.stdout and "6/6" in verify.stdout, verify.stdout
 
 
-def test_compressed_verify_checks_every_recorded_archive_without_local_copies(lab):
-    lab.config["backups"]["compression"] = {"enabled": True, "archive_dir": str(lab.workdir / "zips")}
-    lab.save()
-    assert lab.cli().returncode == 0
+def test_compressed_verify_checks_every_recorded_archive_without_local_copies(one_compressed_run):
+    lab = one_compressed_run
     lab.write(lab.csv_root / "model_predictions.csv", "second state\n")
     assert lab.cli().returncode == 0
     subprocess.run(["rm", "-rf", str(lab.workdir / "zips"), str(lab.workdir / ".backup")], check=True)
@@ -216,10 +270,8 @@ def test_compressed_verify_checks_every_recorded_archive_without_local_copies(la
     assert verify.returncode == 1 and f"{oldest.name}: differs from the catalog's SHA-1" in row
 
 
-def test_restore_uses_the_mode_the_run_recorded_not_the_current_config(lab, tmp_path):
-    lab.config["backups"]["compression"] = {"enabled": True, "archive_dir": str(lab.workdir / "zips")}
-    lab.save()
-    assert lab.cli("--secured-only").returncode == 0
+def test_restore_uses_the_mode_the_run_recorded_not_the_current_config(one_compressed_run, tmp_path):
+    lab = one_compressed_run
     archived = lab.csv_hashes()
     lab.config["backups"]["compression"] = {"enabled": False}
     lab.save()
@@ -233,9 +285,9 @@ def test_restore_uses_the_mode_the_run_recorded_not_the_current_config(lab, tmp_
     assert result.returncode == 0 and hash_tree(tmp_path / "b") == lab.csv_hashes()
 
 
-def test_restore_and_verify_find_a_destination_reached_by_another_path(lab, tmp_path):
+def test_restore_and_verify_find_a_destination_reached_by_another_path(one_run, tmp_path):
     """A new machine mounts the same share elsewhere: the catalog says where the data is inside it."""
-    assert lab.cli().returncode == 0
+    lab = one_run
     moved = lab.root / "mounted-elsewhere"
     lab.secured.rename(moved)
     lab.config["backups"]["destinations"]["secured"]["base_path"] = str(moved)
@@ -248,10 +300,10 @@ def test_restore_and_verify_find_a_destination_reached_by_another_path(lab, tmp_
     assert verify.returncode == 0 and "6/6" in verify.stdout, verify.stdout
 
 
-def test_a_run_without_its_source_is_no_restore_point(lab, tmp_path):
+def test_a_run_without_its_source_is_no_restore_point(one_run, tmp_path):
     """The data disk was not mounted: the run fails, and the latest restore point is still the last
     real state, not an empty one (restoring "the latest" after a disaster must not give nothing)."""
-    assert lab.cli("--secured-only").returncode == 0
+    lab = one_run
     before = lab.csv_hashes()
     lab.csv_root.rename(lab.root / "unmounted")
     assert lab.cli("--secured-only").returncode == 1
@@ -278,10 +330,10 @@ def forge_run(dest: Path, found, tag: str, dataset: str = "CSVs", folder: str = 
     return tag
 
 
-def test_a_forged_manifest_cannot_make_restore_write_outside_the_folder(lab, tmp_path):
+def test_a_forged_manifest_cannot_make_restore_write_outside_the_folder(one_run, tmp_path):
     from backup.manifest import Manifest
 
-    assert lab.cli("--secured-only").returncode == 0
+    lab = one_run
     good = hashlib.sha1((lab.csv_root / "model_predictions.csv").read_bytes()).hexdigest()
     size = (lab.csv_root / "model_predictions.csv").stat().st_size
     escape = Manifest("CSVs", files=["../planted.csv"], sizes=[size], mtimes=[0], sha1=[good])
@@ -300,8 +352,8 @@ def test_a_forged_manifest_cannot_make_restore_write_outside_the_folder(lab, tmp
     assert os.readlink(tmp_path / "chain/sub/A") == ".." and not os.path.lexists(tmp_path / "chain/sub/up")
 
 
-def test_wrong_restore_requests_end_in_one_line(lab, tmp_path):
-    assert lab.cli().returncode == 0
+def test_wrong_restore_requests_end_in_one_line(one_run, tmp_path):
+    lab = one_run
     result = lab.cli("restore", "--from", "secured", "--dataset", "CSVs", "--to", str(tmp_path / "x"), "--at",
                      "yesterday")  # fmt: skip
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "'YYYY-MM-DD HH:MM'" in result.stderr

@@ -17,7 +17,9 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+import pytest
 from conftest import PROJECT, VENV_BIN, hash_tree
+from test_catalog import SavedLab
 
 BOX = "Ramanlab-Backups"
 
@@ -152,9 +154,29 @@ def secured_only(lab) -> None:
     lab.save()
 
 
-def test_without_a_policy_prune_removes_nothing(lab):
-    secured_only(lab)
-    history(lab, steps=2)
+@pytest.fixture(scope="module")
+def saved_two_runs(tmp_path_factory) -> SavedLab:
+    """history(steps=2) to secured only, with the policy keep_last 1 (not prune_after_backup), made once."""
+
+    def two_runs(lab):
+        secured_only(lab)
+        lab.config["backups"]["retention"] = {"keep_last": 1}
+        lab.save()
+        return history(lab, steps=2)
+
+    return SavedLab(tmp_path_factory.mktemp("two-runs"), two_runs)
+
+
+@pytest.fixture
+def two_runs(saved_two_runs):
+    """(lab, states): a fresh copy of saved_two_runs' lab for each test, which may change it."""
+    return saved_two_runs.fresh(), saved_two_runs.made
+
+
+def test_without_a_policy_prune_removes_nothing(two_runs):
+    lab, _ = two_runs
+    del lab.config["backups"]["retention"]
+    lab.save()
     before = snapshot(lab.root / "dest")
     for args in (["prune", "--dry-run"], ["prune"]):
         result = lab.cli(*args)
@@ -162,11 +184,8 @@ def test_without_a_policy_prune_removes_nothing(lab):
     assert snapshot(lab.root / "dest") == before
 
 
-def test_prune_waits_for_another_machine_writing_there(lab):
-    secured_only(lab)
-    lab.config["backups"]["retention"] = {"keep_last": 1}
-    lab.save()
-    history(lab, steps=2)
+def test_prune_waits_for_another_machine_writing_there(two_runs):
+    lab, _ = two_runs  # keep_last 1: without the other machine, prune would remove the first run
     locks = lab.secured / ".lab-backup/locks"
     held = {"run_id": "20261130-090000-0001", "tag": "20261130-090000-0001", "stage": "manual",
             "host": "analysis-pc-2", "pid": 4242, "started": datetime.now().astimezone().isoformat(),
@@ -178,11 +197,8 @@ def test_prune_waits_for_another_machine_writing_there(lab):
     assert snapshot(lab.root / "dest") == before
 
 
-def test_prune_after_backup_is_opt_in(lab, tmp_path):
-    secured_only(lab)
-    lab.config["backups"]["retention"] = {"keep_last": 1}
-    lab.save()
-    states = history(lab, steps=2)
+def test_prune_after_backup_is_opt_in(two_runs, tmp_path):
+    lab, states = two_runs  # backed up twice with keep_last 1
     assert listed(lab, "secured") == {run for run, _ in states}  # a policy alone removes nothing
     lab.config["backups"]["prune_after_backup"] = True
     lab.save()

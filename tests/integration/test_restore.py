@@ -8,7 +8,7 @@ import time
 import zipfile
 
 import pytest
-from conftest import hash_tree
+from conftest import Lab, hash_tree
 
 DESTS = [("smb", "CSVs"), ("box", "CSVs"), ("secured", "CSVs"), ("smb", "Results"), ("box", "Results")]
 
@@ -40,9 +40,19 @@ def three_states(lab):
     return states
 
 
+@pytest.fixture(scope="module")
+def history(tmp_path_factory):
+    """One lab and its three_states, made once instead of in each test: these tests only read
+    it. Restore (typed or a Snakemake target; into a new folder, refused or dry) writes nothing at
+    a destination, at the sources or in the config, only the log, Snakemake's state and the
+    workdir's cache of immutable catalog files."""
+    lab = Lab(tmp_path_factory.mktemp("history"))
+    return lab, three_states(lab)
+
+
 @pytest.mark.parametrize(("dest", "dataset"), DESTS)
-def test_every_earlier_state_is_restored(lab, tmp_path, dest, dataset):
-    states = three_states(lab)
+def test_every_earlier_state_is_restored(history, tmp_path, dest, dataset):
+    lab, states = history
     for i, (run, held) in enumerate(states):
         out = tmp_path / f"restored-{i}"
         result = lab.cli("restore", "--from", dest, "--dataset", dataset, "--to", str(out), "--run", run)
@@ -52,8 +62,8 @@ def test_every_earlier_state_is_restored(lab, tmp_path, dest, dataset):
         assert hash_tree(out) == held[dataset], f"state after run {i + 1}"
 
 
-def test_restore_latest_by_default_and_by_time(lab, tmp_path):
-    states = three_states(lab)
+def test_restore_latest_by_default_and_by_time(history, tmp_path):
+    lab, states = history
     result = lab.cli("restore", "--from", "secured", "--dataset", "CSVs", "--to", str(tmp_path / "latest"))
     assert result.returncode == 0 and hash_tree(tmp_path / "latest") == states[-1][1]["CSVs"]
     at = time.strftime("%Y-%m-%d %H:%M", time.localtime(time.time() + 120))
@@ -64,8 +74,8 @@ def test_restore_latest_by_default_and_by_time(lab, tmp_path):
     assert result.returncode == 2 and "no successful backup of CSVs to box before 2001-01-01" in result.stderr
 
 
-def test_restore_refuses_live_sources_and_non_empty_folders(lab, tmp_path):
-    assert lab.cli().returncode == 0
+def test_restore_refuses_live_sources_and_non_empty_folders(history, tmp_path):
+    lab, states = history
     before = hash_tree(lab.csv_root)
     result = lab.cli("restore", "--from", "smb", "--dataset", "CSVs", "--to", str(lab.csv_root))
     assert result.returncode == 2 and "live source" in result.stderr
@@ -75,7 +85,8 @@ def test_restore_refuses_live_sources_and_non_empty_folders(lab, tmp_path):
     assert result.returncode == 2 and "is not empty" in result.stderr
     assert hash_tree(lab.csv_root) == before and (busy / "keep.txt").read_text() == "mine"
     result = lab.cli("restore", "--from", "smb", "--dataset", "CSVs", "--to", str(tmp_path / "new"), "--dry-run")
-    assert result.returncode == 0 and "would restore 6 files from the current copy" in result.stdout
+    n = len(states[-1][1]["CSVs"])  # the latest run's files: 5 (one CSV was deleted before it)
+    assert result.returncode == 0 and f"would restore {n} files from the current copy" in result.stdout
     assert not (tmp_path / "new").exists()
 
 
@@ -123,8 +134,8 @@ def test_extraction_refuses_entries_that_escape(tmp_path):
     assert not os.path.lexists(tmp_path / "out3/innocent") and (tmp_path / "out3/data.csv").read_text() == "fine"
 
 
-def test_restore_as_a_snakemake_target(lab, tmp_path):
-    states = three_states(lab)
+def test_restore_as_a_snakemake_target(history, tmp_path):
+    lab, states = history
     out = tmp_path / "via-snakemake"
     result = lab.snakemake("restore", "--config", "restore_from=box", "restore_dataset=Results",
                            f"restore_to={out}", f"restore_run={states[0][0]}")  # fmt: skip
