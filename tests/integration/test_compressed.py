@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -12,7 +13,9 @@ import time
 import zipfile
 from pathlib import Path
 
+import pytest
 from conftest import PROJECT, env_with_venv, hash_tree
+from test_backup_direct import FirstBackup
 
 ARCHIVE = re.compile(r"^(CSVs|Results)_archive_\d{8}_\d{6}(_\d+)?\.zip$")
 
@@ -38,10 +41,19 @@ def local_archive(lab, dataset: str) -> Path:
     return path
 
 
-def test_global_compression_sends_identical_verified_archives(lab):
-    compress(lab)
-    result = lab.cli()
-    assert result.returncode == 0, result.stdout + result.stderr
+@pytest.fixture(scope="module")
+def first_backup(tmp_path_factory) -> FirstBackup:
+    return FirstBackup(tmp_path_factory.mktemp("first-backup"), compress)
+
+
+@pytest.fixture
+def backed_up(first_backup):
+    """A Lab after one backup with compression on for every destination (a copy of this module's)."""
+    return first_backup.restore()
+
+
+def test_global_compression_sends_identical_verified_archives(first_backup, backed_up):
+    lab, result = backed_up, first_backup.result  # its return code is asserted where it is made
     csv_zip, res_zip = local_archive(lab, "CSVs"), local_archive(lab, "Results")
     assert ARCHIVE.match(csv_zip.name) and ARCHIVE.match(res_zip.name)
     # Made once per dataset, sent to every compressed destination, identical bytes everywhere.
@@ -60,9 +72,8 @@ def test_global_compression_sends_identical_verified_archives(lab):
     assert result.stdout.count("archive CSVs: ok") == 1 and result.stdout.count("archive Results: ok") == 1
 
 
-def test_unchanged_dataset_makes_no_second_archive_and_change_makes_one(lab):
-    compress(lab)
-    assert lab.cli().returncode == 0
+def test_unchanged_dataset_makes_no_second_archive_and_change_makes_one(backed_up):
+    lab = backed_up
     first = local_archive(lab, "CSVs")
     result = lab.cli()
     assert result.returncode == 0
@@ -129,21 +140,26 @@ def test_keep_last_prunes_local_archives_only(lab):
 def test_killed_archive_job_leaves_no_final_archive_and_rerun_succeeds(lab):
     compress(lab, enabled=False, secured=True)
     big = lab.csv_root / "all_envelope_rows_wide.csv"
-    with open(big, "wb") as fh:  # ~300 MB of random digits: slow enough to interrupt
+    with open(big, "wb") as fh:  # 64 MB of random digits: seconds of work for the archive job
         chunk = os.urandom(1 << 20).hex().encode()
-        for _ in range(150):
+        for _ in range(32):
             fh.write(chunk)
     cmd = [sys.executable, str(PROJECT / "scripts/backup_system.py"), "--config", str(lab.config_path),
            "--workdir", str(lab.workdir), "--secured-only"]  # fmt: skip
     proc = subprocess.Popen(cmd, env=env_with_venv(), start_new_session=True, stdout=subprocess.DEVNULL)
     zips_dir = lab.root / "zips"
+
+    def written() -> int:  # bytes in the archive under its temporary name (it may be renamed meanwhile)
+        with contextlib.suppress(FileNotFoundError):
+            return sum(p.stat().st_size for p in zips_dir.glob(".*.partial"))
+        return 0
+
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not list(zips_dir.glob(".*.partial")):
-        time.sleep(0.05)
-    assert list(zips_dir.glob(".*.partial")), "the archive job never started writing"
-    time.sleep(0.3)
-    os.killpg(proc.pid, signal.SIGKILL)
+    while (progress := written()) < 1 << 20 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)  # at once: the job is then still deflating the big file
     proc.wait(timeout=30)
+    assert progress >= 1 << 20, "the archive job never started writing"
     assert not list(zips_dir.glob("*.zip")), "a killed archive job left a file under a final name"
     assert not (lab.secured / "backups").exists() or not zips(lab.secured / "backups")
     result = lab.cli("--secured-only", timeout=300)

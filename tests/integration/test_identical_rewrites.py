@@ -12,7 +12,9 @@ import re
 import time
 from pathlib import Path
 
+import pytest
 from conftest import hash_tree
+from test_backup_direct import FirstBackup
 from test_real_servers import use_servers
 
 FIGURES = 28  # the Lab's Results: 8 folders of 3 figures, and 4 tricky names
@@ -50,9 +52,14 @@ def versions(folder: Path) -> dict[str, str]:
     return hash_tree(Path(f"{folder}.versions"))
 
 
-def check(lab, folders: dict[tuple[str, str], Path], *only: str):
+def backup_ok(lab, *only: str) -> None:
     first = lab.cli(*only)
     assert first.returncode == 0, first.stdout
+
+
+def check(lab, folders: dict[tuple[str, str], Path], *only: str):
+    """After a first backup (``only``: of the destination the test is about): rewrites, a second
+    backup, a third, and --verify."""
     figure, old_figure, csv, old_csv = rewrite_everything(lab)
     second = lab.cli(*only)
     assert second.returncode == 0, second.stdout
@@ -80,7 +87,19 @@ def check(lab, folders: dict[tuple[str, str], Path], *only: str):
     assert verified.returncode == 0, verified.stdout
 
 
-def test_identical_rewrites_cost_nothing_on_local_destinations(lab):
+@pytest.fixture(scope="module")
+def first_backup(tmp_path_factory) -> FirstBackup:
+    return FirstBackup(tmp_path_factory.mktemp("first-backup"))
+
+
+@pytest.fixture
+def backed_up(first_backup):
+    """A Lab after one backup to its local destinations (a copy of this module's)."""
+    return first_backup.restore()
+
+
+def test_identical_rewrites_cost_nothing_on_local_destinations(backed_up):
+    lab = backed_up
     folders = {
         ("smb", "CSVs"): lab.smb / "flyTrackingData",
         ("smb", "Results"): lab.smb / "Figures",
@@ -103,6 +122,7 @@ def test_identical_rewrites_cost_nothing_on_real_servers(lab, samba, webdav, ssh
         ("box", "Results"): box / "Results",
         ("secured", "CSVs"): secured / "CSVs",
     }
+    backup_ok(lab)
     check(lab, folders)
 
 
@@ -117,6 +137,7 @@ def test_identical_rewrites_cost_nothing_on_a_mounted_share(lab, samba, fuse_smb
     }
     lab.save()
     share = samba.share / "rewrites-mounted"
+    backup_ok(lab, "--smb-only")
     check(lab, {("smb", "CSVs"): share / "flyTrackingData", ("smb", "Results"): share / "Figures"}, "--smb-only")
 
 
@@ -142,8 +163,8 @@ def test_a_pipeline_that_puts_back_older_bytes_has_them_backed_up_after_it(lab, 
         assert hash_tree(folder)[name] == want, folder
 
 
-def test_a_dry_run_says_what_the_run_will_do_with_identical_rewrites(lab):
-    assert lab.cli().returncode == 0
+def test_a_dry_run_says_what_the_run_will_do_with_identical_rewrites(backed_up):
+    lab = backed_up
     rewrite_everything(lab)
     dry = lab.cli("--dry-run")
     assert dry.returncode == 0, dry.stdout

@@ -19,6 +19,7 @@ import pytest
 import yaml
 from backup import report
 from conftest import run_cli
+from test_backup_direct import FirstBackup
 
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -46,12 +47,26 @@ def render(page, profile) -> str:
     return done.stdout
 
 
+@pytest.fixture(scope="module")
+def first_backup(tmp_path_factory) -> FirstBackup:
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("TZ", ZONE)
+        return FirstBackup(tmp_path_factory.mktemp("first-backup"))
+
+
 @pytest.fixture
-def make_report(lab, tmp_path, monkeypatch):
-    """`--report FILE` in ZONE; returns (the file's own HTML, the browser's DOM)."""
+def backed_up(first_backup):
+    """A Lab after one successful backup to every destination, in ZONE (a copy of this module's)."""
+    return first_backup.restore()
+
+
+@pytest.fixture
+def make_report(tmp_path, monkeypatch):
+    """`--report FILE` in ZONE (from the test's start: its runs too); returns (the file's own HTML,
+    the browser's DOM)."""
     monkeypatch.setenv("TZ", ZONE)
 
-    def make() -> tuple[str, str]:
+    def make(lab) -> tuple[str, str]:
         page = tmp_path / "report.html"
         result = lab.cli("--report", str(page))
         assert result.returncode == 0 and result.stdout.strip() == f"wrote {page}", result.stderr
@@ -87,7 +102,7 @@ def status_verdicts(lab) -> dict[str, str]:
 
 def test_report_of_healthy_backups_says_all_ok(lab, make_report):
     assert lab.cli().returncode == 0
-    raw, dom = make_report()
+    raw, dom = make_report(lab)
     colour, text = verdict(dom)
     assert colour == "green" and text.startswith("All backups OK: smb, box and secured."), text
     for dest in DESTINATIONS:
@@ -105,12 +120,12 @@ def test_report_of_healthy_backups_says_all_ok(lab, make_report):
     assert len(re.findall(r'<tr class="green"><td>manual</td>', dom)) == 5
 
 
-def test_report_names_a_failing_destination_and_folds_its_error(lab, make_report):
-    assert lab.cli().returncode == 0
+def test_report_names_a_failing_destination_and_folds_its_error(backed_up, make_report):
+    lab = backed_up
     shutil.rmtree(lab.secured / "CSVs")
     (lab.secured / "CSVs").write_text("a file where the CSVs folder was: nothing can be written into it")
     assert lab.cli().returncode == 1
-    _raw, dom = make_report()
+    _raw, dom = make_report(lab)
     colour, text = verdict(dom)
     assert colour == "red", text
     assert text.startswith("NOT OK: secured FAILING (the last run failed)") and text.endswith("OK: smb and box."), text
@@ -142,7 +157,7 @@ def test_report_shows_a_stale_destination_in_amber(lab, make_report):
     time.sleep(warn_seconds + 1)  # secured's success is now overdue ...
     assert lab.cli("--smb-only").returncode == 0  # ... while smb and box succeed again
     assert lab.cli("--box-only").returncode == 0
-    _raw, dom = make_report()
+    _raw, dom = make_report(lab)
     colour, text = verdict(dom)
     assert colour == "amber", text
     stale = r"NOT OK: secured OVERDUE \(> 0\.003 h\), last success (under )?1 min ago\. OK: smb and box\."
@@ -154,9 +169,10 @@ def test_report_shows_a_stale_destination_in_amber(lab, make_report):
     assert "amber</span> OVERDUE" in dom  # the legend says what amber means
 
 
-def test_report_speaks_only_of_this_configs_destinations(lab, make_report, tmp_path):
+def test_report_speaks_only_of_this_configs_destinations(backed_up, make_report, tmp_path):
     """A destination moved elsewhere: its old success there no longer counts, nor is it listed; the runs
-    of another config in the same folder are not listed at all."""
+    of another config in the same folder (here: between two of this config's) are not listed at all."""
+    lab = backed_up
     other = yaml.safe_load(yaml.safe_dump(lab.config))
     for name, dest in other["backups"]["destinations"].items():
         dest["enabled"] = name != "box"
@@ -164,19 +180,20 @@ def test_report_speaks_only_of_this_configs_destinations(lab, make_report, tmp_p
             dest["base_path"] = str(tmp_path / "elsewhere" / name)
             dest.pop("csvs_path", None), dest.pop("results_path", None)
     (tmp_path / "other.yaml").write_text(yaml.safe_dump(other))
+    ours = {p.name for p in (lab.workdir / ".backup/runs").iterdir()}
     assert run_cli("--config", str(tmp_path / "other.yaml"), workdir=lab.workdir).returncode == 0
-    assert lab.cli().returncode == 0
+    (other_run,) = {p.name for p in (lab.workdir / ".backup/runs").iterdir()} - ours
     lab.config["backups"]["destinations"]["secured"]["base_path"] = "/proc/forbidden"
     lab.save()
     assert lab.cli().returncode == 1
     all_runs = sorted(p.name for p in (lab.workdir / ".backup/runs").iterdir())
-    assert len(all_runs) == 3
-    _raw, dom = make_report()
+    assert len(all_runs) == 3 and all_runs[1] == other_run
+    _raw, dom = make_report(lab)
     colour, text = verdict(dom)
     assert colour == "red" and text.startswith("NOT OK: secured FAILING"), text
     assert row(dom, "secured")[0] == "red" and ">never<" in row(dom, "secured")[1]
     # The other config's run is not there; the earlier run lists smb and box, not secured's old place.
-    assert f'id="run-{all_runs[0]}"' not in dom
+    assert f'id="run-{other_run}"' not in dom
     listed = runs(dom)
     assert len(listed) == 2 and "The last 2 runs from this machine" in dom
     assert listed[0][0] == "red" and "secured FAILED" in listed[0][1]

@@ -7,8 +7,21 @@ import json
 import shutil
 import time
 
+import pytest
 import yaml
 from conftest import run_cli
+from test_backup_direct import FirstBackup
+
+
+@pytest.fixture(scope="module")
+def first_backup(tmp_path_factory) -> FirstBackup:
+    return FirstBackup(tmp_path_factory.mktemp("first-backup"))
+
+
+@pytest.fixture
+def backed_up(first_backup):
+    """A Lab after one successful backup to every destination (a copy of this module's)."""
+    return first_backup.restore()
 
 
 def status_rows(stdout: str) -> dict[str, str]:
@@ -23,8 +36,8 @@ def test_status_with_no_runs(lab):
     assert all("never" in row and "NEVER" in row for row in rows.values())
 
 
-def test_run_record_and_status_after_success(lab):
-    assert lab.cli().returncode == 0
+def test_run_record_and_status_after_success(backed_up):
+    lab = backed_up
     (run,) = list((lab.workdir / ".backup/runs").iterdir())
     record = json.loads((run / "run.json").read_text())
     assert record["run_id"] == run.name and record["exit_status"] == 0 and record["kind"] == "backup"
@@ -41,8 +54,8 @@ def test_run_record_and_status_after_success(lab):
     assert all(" ok" in row for row in rows.values()), result.stdout
 
 
-def test_status_shows_a_newer_failure(lab):
-    assert lab.cli().returncode == 0
+def test_status_shows_a_newer_failure(backed_up):
+    lab = backed_up
     shutil.rmtree(lab.secured / "CSVs")
     (lab.secured / "CSVs").write_text("a file where the CSVs folder was: nothing can be written into it")
     assert lab.cli().returncode == 1
@@ -64,10 +77,10 @@ def test_status_flags_a_stale_success(lab):
     assert "OVERDUE" in rows["smb"] and "NEVER" in rows["box"]
 
 
-def test_status_shows_a_failure_at_a_destination_that_never_took_a_backup(lab):
+def test_status_shows_a_failure_at_a_destination_that_never_took_a_backup(backed_up):
     """Its catalog has nothing to say (the run could not write there): this machine's record of
     the failed run is shown."""
-    assert lab.cli().returncode == 0
+    lab = backed_up
     lab.config["backups"]["destinations"]["secured"]["base_path"] = "/proc/forbidden"
     lab.save()
     assert lab.cli().returncode == 1
@@ -77,8 +90,8 @@ def test_status_shows_a_failure_at_a_destination_that_never_took_a_backup(lab):
     assert result.returncode == 1
 
 
-def test_status_says_where_it_comes_from_when_a_catalog_cannot_be_read(lab):
-    assert lab.cli().returncode == 0
+def test_status_says_where_it_comes_from_when_a_catalog_cannot_be_read(backed_up):
+    lab = backed_up
     catalog = lab.secured / ".lab-backup"
     catalog.rename(lab.secured / "catalog-aside")
     catalog.symlink_to(".lab-backup")  # a loop: reading it fails (ELOOP), as an unreadable share would
@@ -88,9 +101,9 @@ def test_status_says_where_it_comes_from_when_a_catalog_cannot_be_read(lab):
     assert result.returncode == 0
 
 
-def test_status_fails_when_backups_are_switched_off(lab):
+def test_status_fails_when_backups_are_switched_off(backed_up):
     """A monitor calling --status must hear that nothing is being backed up."""
-    assert lab.cli().returncode == 0
+    lab = backed_up
     lab.config["backups"]["enabled"] = False
     lab.save()
     result = lab.cli("--status")
@@ -98,10 +111,10 @@ def test_status_fails_when_backups_are_switched_off(lab):
     assert "backups are switched off (backups.enabled: false)" in result.stdout
 
 
-def test_another_configs_runs_never_vouch_for_this_one(lab):
+def test_another_configs_runs_never_vouch_for_this_one(backed_up):
     """The demo (here: a config with other destinations) backed up from this project folder:
     --status, list and the report of the lab's config must not count its runs."""
-    assert lab.cli().returncode == 0  # the "demo": the lab's config as it is
+    lab = backed_up  # backed up by the "demo": the lab's config as it is
     other = copy.deepcopy(lab.config)
     dests = other["backups"]["destinations"]
     dests["smb"].update(base_path=str(lab.root / "lab-nas"), csvs_path=str(lab.root / "lab-nas/flyTrackingData"),
@@ -135,10 +148,10 @@ def test_a_failed_post_backup_is_not_hidden_by_the_same_runs_pre_backup(lab):
     assert result.returncode == 1
 
 
-def test_runs_to_a_remote_of_the_same_name_in_another_rclone_config_never_vouch(lab):
+def test_runs_to_a_remote_of_the_same_name_in_another_rclone_config_never_vouch(backed_up):
     """The demo's Box-Folder is not the lab's: same remote name and folder, another rclone config.
     Where the lab's Box cannot be read, this machine's records of the demo's runs must not count."""
-    assert lab.cli().returncode == 0
+    lab = backed_up
     other = copy.deepcopy(lab.config)
     empty = lab.root / "lab-rclone.conf"
     empty.write_text("")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from conftest import hash_tree
+from test_backup_direct import FirstBackup
 from test_real_servers import use_servers
 
 WARNINGS = 3  # summary.EXIT_WARNINGS: the run names what it moved aside
@@ -145,15 +146,18 @@ def test_kind_changes_on_a_mounted_share(lab, samba, fuse_smb):
     check_kept_and_replaced(lab, mounted_destination(lab, samba, fuse_smb, "mounted-kinds"), CHANGES)
 
 
-def check_refused_without_versions(lab, dests: dict[str, Path], changes: list[str]) -> None:
-    """keep_versions off: the old entries stay as they were (nothing deleted), the run fails with
-    one line naming one of them (and how many more), and the rest of the dataset is sent."""
+def without_versions(lab) -> None:
+    """keep_versions off at every destination; the entries that are to change kind, made."""
     for dest in lab.config["backups"]["destinations"].values():
         dest["keep_versions"] = False
     lab.save()
     seed(lab)
-    first = lab.cli()
-    assert first.returncode == 0, first.stdout + first.stderr
+
+
+def check_refused_without_versions(lab, dests: dict[str, Path], changes: list[str]) -> None:
+    """After a first backup without versions: the old entries stay as they were (nothing deleted),
+    the run fails with one line naming one of them (and how many more), and the rest of the dataset
+    is sent."""
     paths = sorted(old_entry(change) for change in changes)
     before = {(dest, path): held(folder, path) for dest, folder in dests.items() for path in paths}
     for change in changes:
@@ -172,13 +176,28 @@ def check_refused_without_versions(lab, dests: dict[str, Path], changes: list[st
         assert not Path(f"{folder}.versions").exists()
 
 
+def local_without_versions(lab) -> None:
+    local_destinations(lab)
+    without_versions(lab)
+
+
+@pytest.fixture(scope="module")
+def first_backup_without_versions(tmp_path_factory) -> FirstBackup:
+    """Made once, put back for each change below: their first backup is the same."""
+    return FirstBackup(tmp_path_factory.mktemp("without-versions"), local_without_versions)
+
+
 @pytest.mark.parametrize("change", CHANGES)
-def test_without_versions_nothing_is_replaced_and_the_path_is_named(lab, change):
+def test_without_versions_nothing_is_replaced_and_the_path_is_named(first_backup_without_versions, change):
+    lab = first_backup_without_versions.restore()
     check_refused_without_versions(lab, local_destinations(lab), [change])
 
 
 def test_without_versions_over_ssh_webdav_and_smb_nothing_is_replaced(lab, samba, webdav, sshd, monkeypatch):
     dests = server_destinations(lab, samba, webdav, sshd, monkeypatch, "noversions")
+    without_versions(lab)
+    first = lab.cli()
+    assert first.returncode == 0, first.stdout + first.stderr
     check_refused_without_versions(lab, dests, CHANGES)
 
 
