@@ -31,6 +31,7 @@ class Engine:
         """``profile``: the run's --profile. With one (or $SNAKEMAKE_PROFILE, which Snakemake also reads)
         Snakemake is given the cluster's executor plugins (engine.CLUSTER); without, every job runs here."""
         self.workdir, self.tty, self.interrupts, self.profile = workdir, sys.stdout.isatty(), interrupts, profile
+        self.told = False  # whether it was given a run (before, it has only been importing Snakemake)
         cluster = [engine.CLUSTER] if profile or os.environ.get("SNAKEMAKE_PROFILE") else []
         env = {
             **os.environ,
@@ -51,10 +52,15 @@ class Engine:
         interrupts.watch(self.proc.pid)
 
     def cancel(self) -> None:
-        """Not needed after all: the child sees the end of its input and exits."""
+        """Not needed after all (a config error, a held lock, a failed pre-pipeline backup): the
+        child, told nothing, has started nothing; it is stopped at once rather than left to finish
+        importing Snakemake (a second of CPU) before it would see the end of its input."""
         if self.proc.poll() is None:
             assert self.proc.stdin is not None
-            self.proc.stdin.close()
+            if not self.told:
+                self.proc.kill()
+            with contextlib.suppress(BrokenPipeError):
+                self.proc.stdin.close()
             self.proc.wait()
         self.interrupts.done(self.proc.pid)
 
@@ -92,6 +98,7 @@ class Engine:
         live = StatusLine() if self.tty else None
         try:
             try:
+                self.told = True
                 self.proc.stdin.write(json.dumps({"argv": argv, "env": env}) + "\n")
                 self.proc.stdin.close()
             except BrokenPipeError:
