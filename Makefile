@@ -85,11 +85,11 @@ status: setup
 report: setup
 	$(PY) scripts/backup_system.py --report backup-report.html --config "$(CONFIG)"
 
-# Three processes, a test file each at a time (a file's tests share its servers): on 2 cores a
-# third keeps both busy while another waits on a server, a timeout or SLURM.
+# Four processes, a test file each at a time (a file's tests share its servers): on 2 cores the
+# others keep both busy while one waits on a server, a timeout or SLURM.
 test: setup setup-slurm
 	@scripts/setup.sh --test
-	$(PY) -m pytest -n 3 --dist loadfile
+	$(PY) -m pytest -n 4 --dist loadfile
 
 lint: setup
 	ruff check workflow scripts tests bench

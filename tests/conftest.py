@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -181,6 +183,48 @@ class Lab:
 
     def results_hashes(self) -> dict[str, str]:
         return {n: h for n, h in hash_tree(self.results_root).items() if any(n.startswith(d) for d in RESULT_DIRS)}
+
+
+class SavedLab:
+    """A lab in a state that takes backups to reach (``prepare(lab)``; what it returns is ``made``),
+    made once per test module and kept as a copy, as a backup costs seconds of CPU and putting its
+    folder back a tenth of one: ``fresh()`` puts the copy back for each test, which may then change
+    anything in it (sources, config, destinations, workdir). It goes back to the same path, every
+    file with its bytes and times (the config, the catalogs and the records name absolute paths)."""
+
+    def __init__(self, root: Path, prepare) -> None:
+        self.lab = Lab(root / "lab")
+        self.made = prepare(self.lab)
+        self.saved, self.config = root / "saved", copy.deepcopy(self.lab.config)
+        shutil.copytree(self.lab.root, self.saved, symlinks=True)  # copy2: times kept to the nanosecond
+
+    @classmethod
+    def after_first_backup(cls, root: Path, prepare=None, *args: str) -> SavedLab:
+        """A fresh Lab (``prepare`` may change it first) after its first backup (``made``: its result)."""
+
+        def first(lab: Lab) -> subprocess.CompletedProcess:
+            if prepare:
+                prepare(lab)
+            result = lab.cli(*args)
+            assert result.returncode == 0, result.stdout + result.stderr
+            return result
+
+        return cls(root, first)
+
+    def fresh(self) -> Lab:
+        shutil.rmtree(self.lab.root)
+        shutil.copytree(self.saved, self.lab.root, symlinks=True)
+        self.lab.config = copy.deepcopy(self.config)
+        return self.lab
+
+
+# Files whose tests mostly wait (a SLURM cluster's status polls, pipelines, prune histories):
+# started first, so that the last test process to finish is not one still waiting on them.
+STARTED_FIRST = ("test_slurm.py", "test_run_pipeline.py", "test_prune.py")
+
+
+def pytest_collection_modifyitems(items):
+    items.sort(key=lambda item: item.path.name not in STARTED_FIRST)  # stable: the rest keep their order
 
 
 @pytest.hookimpl(hookwrapper=True)

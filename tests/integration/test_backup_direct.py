@@ -6,50 +6,26 @@ not by anything the code under test reports.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import os
 import re
-import shutil
 import time
 from pathlib import Path
 
 import pytest
-from conftest import CSV_NAMES, TRICKY_NAMES, Lab, hash_tree
-
-
-class FirstBackup:
-    """A fresh Lab (``prepare`` may change it first) and its first backup, made once per test module
-    and put back for each test that starts from it: a backup costs seconds of CPU, putting its folder
-    back a tenth of one. It goes back to the same path (the config, the catalogs and the records name
-    absolute paths), every file with its bytes and times, so every test gets the same state, its own
-    to change, whatever ran before it."""
-
-    def __init__(self, root: Path, prepare=None, *args: str):
-        self.lab = Lab(root / "lab")
-        if prepare:
-            prepare(self.lab)
-        self.result = self.lab.cli(*args)
-        assert self.result.returncode == 0, self.result.stdout + self.result.stderr
-        self.saved = root / "saved"
-        shutil.copytree(self.lab.root, self.saved, symlinks=True)
-
-    def restore(self) -> Lab:
-        shutil.rmtree(self.lab.root)
-        shutil.copytree(self.saved, self.lab.root, symlinks=True)
-        return copy.deepcopy(self.lab)
+from conftest import CSV_NAMES, TRICKY_NAMES, Lab, SavedLab, hash_tree
 
 
 @pytest.fixture(scope="module")
-def first_backup(tmp_path_factory) -> FirstBackup:
-    return FirstBackup(tmp_path_factory.mktemp("first-backup"))
+def first_backup(tmp_path_factory) -> SavedLab:
+    return SavedLab.after_first_backup(tmp_path_factory.mktemp("first-backup"))
 
 
 @pytest.fixture
 def backed_up(first_backup) -> Lab:
     """A Lab after one backup of everything to every destination (a copy of this module's)."""
-    return first_backup.restore()
+    return first_backup.fresh()
 
 
 def job_count(plan_output: str, rule: str) -> int:
@@ -73,7 +49,7 @@ def assert_seed_layout(lab, smb=True, box=True, secured=True):
 
 
 def test_backup_all_destinations_in_seed_layout(first_backup, backed_up):
-    result = first_backup.result  # its return code is asserted where it is made
+    result = first_backup.made  # its return code is asserted where it is made
     assert_seed_layout(backed_up)
     for dest, dataset in [
         ("smb", "CSVs"),

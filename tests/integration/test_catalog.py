@@ -6,44 +6,22 @@ same catalog through every other transport is in test_disaster_recovery.py.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import Lab, hash_tree
+from conftest import Lab, SavedLab, hash_tree
 from test_faults import killed_while_writing
 
 
 def runs_at(folder: Path) -> list[dict]:
     """The committed run records a destination holds, oldest first (read here, not by the code)."""
     return [json.loads(p.read_text()) for p in sorted((folder / ".lab-backup/runs").glob("*.json"))]
-
-
-class SavedLab:
-    """A lab in a state that takes backups to reach (``prepare``; what it returns is ``made``), made
-    once per module and kept as a copy, as each backup costs seconds of CPU: ``fresh()`` puts the
-    copy back in place for each test, which may then change anything in it (sources, config,
-    destinations, workdir). It goes back to the same path: the catalogs and the workdir's records
-    name absolute paths."""
-
-    def __init__(self, root: Path, prepare) -> None:
-        self.lab = Lab(root / "lab")
-        self.made = prepare(self.lab)
-        self.saved, self.config = root / "saved", copy.deepcopy(self.lab.config)
-        shutil.copytree(self.lab.root, self.saved, symlinks=True)  # copy2: times kept to the nanosecond
-
-    def fresh(self) -> Lab:
-        shutil.rmtree(self.lab.root)
-        shutil.copytree(self.saved, self.lab.root, symlinks=True)
-        self.lab.config = copy.deepcopy(self.config)
-        return self.lab
 
 
 def backed_up(lab: Lab) -> None:

@@ -14,8 +14,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT, env_with_venv, hash_tree
-from test_backup_direct import FirstBackup
+from conftest import PROJECT, SavedLab, env_with_venv, hash_tree
 
 ARCHIVE = re.compile(r"^(CSVs|Results)_archive_\d{8}_\d{6}(_\d+)?\.zip$")
 
@@ -42,18 +41,18 @@ def local_archive(lab, dataset: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def first_backup(tmp_path_factory) -> FirstBackup:
-    return FirstBackup(tmp_path_factory.mktemp("first-backup"), compress)
+def first_backup(tmp_path_factory) -> SavedLab:
+    return SavedLab.after_first_backup(tmp_path_factory.mktemp("first-backup"), compress)
 
 
 @pytest.fixture
 def backed_up(first_backup):
     """A Lab after one backup with compression on for every destination (a copy of this module's)."""
-    return first_backup.restore()
+    return first_backup.fresh()
 
 
 def test_global_compression_sends_identical_verified_archives(first_backup, backed_up):
-    lab, result = backed_up, first_backup.result  # its return code is asserted where it is made
+    lab, result = backed_up, first_backup.made  # its return code is asserted where it is made
     csv_zip, res_zip = local_archive(lab, "CSVs"), local_archive(lab, "Results")
     assert ARCHIVE.match(csv_zip.name) and ARCHIVE.match(res_zip.name)
     # Made once per dataset, sent to every compressed destination, identical bytes everywhere.

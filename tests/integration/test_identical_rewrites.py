@@ -13,8 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import hash_tree
-from test_backup_direct import FirstBackup
+from conftest import SavedLab, hash_tree
 from test_real_servers import use_servers
 
 FIGURES = 28  # the Lab's Results: 8 folders of 3 figures, and 4 tricky names
@@ -88,14 +87,14 @@ def check(lab, folders: dict[tuple[str, str], Path], *only: str):
 
 
 @pytest.fixture(scope="module")
-def first_backup(tmp_path_factory) -> FirstBackup:
-    return FirstBackup(tmp_path_factory.mktemp("first-backup"))
+def first_backup(tmp_path_factory) -> SavedLab:
+    return SavedLab.after_first_backup(tmp_path_factory.mktemp("first-backup"))
 
 
 @pytest.fixture
 def backed_up(first_backup):
     """A Lab after one backup to its local destinations (a copy of this module's)."""
-    return first_backup.restore()
+    return first_backup.fresh()
 
 
 def test_identical_rewrites_cost_nothing_on_local_destinations(backed_up):

@@ -8,17 +8,18 @@ from conftest import hash_tree
 def test_a_profile_reaches_snakemake_and_the_backup_still_lands(lab, tmp_path):
     profile = tmp_path / "profile"
     profile.mkdir()
-    (profile / "config.yaml").write_text("printshellcmds: true\n")  # visible in Snakemake's own log
+    # Visible in Snakemake's own log, in each job's resources.
+    (profile / "config.yaml").write_text("default-resources:\n  mem_mb: 1234\n")
     result = lab.cli("--profile", str(profile))
     assert result.returncode == 0, result.stdout + result.stderr
     (run,) = (lab.workdir / ".backup/runs").iterdir()
-    assert "-m backup sync" in (run / "snakemake.log").read_text()
+    assert "mem_mb=1234" in (run / "snakemake.log").read_text()
     assert hash_tree(lab.smb / "flyTrackingData") == lab.csv_hashes()
-    # Without it, Snakemake does not print the jobs' commands: the profile made the difference.
+    # Without it, the jobs have Snakemake's own default: the profile made the difference.
     again = lab.cli()
     assert again.returncode == 0
     latest = max((lab.workdir / ".backup/runs").iterdir())
-    assert "-m backup sync" not in (latest / "snakemake.log").read_text()
+    assert "mem_mb=1234" not in (latest / "snakemake.log").read_text()
 
 
 def test_a_folder_without_a_profile_is_a_usage_error(lab, tmp_path):

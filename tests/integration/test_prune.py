@@ -18,8 +18,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT, VENV_BIN, hash_tree
-from test_catalog import SavedLab
+from conftest import PROJECT, VENV_BIN, SavedLab, hash_tree
 
 BOX = "Ramanlab-Backups"
 

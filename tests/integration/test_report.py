@@ -18,8 +18,7 @@ from datetime import datetime, timedelta
 import pytest
 import yaml
 from backup import report
-from conftest import run_cli
-from test_backup_direct import FirstBackup
+from conftest import SavedLab, run_cli
 
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -48,16 +47,16 @@ def render(page, profile) -> str:
 
 
 @pytest.fixture(scope="module")
-def first_backup(tmp_path_factory) -> FirstBackup:
+def first_backup(tmp_path_factory) -> SavedLab:
     with pytest.MonkeyPatch.context() as env:
         env.setenv("TZ", ZONE)
-        return FirstBackup(tmp_path_factory.mktemp("first-backup"))
+        return SavedLab.after_first_backup(tmp_path_factory.mktemp("first-backup"))
 
 
 @pytest.fixture
 def backed_up(first_backup):
     """A Lab after one successful backup to every destination, in ZONE (a copy of this module's)."""
-    return first_backup.restore()
+    return first_backup.fresh()
 
 
 @pytest.fixture

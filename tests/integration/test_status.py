@@ -9,19 +9,18 @@ import time
 
 import pytest
 import yaml
-from conftest import run_cli
-from test_backup_direct import FirstBackup
+from conftest import SavedLab, run_cli
 
 
 @pytest.fixture(scope="module")
-def first_backup(tmp_path_factory) -> FirstBackup:
-    return FirstBackup(tmp_path_factory.mktemp("first-backup"))
+def first_backup(tmp_path_factory) -> SavedLab:
+    return SavedLab.after_first_backup(tmp_path_factory.mktemp("first-backup"))
 
 
 @pytest.fixture
 def backed_up(first_backup):
     """A Lab after one successful backup to every destination (a copy of this module's)."""
-    return first_backup.restore()
+    return first_backup.fresh()
 
 
 def status_rows(stdout: str) -> dict[str, str]:

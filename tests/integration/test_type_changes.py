@@ -15,8 +15,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import hash_tree
-from test_backup_direct import FirstBackup
+from conftest import SavedLab, hash_tree
 from test_real_servers import use_servers
 
 WARNINGS = 3  # summary.EXIT_WARNINGS: the run names what it moved aside
@@ -182,14 +181,14 @@ def local_without_versions(lab) -> None:
 
 
 @pytest.fixture(scope="module")
-def first_backup_without_versions(tmp_path_factory) -> FirstBackup:
+def first_backup_without_versions(tmp_path_factory) -> SavedLab:
     """Made once, put back for each change below: their first backup is the same."""
-    return FirstBackup(tmp_path_factory.mktemp("without-versions"), local_without_versions)
+    return SavedLab.after_first_backup(tmp_path_factory.mktemp("without-versions"), local_without_versions)
 
 
 @pytest.mark.parametrize("change", CHANGES)
 def test_without_versions_nothing_is_replaced_and_the_path_is_named(first_backup_without_versions, change):
-    lab = first_backup_without_versions.restore()
+    lab = first_backup_without_versions.fresh()
     check_refused_without_versions(lab, local_destinations(lab), [change])
 
 
