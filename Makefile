@@ -85,11 +85,13 @@ status: setup
 report: setup
 	$(PY) scripts/backup_system.py --report backup-report.html --config "$(CONFIG)"
 
-# Four processes, a test file each at a time (a file's tests share its servers): on 2 cores the
-# others keep both busy while one waits on a server, a timeout or SLURM.
+# Three processes, a test file each at a time (a file's tests share its servers): on 2 cores a
+# third keeps both busy while another waits on a server, a timeout or SLURM (four were slower
+# here, 803 s against 712 s, and two timing-bound tests failed). 12 minutes here on 2026-12-02:
+# the 10-minute target is not met (issue 17's note).
 test: setup setup-slurm
 	@scripts/setup.sh --test
-	$(PY) -m pytest -n 4 --dist loadfile
+	$(PY) -m pytest -n 3 --dist loadfile
 
 lint: setup
 	ruff check workflow scripts tests bench

@@ -218,13 +218,17 @@ class SavedLab:
         return self.lab
 
 
-# Files whose tests mostly wait (a SLURM cluster's status polls, pipelines, prune histories):
-# started first, so that the last test process to finish is not one still waiting on them.
-STARTED_FIRST = ("test_slurm.py", "test_run_pipeline.py", "test_prune.py")
+@pytest.fixture(scope="module")
+def first_backup(tmp_path_factory) -> SavedLab:
+    """A test module's lab after one backup of everything to every destination (a module that needs
+    another first state defines its own)."""
+    return SavedLab.after_first_backup(tmp_path_factory.mktemp("first-backup"))
 
 
-def pytest_collection_modifyitems(items):
-    items.sort(key=lambda item: item.path.name not in STARTED_FIRST)  # stable: the rest keep their order
+@pytest.fixture
+def backed_up(first_backup) -> Lab:
+    """That lab put back for this test (first_backup.fresh())."""
+    return first_backup.fresh()
 
 
 @pytest.hookimpl(hookwrapper=True)

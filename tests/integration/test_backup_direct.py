@@ -14,18 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import CSV_NAMES, TRICKY_NAMES, Lab, SavedLab, hash_tree
-
-
-@pytest.fixture(scope="module")
-def first_backup(tmp_path_factory) -> SavedLab:
-    return SavedLab.after_first_backup(tmp_path_factory.mktemp("first-backup"))
-
-
-@pytest.fixture
-def backed_up(first_backup) -> Lab:
-    """A Lab after one backup of everything to every destination (a copy of this module's)."""
-    return first_backup.fresh()
+from conftest import CSV_NAMES, TRICKY_NAMES, hash_tree
 
 
 def job_count(plan_output: str, rule: str) -> int:

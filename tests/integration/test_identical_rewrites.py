@@ -12,8 +12,7 @@ import re
 import time
 from pathlib import Path
 
-import pytest
-from conftest import SavedLab, hash_tree
+from conftest import hash_tree
 from test_real_servers import use_servers
 
 FIGURES = 28  # the Lab's Results: 8 folders of 3 figures, and 4 tricky names
@@ -84,17 +83,6 @@ def check(lab, folders: dict[tuple[str, str], Path], *only: str):
     assert "rewritten with identical bytes" not in third.stdout
     verified = lab.cli("--verify", *only)  # the catalog's SHA-1s and the new times agree with what is there
     assert verified.returncode == 0, verified.stdout
-
-
-@pytest.fixture(scope="module")
-def first_backup(tmp_path_factory) -> SavedLab:
-    return SavedLab.after_first_backup(tmp_path_factory.mktemp("first-backup"))
-
-
-@pytest.fixture
-def backed_up(first_backup):
-    """A Lab after one backup to its local destinations (a copy of this module's)."""
-    return first_backup.fresh()
 
 
 def test_identical_rewrites_cost_nothing_on_local_destinations(backed_up):

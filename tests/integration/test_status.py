@@ -7,20 +7,8 @@ import json
 import shutil
 import time
 
-import pytest
 import yaml
-from conftest import SavedLab, run_cli
-
-
-@pytest.fixture(scope="module")
-def first_backup(tmp_path_factory) -> SavedLab:
-    return SavedLab.after_first_backup(tmp_path_factory.mktemp("first-backup"))
-
-
-@pytest.fixture
-def backed_up(first_backup):
-    """A Lab after one successful backup to every destination (a copy of this module's)."""
-    return first_backup.fresh()
+from conftest import run_cli
 
 
 def status_rows(stdout: str) -> dict[str, str]:
