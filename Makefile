@@ -87,7 +87,7 @@ report: setup
 
 # Three processes, a test file each at a time (a file's tests share its servers): on 2 cores a
 # third keeps both busy while another waits on a server, a timeout or SLURM (four were slower
-# here, 803 s against 712 s, and two timing-bound tests failed). 12 minutes here on 2026-12-02:
+# here, 803 s against 712 s, and two timing-bound tests failed). 12-13 minutes here on 2026-12-02:
 # the 10-minute target is not met (issue 17's note).
 test: setup setup-slurm
 	@scripts/setup.sh --test
