@@ -35,14 +35,27 @@ def test_a_job_runs_forked_and_its_exit_status_comes_back(server, capfd):
     assert server._proc.pid == first and server._proc.poll() is None  # one server for every job
 
 
-def test_a_job_runs_as_python_m_backup_when_the_server_is_gone(server, capfd):
+def test_a_dead_server_is_started_again_for_the_next_job(server, capfd):
     server.start()
-    os.kill(server._proc.pid, signal.SIGKILL)
+    dead = server._proc.pid
+    os.kill(dead, signal.SIGKILL)
     server._proc.wait(timeout=10)
-    server._socket.close()  # as if the server's end had closed: the request cannot be sent
-    server._proc = None
     server.run(["sync", "--help"])
     assert "usage: python -m backup sync" in capfd.readouterr().out
+    assert server._proc.pid != dead and server._proc.poll() is None
+
+
+def test_a_job_runs_as_python_m_backup_when_no_server_can_be_started(server, capfd, monkeypatch):
+    def cannot_start():
+        raise OSError("fork: Resource temporarily unavailable")
+
+    monkeypatch.setattr(server, "_server", cannot_start)
+    server.run(["sync", "--help"])
+    assert "usage: python -m backup sync" in capfd.readouterr().out
+    assert server._proc is None  # no server ran it: the plain interpreter did
+    with pytest.raises(subprocess.CalledProcessError) as failed:
+        server.run(["sync", "--no-such-option"])
+    assert failed.value.returncode == 2
 
 
 def test_the_server_leaves_when_snakemake_does(server):

@@ -39,6 +39,12 @@ class JobServer:
 
     _shared: JobServer | None = None
 
+    def __init__(self, package_dir: str) -> None:
+        self.package_dir = package_dir
+        self._lock = threading.Lock()
+        self._socket: socket.socket | None = None
+        self._proc: subprocess.Popen | None = None
+
     @classmethod
     def shared(cls, package_dir: str) -> JobServer:
         if cls._shared is None:
@@ -50,14 +56,9 @@ class JobServer:
         with self._lock:
             self._server()
 
-    def __init__(self, package_dir: str) -> None:
-        self.package_dir = package_dir
-        self._lock = threading.Lock()
-        self._socket: socket.socket | None = None
-        self._proc: subprocess.Popen | None = None
-
     def run(self, argv: list[str], tmpdir: str | None = None) -> None:
-        """Run ``python -m backup ARGV`` (forked, or started if the server is gone); a job that exits
+        """Run ``python -m backup ARGV``, forked (a dead server is started again), or as that command
+        if no server can be started; a job that exits
         non-zero raises CalledProcessError, as Snakemake's ``shell()`` would. ``tmpdir``: the job's
         TMPDIR (Snakemake's tmpdir resource, which ``shell()`` also passes on)."""
         env = {"TMPDIR": tmpdir} if tmpdir else {}
