@@ -58,9 +58,9 @@ class JobServer:
 
     def run(self, argv: list[str], tmpdir: str | None = None) -> None:
         """Run ``python -m backup ARGV``, forked (a dead server is started again), or as that command
-        if no server can be started; a job that exits
-        non-zero raises CalledProcessError, as Snakemake's ``shell()`` would. ``tmpdir``: the job's
-        TMPDIR (Snakemake's tmpdir resource, which ``shell()`` also passes on)."""
+        if no server can be started; a job that exits non-zero raises CalledProcessError, as
+        Snakemake's ``shell()`` would. ``tmpdir``: the job's TMPDIR (Snakemake's tmpdir resource,
+        which ``shell()`` also passes on)."""
         env = {"TMPDIR": tmpdir} if tmpdir else {}
         code = self._forked(argv, env)
         if code is None:
