@@ -6,8 +6,10 @@ And what goes wrong with servers: stopped, wrong password, unknown host key.
 from __future__ import annotations
 
 import json
+import shutil
 import stat
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -191,6 +193,10 @@ def test_one_ssh_login_per_job_and_no_connection_outlives_it(lab, samba, webdav,
     """A secured-storage job talks to the server several times (its catalog, its lock, the data, the
     record): one SSH login serves them all, and the shared connection ends with the job."""
     _, _, secured = use_servers(lab, samba, webdav, sshd, monkeypatch, folder="logins")
+    # This run's sockets in a folder of its own: other test files' jobs have masters too. A short
+    # path, since a socket's path has room for about 100 bytes.
+    private = Path(tempfile.mkdtemp(prefix="ssh", dir="/tmp"))
+    monkeypatch.setenv("TMPDIR", str(private))
     log = sshd.root / "sshd.out"
     before = log.read_text().count("Accepted publickey")
     for attempt in range(2):  # a first backup, then one with nothing to send
@@ -201,5 +207,8 @@ def test_one_ssh_login_per_job_and_no_connection_outlives_it(lab, samba, webdav,
             time.sleep(0.05)
         assert log.read_text().count("Accepted publickey") == before + attempt + 1
     assert hash_tree(secured / "CSVs") == lab.csv_hashes()
-    masters = subprocess.run(["pgrep", "-f", "ControlPath=.*lab-backup-ssh"], capture_output=True, text=True)
+    assert list(private.glob("lab-backup-ssh-*")), "the jobs did not use this TMPDIR"
+    # A master names itself "ssh: SOCKET [mux]"; a client still running names its ControlPath.
+    masters = subprocess.run(["pgrep", "-f", f"{private}/lab-backup-ssh"], capture_output=True, text=True)
     assert masters.stdout == "", "an SSH master outlived its job"
+    shutil.rmtree(private)
