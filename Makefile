@@ -87,11 +87,12 @@ report: setup
 
 # Three processes, a test file each at a time (a file's tests share its servers): on 2 cores a
 # third keeps both busy while another waits on a server, a timeout or SLURM (four were slower
-# here, 803 s against 712 s, and two timing-bound tests failed). 12-13 minutes here on 2026-12-02:
-# the 10-minute target is not met (issue 17's note).
+# here, 803 s against 712 s, and two timing-bound tests failed). The files in collection order,
+# the longest first (tests/conftest.py: LONGEST_FIRST), not xdist's default of the most tests
+# first, which left SLURM's file to run alone at the end: 545 s against 620 s here.
 test: setup setup-slurm
 	@scripts/setup.sh --test
-	$(PY) -m pytest -n 3 --dist loadfile
+	$(PY) -m pytest -n 3 --dist loadfile --no-loadscope-reorder
 
 lint: setup
 	ruff check workflow scripts tests bench

@@ -231,6 +231,27 @@ def backed_up(first_backup) -> Lab:
     return first_backup.fresh()
 
 
+# `make test` runs the files on three workers, each taking the next file in collection order
+# (--no-loadscope-reorder). The files that take longest, mostly waiting (SLURM's status checks,
+# pipelines, servers), go first: started last, one of them would end the run alone.
+LONGEST_FIRST = (
+    "test_slurm.py",
+    "test_run_pipeline.py",
+    "test_prune.py",
+    "test_backup_direct.py",
+    "test_disaster_recovery.py",
+    "test_type_changes.py",
+    "test_identical_rewrites.py",
+    "test_honest_results.py",
+)
+
+
+def pytest_collection_modifyitems(items):
+    """Longest files first (LONGEST_FIRST), the rest as collected; a file's tests stay in order."""
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """Under CI=true a test never skips: a server or kernel feature it needs that is missing is a
