@@ -60,12 +60,13 @@ def writing(folder: Path) -> bool:
     return folder.is_dir() and any(p.name.startswith(".") for p in folder.iterdir())
 
 
-def wait_until(condition, seconds: float = 60) -> bool:
+def wait_until(condition, seconds: float = 60, every: float = 0.01) -> bool:
+    """``condition`` became true within ``seconds``, tried every ``every`` seconds (more for a costly one)."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if condition():
             return True
-        time.sleep(0.01)
+        time.sleep(every)
     return False
 
 

@@ -71,7 +71,8 @@ SECRETS = {
     "a password pasted into password_env": lambda lab: password_env(lab, SECRET),
     "a password that is no name": lambda lab: password_env(lab, f"{SECRET}#1"),
 }
-# Every command reads the config first: none may echo it, run or write.
+# Every command reads the config first: none may echo it, run or write. Each command meets one of
+# the secrets (they share the config's reading, so each secret meets one or two commands).
 COMMANDS = [(), ("run",), ("--dry-run",), ("--status",), ("--verify",), ("list",), ("--report", "REPORT")]
 
 
@@ -80,7 +81,7 @@ def test_a_secret_in_a_config_error_reaches_no_output_log_or_record(lab, case):
     SECRETS[case](lab)
     lab.save()
     report = lab.root / "report.html"
-    for command in COMMANDS:
+    for command in COMMANDS[list(SECRETS).index(case) :: len(SECRETS)]:
         result = cli(lab, *[str(report) if arg == "REPORT" else arg for arg in command])
         line = assert_refused(lab, result, SECRET)
         assert "backups." in line, command

@@ -19,7 +19,8 @@ from test_notify import configure
 
 
 def lab_processes(lab) -> list[str]:
-    """Live processes working for the lab's run: their command line or folder is the lab's."""
+    """Live processes working for the lab's run: their command line or folder is the lab's (every
+    process's /proc read: a wait polls it at most a few times a second)."""
     found = []
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
@@ -79,7 +80,7 @@ def test_sigterm_stops_the_pipeline_and_the_run(lab):
     lab.config["pipeline"] = {"command": "echo started; sleep 61.25; echo never"}
     lab.save()
     proc = start_cli(lab, "run")
-    assert wait_until(lambda: any("sleep 61.25" in p for p in lab_processes(lab)), seconds=60)
+    assert wait_until(lambda: any("sleep 61.25" in p for p in lab_processes(lab)), seconds=60, every=0.2)
     os.kill(proc.pid, signal.SIGTERM)
     out, _ = proc.communicate(timeout=60)
     left = lab_processes(lab)
@@ -100,7 +101,7 @@ def test_nothing_outlives_a_killed_command_line(lab):
     os.kill(proc.pid, signal.SIGKILL)  # the command line alone; its jobs are not told by anyone
     proc.communicate(timeout=30)
     t0 = time.monotonic()
-    assert wait_until(lambda: not lab_processes(lab), seconds=10), lab_processes(lab)
+    assert wait_until(lambda: not lab_processes(lab), seconds=10, every=0.1), lab_processes(lab)
     assert time.monotonic() - t0 < 5
     result = lab.cli(timeout=170)
     assert result.returncode == 0, result.stdout
@@ -142,7 +143,7 @@ def test_a_stopped_module_pipeline_does_not_block_the_next_run(lab, tmp_path):
     lab.config["pipeline"] = {"snakefile": str(snakefile), "config": {}}
     lab.save()
     proc = start_cli(lab, "run")
-    assert wait_until(lambda: any("sleep 47.5" in p for p in lab_processes(lab)), seconds=60)
+    assert wait_until(lambda: any("sleep 47.5" in p for p in lab_processes(lab)), seconds=60, every=0.2)
     os.kill(proc.pid, signal.SIGINT)
     out_text, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130, out_text
