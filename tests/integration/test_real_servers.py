@@ -189,13 +189,14 @@ def test_full_destination_is_named_as_full(lab, samba, webdav, sshd, monkeypatch
         subprocess.run(["umount", "-l", str(smb)], capture_output=True)
 
 
-def test_one_ssh_login_per_job_and_no_connection_outlives_it(lab, samba, webdav, sshd, monkeypatch):
+def test_one_ssh_login_per_job_and_no_connection_outlives_it(lab, samba, webdav, sshd, monkeypatch, request):
     """A secured-storage job talks to the server several times (its catalog, its lock, the data, the
     record): one SSH login serves them all, and the shared connection ends with the job."""
     _, _, secured = use_servers(lab, samba, webdav, sshd, monkeypatch, folder="logins")
     # This run's sockets in a folder of its own: other test files' jobs have masters too. A short
     # path, since a socket's path has room for about 100 bytes.
     private = Path(tempfile.mkdtemp(prefix="ssh", dir="/tmp"))
+    request.addfinalizer(lambda: shutil.rmtree(private, ignore_errors=True))
     monkeypatch.setenv("TMPDIR", str(private))
     log = sshd.root / "sshd.out"
     before = log.read_text().count("Accepted publickey")
@@ -211,4 +212,3 @@ def test_one_ssh_login_per_job_and_no_connection_outlives_it(lab, samba, webdav,
     # A master names itself "ssh: SOCKET [mux]"; a client still running names its ControlPath.
     masters = subprocess.run(["pgrep", "-f", f"{private}/lab-backup-ssh"], capture_output=True, text=True)
     assert masters.stdout == "", "an SSH master outlived its job"
-    shutil.rmtree(private)
