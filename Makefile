@@ -87,14 +87,14 @@ report: setup
 
 # Three processes, a test file each at a time (a file's tests share its servers): on 2 cores a
 # third keeps both busy while another waits on a server, a timeout or SLURM (four were slower
-# here, 803 s against 712 s, and two timing-bound tests failed). The files in collection order,
-# the longest first (tests/conftest.py: LONGEST_FIRST), not xdist's default of the most tests
+# here, 803 s against 712 s, and two timing-bound tests failed). The files in collection order
+# (pyproject.toml), the longest first (tests/conftest.py: LONGEST_FIRST), not xdist's default of the most tests
 # first, which left SLURM's file to run alone at the end: 545 s against 620 s here. On a fresh
 # clone 595-666 s on 2026-12-02 (the machine's speed varies): the 10-minute target is not reliably
 # met (issue 17's note).
 test: setup setup-slurm
 	@scripts/setup.sh --test
-	$(PY) -m pytest -n 3 --dist loadfile --no-loadscope-reorder
+	$(PY) -m pytest -n 3 --dist loadfile
 
 lint: setup
 	ruff check workflow scripts tests bench
