@@ -231,7 +231,7 @@ def backed_up(first_backup) -> Lab:
     return first_backup.fresh()
 
 
-# `make test` runs the files on five workers, each taking the next file in collection order
+# `make test` runs the files on three workers, each taking the next file in collection order
 # (--no-loadscope-reorder in pyproject.toml). The files that take longest, mostly waiting (SLURM's status checks,
 # pipelines, servers), go first: started last, one of them would end the run alone.
 LONGEST_FIRST = (
