@@ -420,9 +420,9 @@ StorageLoc=slurm_acct_db
         text = self.log.read_text() if self.log.exists() else ""
         return [line.rsplit("WEXITSTATUS ", 1)[1].strip() for line in text.splitlines() if "WEXITSTATUS" in line]
 
-    def accounted(self) -> list[tuple[str, str, str]]:
-        """(job name, state, exit code) of every job in SLURM's accounting, as `sacct` reports them."""
-        out = subprocess.run(["sacct", "-X", "-a", "-n", "-P", "--format=JobName,State,ExitCode"],
+    def accounted(self) -> list[tuple[str, str, str, str]]:
+        """(job name, state, exit code, time limit) of every job in SLURM's accounting, as `sacct` reports them."""
+        out = subprocess.run(["sacct", "-X", "-a", "-n", "-P", "--format=JobName,State,ExitCode,Timelimit"],
                              capture_output=True, text=True, check=True)  # fmt: skip
         return [tuple(line.split("|")) for line in out.stdout.splitlines() if line]
 
