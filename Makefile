@@ -91,8 +91,8 @@ report: setup
 # five (608 s), about 1,100 CPU-seconds either way, so more processes gain nothing. The files in
 # collection order (pyproject.toml), the longest first (tests/conftest.py: LONGEST_FIRST), not
 # xdist's default of the most tests first, which left SLURM's file to run alone at the end. As
-# the machine's speed varies (596-831 s here the same day), the 10-minute target is not reliably
-# met (issue 17's note).
+# the machine's speed varies (519-831 s here on 2026-12-02, 992-1,213 CPU-seconds for the same
+# suite within two hours), the 10-minute target is not reliably met (issue 17's note).
 test: setup setup-slurm
 	@scripts/setup.sh --test
 	$(PY) -m pytest -n 3 --dist loadfile
