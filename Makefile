@@ -91,9 +91,9 @@ report: setup
 # five (608 s), about 1,100 CPU-seconds either way, so more processes gain nothing. The files in
 # collection order (pyproject.toml), the longest first (tests/conftest.py: LONGEST_FIRST), not
 # xdist's default of the most tests first, which left SLURM's file to run alone at the end. The
-# time follows the host's speed: 332-379 s on 2026-12-02 night and 2026-12-03 (630-660 CPU-seconds
-# by /proc/stat), 519-831 s on a slower host on 2026-12-02 (992-1,213 CPU-seconds), near the
-# 10-minute target there (issue 17's note).
+# time follows the host's speed: 332-379 s on 2026-12-02 night and 2026-12-03 (629 CPU-seconds
+# for the suite by /proc/stat, 660 for the whole .ci/run with its set-up), 519-831 s on a slower
+# host on 2026-12-02 (992-1,213 CPU-seconds), near the 10-minute target there (issue 17's note).
 test: setup setup-slurm
 	@scripts/setup.sh --test
 	$(PY) -m pytest -n 3 --dist loadfile
